@@ -1,0 +1,523 @@
+"""One config tree of frozen dataclasses, validated on construction, loaded from YAML and flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message names the field and what is allowed."""
+
+
+def _check_choice(where: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_range(
+    where: str, value: float, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
+) -> None:
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise ConfigError(f"{where} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{where} must be <= {hi}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "lenet_noniid"
+    """Run name; outputs go to <out>/<name>."""
+    seed: int = 0
+    """Seed for data partitioning, initial model, keys, training order and attacks."""
+    rounds: int = 40
+    """Synchronous rounds, or local rounds per node in the async schedule."""
+    eval_every: int = 5
+    """Evaluate every node on the global test set every this many rounds (the last round always)."""
+    out: str = "runs"
+    """Parent folder of the run folder."""
+    overwrite: bool = False
+    """Allow reusing an existing run folder (its chain stores are replaced)."""
+    progress: bool = True
+    """Show a progress bar with the current honest mean accuracy."""
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"experiment.name must be a non-empty folder name, got {self.name!r}")
+        _check_range("experiment.rounds", self.rounds, 1)
+        _check_range("experiment.eval_every", self.eval_every, 1)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mnist"
+    """mnist or fashion_mnist."""
+    data_dir: str | None = None
+    """Folder in torchvision's layout; default $DFL_DATA_DIR, else the user cache folder."""
+    download: bool = True
+    """Download through torchvision when the files are absent."""
+    partition: str = "dirichlet"
+    """iid, dirichlet (alpha) or labels_per_node (k)."""
+    alpha: float = 0.1
+    """Dirichlet concentration; smaller is more skewed."""
+    labels_per_node: int = 2
+    """Labels each node holds with partition=labels_per_node (the original's 1node2label is 2)."""
+    val_fraction: float = 0.1
+    """Share of each node's shard kept to score received models."""
+
+    def __post_init__(self) -> None:
+        _check_choice("data.dataset", self.dataset, ["mnist", "fashion_mnist"])
+        _check_choice("data.partition", self.partition, ["iid", "dirichlet", "labels_per_node"])
+        _check_range("data.alpha", self.alpha, 0.0, lo_open=True)
+        _check_range("data.labels_per_node", self.labels_per_node, 1, 10)
+        _check_range("data.val_fraction", self.val_fraction, 0.0, lo_open=True)
+        if self.val_fraction >= 0.5:
+            raise ConfigError(f"data.val_fraction must be < 0.5, got {self.val_fraction!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "lenet"
+    """Registered model architecture."""
+
+    def __post_init__(self) -> None:
+        from dfl_ray.models.registry import MODELS
+
+        _check_choice("model.name", self.name, sorted(MODELS))
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    local_epochs: float = 1.0
+    """Local work per round in passes over the node's training shard (used when local_steps = 0)."""
+    local_steps: int = 0
+    """Local SGD steps per round; 0 means local_epochs passes."""
+
+    def __post_init__(self) -> None:
+        _check_range("training.lr", self.lr, 0.0, lo_open=True)
+        _check_range("training.momentum", self.momentum, 0.0, 1.0)
+        _check_range("training.weight_decay", self.weight_decay, 0.0)
+        _check_range("training.batch_size", self.batch_size, 1)
+        _check_range("training.local_epochs", self.local_epochs, 0.0, lo_open=True)
+        _check_range("training.local_steps", self.local_steps, 0)
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    kind: str = "dfl10"
+    """dfl10 (the original's 10-node, 19-edge graph), full, ring, regular, random, small_world, edges."""
+    nodes: int = 10
+    """Number of DFL nodes."""
+    degree: int = 4
+    """Degree for regular, average degree for random, k for small_world."""
+    p: float = 0.1
+    """Rewiring probability for small_world."""
+    edges: tuple[tuple[int, int], ...] = ()
+    """Explicit edge list for kind=edges (flag form: 0-1,1-2,...)."""
+
+    def __post_init__(self) -> None:
+        _check_choice(
+            "topology.kind",
+            self.kind,
+            ["dfl10", "full", "ring", "regular", "random", "small_world", "edges"],
+        )
+        _check_range("topology.nodes", self.nodes, 2)
+        _check_range("topology.degree", self.degree, 1)
+        _check_range("topology.p", self.p, 0.0, 1.0)
+        if self.kind == "dfl10" and self.nodes != 10:
+            raise ConfigError(f"topology.kind=dfl10 needs topology.nodes=10, got {self.nodes}")
+        if self.kind == "edges" and not self.edges:
+            raise ConfigError("topology.kind=edges needs topology.edges")
+
+
+@dataclass(frozen=True)
+class DefenseConfig:
+    rule: str = "dfl_trust"
+    """Aggregation rule (see dfl_ray.defense.RULES)."""
+    buffer_size: int = 4
+    """Aggregate once this many received models are buffered (one per sender, newest kept)."""
+    params: Mapping[str, float] = field(default_factory=dict)
+    """Rule parameters (flag form: name=value,name=value)."""
+
+    def __post_init__(self) -> None:
+        from dfl_ray.defense import RULES, rule_params
+
+        _check_choice("defense.rule", self.rule, sorted(RULES))
+        _check_range("defense.buffer_size", self.buffer_size, 1)
+        allowed = rule_params(self.rule)
+        for key in self.params:
+            if key not in allowed:
+                raise ConfigError(
+                    f"defense.params: rule {self.rule!r} has no parameter {key!r}; "
+                    f"its parameters are {sorted(allowed)}"
+                )
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    kind: str = "random_model"
+    """Attack of the malicious nodes (see dfl_ray.attacks.ATTACK_KINDS); none for no attack."""
+    malicious: int = 3
+    """Number of attacker nodes (the last ones, unless attack.nodes names them)."""
+    nodes: tuple[int, ...] = ()
+    """Explicit attacker node ids (flag form: 1,4,7)."""
+    params: Mapping[str, float] = field(default_factory=dict)
+    """Attack parameters (flag form: name=value,...)."""
+
+    def __post_init__(self) -> None:
+        from dfl_ray.attacks import ATTACK_KINDS, attack_params
+
+        _check_choice("attack.kind", self.kind, list(ATTACK_KINDS))
+        _check_range("attack.malicious", self.malicious, 0)
+        if self.nodes and len(self.nodes) != self.malicious:
+            raise ConfigError(
+                f"attack.nodes lists {len(self.nodes)} nodes but attack.malicious is {self.malicious}"
+            )
+        if len(set(self.nodes)) != len(self.nodes):
+            raise ConfigError(f"attack.nodes has duplicates: {list(self.nodes)}")
+        allowed = attack_params(self.kind)
+        for key in self.params:
+            if key not in allowed:
+                raise ConfigError(
+                    f"attack.params: attack {self.kind!r} has no parameter {key!r}; "
+                    f"its parameters are {sorted(allowed)}"
+                )
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    ttl: int = 10
+    """Gossip hops a transaction travels."""
+    expiry_s: float = 60.0
+    """Seconds a transaction stays valid after creation."""
+    max_clock_skew_s: float = 5.0
+    """How far in the future a transaction's creation time may lie."""
+    block_size: int = 10
+    """Own transactions per sealed block."""
+    keep_payloads: int = 2
+    """Own model payloads kept on disk per node (-1 keeps all); the chain keeps every digest."""
+
+    def __post_init__(self) -> None:
+        _check_range("ledger.ttl", self.ttl, 1)
+        _check_range("ledger.expiry_s", self.expiry_s, 0.0, lo_open=True)
+        _check_range("ledger.max_clock_skew_s", self.max_clock_skew_s, 0.0)
+        _check_range("ledger.block_size", self.block_size, 1)
+        _check_range("ledger.keep_payloads", self.keep_payloads, -1)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    schedule: str = "sync"
+    """sync (deterministic rounds) or async (each node loops on its own)."""
+    address: str | None = None
+    """Ray address to join (auto for a running cluster); default starts a local Ray."""
+    num_cpus: int = 0
+    """CPUs for a local Ray instance (0: all of this machine's)."""
+    hosts: int = 0
+    """Host actors the nodes are spread over (0: one actor per node)."""
+    cpus_per_host: float = 0.0
+    """CPUs each host actor requests (0: the cluster's CPUs divided by the number of hosts)."""
+    gpus_per_node: float = 0.0
+    """GPU share each node's actor requests (fractions allowed)."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when the actor holds a GPU)."""
+    placement: str = "pack"
+    """pack (Ray's default) or spread (one host actor per Ray node, a placement group)."""
+    torch_threads: int = 1
+    """torch threads per actor."""
+
+    def __post_init__(self) -> None:
+        _check_choice("runtime.schedule", self.schedule, ["sync", "async"])
+        _check_choice("runtime.device", self.device, ["cpu", "cuda", "auto"])
+        _check_choice("runtime.placement", self.placement, ["pack", "spread"])
+        _check_range("runtime.num_cpus", self.num_cpus, 0)
+        _check_range("runtime.hosts", self.hosts, 0)
+        _check_range("runtime.cpus_per_host", self.cpus_per_host, 0.0)
+        _check_range("runtime.gpus_per_node", self.gpus_per_node, 0.0)
+        _check_range("runtime.torch_threads", self.torch_threads, 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        n = self.topology.nodes
+        if self.attack.kind != "none" and self.attack.malicious >= n:
+            raise ConfigError(
+                f"attack.malicious ({self.attack.malicious}) must be below topology.nodes ({n})"
+            )
+        for node in self.attack.nodes:
+            if not 0 <= node < n:
+                raise ConfigError(f"attack.nodes: node {node} is not in 0..{n - 1}")
+        if self.runtime.hosts > n:
+            raise ConfigError(f"runtime.hosts ({self.runtime.hosts}) exceeds topology.nodes ({n})")
+
+    @property
+    def attackers(self) -> tuple[int, ...]:
+        """Ids of the malicious nodes (none when attack.kind is none)."""
+        if self.attack.kind == "none" or self.attack.malicious == 0:
+            return ()
+        if self.attack.nodes:
+            return tuple(sorted(self.attack.nodes))
+        n = self.topology.nodes
+        return tuple(range(n - self.attack.malicious, n))
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(v: Any) -> Any:
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            if isinstance(v, Mapping):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+
+        return {
+            name: {f.name: plain(getattr(section, f.name)) for f in dataclasses.fields(section)}
+            for name, section in ((s.name, getattr(self, s.name)) for s in dataclasses.fields(self))
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS: dict[str, type] = dict(typing.get_type_hints(Config))
+
+# Short flags for the options users reach for most.
+ALIASES: dict[str, str] = {
+    "name": "experiment.name",
+    "seed": "experiment.seed",
+    "rounds": "experiment.rounds",
+    "eval-every": "experiment.eval_every",
+    "out": "experiment.out",
+    "overwrite": "experiment.overwrite",
+    "dataset": "data.dataset",
+    "data-dir": "data.data_dir",
+    "partition": "data.partition",
+    "alpha": "data.alpha",
+    "labels-per-node": "data.labels_per_node",
+    "nodes": "topology.nodes",
+    "topology": "topology.kind",
+    "defense": "defense.rule",
+    "buffer-size": "defense.buffer_size",
+    "attack": "attack.kind",
+    "malicious": "attack.malicious",
+    "schedule": "runtime.schedule",
+    "address": "runtime.address",
+    "hosts": "runtime.hosts",
+    "gpus-per-node": "runtime.gpus_per_node",
+    "device": "runtime.device",
+    "placement": "runtime.placement",
+}
+
+
+def _field_doc(cls: type, name: str) -> str:
+    """The docstring written under a dataclass field (read from the source), if any."""
+    import ast
+    import inspect
+
+    try:
+        tree = ast.parse(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return ""
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for i, node in enumerate(body[:-1]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.target.id == name
+            and isinstance(body[i + 1], ast.Expr)
+            and isinstance(body[i + 1].value, ast.Constant)
+        ):
+            return str(body[i + 1].value.value)
+    return ""
+
+
+def _convert(where: str, hint: Any, value: Any) -> Any:
+    """Convert a YAML or flag value to the field's type, or raise ConfigError naming the field."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))
+        if is_none and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(where, inner[0], value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            parts = [p for p in value.replace(" ", "").split(",") if p]
+            if args and typing.get_origin(args[0]) is tuple:  # edge list "0-1,1-2"
+                value = [p.split("-") for p in parts]
+            else:
+                value = parts
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        item = args[0]
+        return tuple(_convert(f"{where}[{i}]", item, v) for i, v in enumerate(value))
+    if origin in (Mapping, dict) or hint is Mapping:
+        if isinstance(value, str):
+            pairs = [p for p in value.replace(" ", "").split(",") if p]
+            out: dict[str, Any] = {}
+            for p in pairs:
+                if "=" not in p:
+                    raise ConfigError(f"{where} must look like name=value,name=value; got {value!r}")
+                k, v = p.split("=", 1)
+                out[k] = v
+            value = out
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return {str(k): _convert(f"{where}.{k}", float, v) for k, v in value.items()}
+    if typing.get_origin(hint) is tuple or hint is tuple:
+        return tuple(value)
+    raise ConfigError(f"{where}: unsupported field type {hint!r}")  # pragma: no cover
+
+
+def _build_section(name: str, values: Mapping[str, Any]) -> Any:
+    cls = SECTIONS[name]
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {name}.{unknown[0]}; {name} has keys {sorted(hints)}"
+        )
+    kwargs = {k: _convert(f"{name}.{k}", hints[k], v) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - guarded by the unknown-key check above
+        raise ConfigError(f"{name}: {exc}") from exc
+
+
+def config_from_dict(tree: Mapping[str, Any]) -> Config:
+    """Build a validated Config from a nested mapping; unknown sections or keys are errors."""
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"config must be a mapping of sections, got {type(tree).__name__}")
+    unknown = sorted(set(tree) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown config section {unknown[0]!r}; sections are {list(SECTIONS)}")
+    sections = {}
+    for name in SECTIONS:
+        values = tree.get(name) or {}
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"config section {name!r} must be a mapping, got {values!r}")
+        sections[name] = _build_section(name, values)
+    return Config(**sections)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    return data
+
+
+def merge(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    section, key = dotted.split(".", 1)
+    tree.setdefault(section, {})
+    tree[section][key] = value
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, base: Config | None = None) -> None:
+    """Add --config and a --section.field flag for every field (plus the short aliases)."""
+    base = base or Config()
+    parser.add_argument("--config", metavar="YAML", help="YAML file of config sections; flags override it")
+    by_target = {v: k for k, v in ALIASES.items()}
+    for section in SECTIONS:
+        group = parser.add_argument_group(f"{section} options")
+        cls = SECTIONS[section]
+        for f in dataclasses.fields(cls):
+            dotted = f"{section}.{f.name}"
+            default = getattr(getattr(base, section), f.name)
+            doc = _field_doc(cls, f.name)
+            names = [f"--{dotted}"]
+            if dotted in by_target:
+                names.insert(0, f"--{by_target[dotted]}")
+            group.add_argument(
+                *names,
+                dest=dotted,
+                default=argparse.SUPPRESS,
+                metavar="V",
+                help=f"{doc} (default: {_show_default(default)})".strip(),
+            )
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "{}"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) or "()"
+    return str(value)
+
+
+def config_from_args(args: argparse.Namespace, base: Mapping[str, Any] | None = None) -> Config:
+    """Resolve defaults <- `base` <- YAML (--config) <- flags into one validated Config."""
+    tree: dict[str, Any] = {k: dict(v) for k, v in (base or {}).items()}
+    config_path = getattr(args, "config", None)
+    if config_path:
+        for section, values in load_yaml(config_path).items():
+            if isinstance(values, Mapping):
+                tree.setdefault(section, {}).update(values)
+            else:
+                tree[section] = values
+    for dotted, value in vars(args).items():
+        if "." in dotted:
+            merge(tree, dotted, value)
+    return config_from_dict(tree)
