@@ -136,7 +136,8 @@ def _check_common(kind: str, n: int, edges: Sequence[tuple[int, int]] | None, se
         raise ValueError(f"topology {kind!r}: seed must be an int, got {type(seed).__name__}")
     if kind == "edges" and edges is None:
         raise ValueError("topology 'edges' needs an explicit edge list: edges is missing")
-    if kind != "edges" and edges is not None:
+    # An empty list is accepted for other kinds: config trees default the edge list to ().
+    if kind != "edges" and edges:
         raise ValueError(f"topology {kind!r} does not take an edge list; use kind='edges'")
 
 

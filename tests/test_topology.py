@@ -154,6 +154,10 @@ def test_numpy_ints_are_accepted() -> None:
     assert all(type(v) is int for v in g.nodes)
 
 
+def test_empty_edge_list_is_ignored_for_other_kinds() -> None:
+    assert edge_set(build_topology("ring", 3, edges=())) == {(0, 1), (1, 2), (0, 2)}
+
+
 def test_invalid_unknown_kind_lists_valid_kinds() -> None:
     with pytest.raises(ValueError, match=r"unknown topology kind 'star'.*full, ring, regular"):
         build_topology("star", 5)
