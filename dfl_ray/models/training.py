@@ -57,17 +57,23 @@ def train_steps(
     batch_size: int,
     steps: int,
     rng: np.random.Generator,
+    indices: np.ndarray | None = None,
     device: torch.device | str = "cpu",
     poison: BatchPoison | None = None,
 ) -> float:
-    """Run `steps` SGD steps on (images, labels); returns the mean training loss."""
-    if len(images) == 0:
+    """Run `steps` SGD steps on (images, labels), restricted to `indices` when given.
+
+    Returns the mean training loss. `images` may be a read-only view shared by many nodes: batches
+    are gathered from it, never written to it.
+    """
+    n = len(images) if indices is None else len(indices)
+    if n == 0:
         raise ValueError("cannot train on an empty data set")
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     total = 0.0
-    for idx in batch_order(len(images), batch_size, steps, rng):
-        index = torch.from_numpy(idx)
+    for idx in batch_order(n, batch_size, steps, rng):
+        index = torch.from_numpy(idx if indices is None else indices[idx])
         x, y = images[index], labels[index]
         if poison is not None:
             x, y = poison(x, y)

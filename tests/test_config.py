@@ -1,0 +1,115 @@
+"""Config tree: defaults, validation errors that name the field, YAML and flag loading."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from dfl_ray.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    add_config_arguments,
+    config_from_args,
+    config_from_dict,
+)
+
+
+def parse(argv: list[str]) -> Config:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+def test_defaults_are_the_main_job() -> None:
+    cfg = Config()
+    assert cfg.topology.kind == "dfl10" and cfg.topology.nodes == 10
+    assert cfg.data.partition == "dirichlet" and cfg.data.alpha == 0.1
+    assert cfg.attack.kind == "random_model" and cfg.attackers == (7, 8, 9)
+    assert cfg.runtime.schedule == "sync" and cfg.experiment.rounds == 40
+
+
+def test_flags_and_aliases_override_defaults() -> None:
+    cfg = parse(["--nodes", "12", "--topology", "ring", "--alpha", "0.5", "--data.val_fraction", "0.2",
+                 "--malicious", "2", "--attack", "sign_flip", "--attack.params", "scale=2"])
+    assert cfg.topology.nodes == 12 and cfg.topology.kind == "ring"
+    assert cfg.data.alpha == 0.5 and cfg.data.val_fraction == 0.2
+    assert cfg.attackers == (10, 11)
+    assert dict(cfg.attack.params) == {"scale": 2.0}
+
+
+def test_yaml_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  partition: iid\nexperiment:\n  rounds: 7\n")
+    cfg = parse(["--config", str(path), "--rounds", "9"])
+    assert cfg.data.partition == "iid"
+    assert cfg.experiment.rounds == 9
+
+
+def test_round_trip_through_yaml(tmp_path: Path) -> None:
+    cfg = parse(["--topology", "edges", "--nodes", "3", "--topology.edges", "0-1,1-2",
+                 "--attack", "none", "--malicious", "0"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(cfg.to_yaml())
+    assert parse(["--config", str(path)]) == cfg
+    assert cfg.topology.edges == ((0, 1), (1, 2))
+
+
+def test_invalid_unknown_key_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"data\.alfa"):
+        config_from_dict({"data": {"alfa": 0.1}})
+
+
+def test_invalid_unknown_section_is_named() -> None:
+    with pytest.raises(ConfigError, match="'trainer'"):
+        config_from_dict({"trainer": {}})
+
+
+def test_invalid_wrong_type_names_field() -> None:
+    with pytest.raises(ConfigError, match=r"experiment\.rounds must be an integer"):
+        config_from_dict({"experiment": {"rounds": "many"}})
+    with pytest.raises(ConfigError, match=r"data\.alpha must be a number"):
+        config_from_dict({"data": {"alpha": True}})
+
+
+def test_invalid_alpha_out_of_range() -> None:
+    with pytest.raises(ConfigError, match=r"data\.alpha must be > 0"):
+        DataConfig(alpha=0.0)
+
+
+def test_invalid_choice_lists_allowed_values() -> None:
+    with pytest.raises(ConfigError, match=r"data\.partition must be one of \['iid', 'dirichlet'"):
+        config_from_dict({"data": {"partition": "pathological"}})
+    with pytest.raises(ConfigError, match="defense.rule"):
+        config_from_dict({"defense": {"rule": "magic"}})
+
+
+def test_invalid_rule_parameter_is_named() -> None:
+    with pytest.raises(ConfigError, match="no parameter 'nonsense'"):
+        config_from_dict({"defense": {"rule": "trimmed_mean", "params": {"nonsense": 1}}})
+
+
+def test_invalid_too_many_attackers() -> None:
+    with pytest.raises(ConfigError, match="attack.malicious"):
+        config_from_dict({"attack": {"malicious": 10}})
+
+
+def test_invalid_dfl10_needs_ten_nodes() -> None:
+    with pytest.raises(ConfigError, match="dfl10"):
+        config_from_dict({"topology": {"nodes": 12}})
+
+
+def test_invalid_unknown_flag_exits() -> None:
+    with pytest.raises(SystemExit):
+        parse(["--no-such-flag", "1"])
+
+
+def test_invalid_yaml_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse(["--config", str(path)])
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse(["--config", str(tmp_path / "missing.yaml")])
