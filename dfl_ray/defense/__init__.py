@@ -1,0 +1,98 @@
+"""Aggregation (defense) rules: pure functions from own + received models to a new model.
+
+Every rule is called as `rule(inp, **params)` with an `AggregationInput` and returns an
+`AggregationResult`; `RULES` maps the configuration names to them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dfl_ray.defense.base import AggregationInput, AggregationResult
+from dfl_ray.defense.centered_clipping import centered_clipping, check_centered_clipping_params
+from dfl_ray.defense.fedavg import fedavg, half_fedavg
+from dfl_ray.defense.krum import check_krum_params, check_multi_krum_params, krum, multi_krum
+from dfl_ray.defense.median import median
+from dfl_ray.defense.reputation import check_dfl_reputation_params, dfl_reputation
+from dfl_ray.defense.trimmed_mean import check_trimmed_mean_params, trimmed_mean
+from dfl_ray.defense.trust import check_dfl_trust_params, dfl_trust
+
+RULES: dict[str, Callable[..., AggregationResult]] = {
+    "fedavg": fedavg,
+    "half_fedavg": half_fedavg,
+    "dfl_reputation": dfl_reputation,
+    "median": median,
+    "trimmed_mean": trimmed_mean,
+    "krum": krum,
+    "multi_krum": multi_krum,
+    "centered_clipping": centered_clipping,
+    "dfl_trust": dfl_trust,
+}
+
+# Value checks per rule, so a configuration can be rejected before the first aggregation.
+_PARAM_CHECKS: dict[str, Callable[..., None]] = {
+    "dfl_reputation": check_dfl_reputation_params,
+    "trimmed_mean": check_trimmed_mean_params,
+    "krum": check_krum_params,
+    "multi_krum": check_multi_krum_params,
+    "centered_clipping": check_centered_clipping_params,
+    "dfl_trust": check_dfl_trust_params,
+}
+
+
+def _get(name: str) -> Callable[..., AggregationResult]:
+    if name not in RULES:
+        raise ValueError(f"unknown aggregation rule {name!r}; valid rules: {sorted(RULES)}")
+    return RULES[name]
+
+
+def rule_params(name: str) -> dict[str, Any]:
+    """The parameters rule `name` takes, each with its default value."""
+    signature = inspect.signature(_get(name))
+    return {p.name: p.default for p in signature.parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def check_rule_params(name: str, params: Mapping[str, Any]) -> None:
+    """Raise ValueError if rule `name` is unknown, or a parameter is unknown or out of range."""
+    allowed = rule_params(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"aggregation rule {name!r} has no parameter {unknown[0]!r}; "
+                         f"its parameters are {sorted(allowed)}")
+    if name in _PARAM_CHECKS:
+        _PARAM_CHECKS[name](**params)
+
+
+def get_rule(name: str) -> Callable[[AggregationInput, Mapping[str, Any]], AggregationResult]:
+    """Rule `name` as a function of (input, parameter mapping); raises ValueError if unknown."""
+    rule = _get(name)
+
+    def apply(inp: AggregationInput, params: Mapping[str, Any]) -> AggregationResult:
+        check_rule_params(name, params)
+        return rule(inp, **params)
+
+    apply.__name__ = name
+    apply.__doc__ = rule.__doc__
+    return apply
+
+
+__all__ = [
+    "RULES",
+    "AggregationInput",
+    "AggregationResult",
+    "centered_clipping",
+    "check_rule_params",
+    "dfl_reputation",
+    "dfl_trust",
+    "fedavg",
+    "get_rule",
+    "half_fedavg",
+    "krum",
+    "median",
+    "multi_krum",
+    "rule_params",
+    "trimmed_mean",
+]

@@ -1,0 +1,128 @@
+"""Input and output of every aggregation rule, validated on construction."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class AggregationInput:
+    """What a node hands its aggregation rule: its own model and the buffered received ones.
+
+    `models` may be a read-only view (Ray object store); rules never write to any input array.
+    """
+
+    own: np.ndarray
+    """float32 [d]: this node's model now (after its local training)."""
+    own_score: float
+    """Accuracy of the own model on the node's own validation data, in [0, 1]."""
+    models: np.ndarray
+    """float32 [k, d], k >= 1: the buffered received models."""
+    senders: tuple[str, ...]
+    """k distinct sender addresses, one per row of `models`."""
+    scores: np.ndarray
+    """float64 [k]: this node's accuracy of each received model on its validation data, in [0, 1]."""
+    reputations: Mapping[str, float]
+    """Current reputation per sender, in [0, 1]; a missing sender has the rule's initial value."""
+
+    def __post_init__(self) -> None:
+        own, models, scores = self.own, self.models, self.scores
+        if not isinstance(own, np.ndarray) or own.dtype != np.float32 or own.ndim != 1:
+            raise ValueError(f"own must be a 1-D float32 array, got {_describe(own)}")
+        if not isinstance(models, np.ndarray) or models.dtype != np.float32 or models.ndim != 2:
+            raise ValueError(f"models must be a 2-D float32 array [k, d], got {_describe(models)}")
+        k, d = models.shape
+        if k < 1:
+            raise ValueError("models must hold at least one received model (k >= 1), got k = 0")
+        if d != own.shape[0]:
+            raise ValueError(f"models has rows of length {d} but own has length {own.shape[0]}")
+        if not isinstance(self.senders, tuple) or len(self.senders) != k:
+            raise ValueError(f"senders must be a tuple of {k} addresses (one per model), "
+                             f"got {_describe(self.senders)}")
+        if not all(isinstance(s, str) and s for s in self.senders):
+            raise ValueError("senders must be non-empty strings")
+        if len(set(self.senders)) != k:
+            raise ValueError(f"senders must be distinct (one model per sender), got {self.senders}")
+        if not isinstance(scores, np.ndarray) or scores.dtype != np.float64 or scores.shape != (k,):
+            raise ValueError(f"scores must be a float64 array of shape ({k},), got {_describe(scores)}")
+        if not np.all((scores >= 0.0) & (scores <= 1.0)):  # also false for NaN
+            raise ValueError(f"scores must be finite accuracies in [0, 1], got {scores.tolist()}")
+        if not _is_unit(self.own_score):
+            raise ValueError(f"own_score must be a finite accuracy in [0, 1], got {self.own_score!r}")
+        if not isinstance(self.reputations, Mapping):
+            raise ValueError(f"reputations must be a mapping, got {type(self.reputations).__name__}")
+        for sender, value in self.reputations.items():
+            if not isinstance(sender, str) or not _is_unit(value):
+                raise ValueError(f"reputations must map sender strings to values in [0, 1], "
+                                 f"got {sender!r}: {value!r}")
+        if not np.isfinite(own).all():
+            raise ValueError("own contains NaN or infinite values")
+        if not np.isfinite(models).all():
+            bad = sorted({int(i) for i in np.nonzero(~np.isfinite(models))[0]})
+            raise ValueError(f"models contains NaN or infinite values in rows {bad}")
+
+    @property
+    def k(self) -> int:
+        """Number of received models."""
+        return int(self.models.shape[0])
+
+    def get_reputations(self, initial: float) -> np.ndarray:
+        """float64 [k]: each sender's current reputation, `initial` for senders not yet known."""
+        return np.array([float(self.reputations.get(s, initial)) for s in self.senders])
+
+
+@dataclass(frozen=True, eq=False)
+class AggregationResult:
+    """What a rule returns; `model` is always a fresh array that aliases no input."""
+
+    model: np.ndarray
+    """float32 [d]: the node's new own model."""
+    reputations: dict[str, float]
+    """The full updated table: every sender of the input table plus any new ones."""
+    weights: np.ndarray
+    """float64 [k]: each received model's share of the new model (0 = rejected or ignored);
+    each rule's docstring says how the share is counted."""
+
+    def __post_init__(self) -> None:
+        if self.model.dtype != np.float32 or self.model.ndim != 1:
+            raise ValueError(f"model must be a 1-D float32 array, got {_describe(self.model)}")
+        if self.weights.dtype != np.float64 or self.weights.ndim != 1:
+            raise ValueError(f"weights must be a 1-D float64 array, got {_describe(self.weights)}")
+
+
+def check_number(name: str, value: object, low: float, high: float = math.inf, *,
+                 low_open: bool = False, allow_inf: bool = False) -> float:
+    """Return `value` as a float, or raise ValueError naming the parameter and its valid range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"parameter {name} must be a number, got {value!r}")
+    x = float(value)
+    if math.isnan(x) or (math.isinf(x) and not allow_inf):
+        raise ValueError(f"parameter {name} must be finite, got {value!r}")
+    if x < low or x > high or (low_open and x == low):
+        left = "(" if low_open else "["
+        raise ValueError(f"parameter {name} must be in {left}{low}, {high}], got {value!r}")
+    return x
+
+
+def check_count(name: str, value: object, low: int) -> int:
+    """Return `value` as an int >= `low`; integral floats (1.0, as configs parse) are accepted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"parameter {name} must be an integer, got {value!r}")
+    if not float(value).is_integer() or value < low:
+        raise ValueError(f"parameter {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _is_unit(value: object) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+            and 0.0 <= float(value) <= 1.0)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    return f"{type(value).__name__} {value!r}"[:120]

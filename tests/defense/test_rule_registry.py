@@ -1,0 +1,105 @@
+"""The rule registry, parameter checking, and properties every rule must have."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dfl_ray.defense import RULES, AggregationInput, check_rule_params, get_rule, rule_params
+
+ALL_RULES = sorted(RULES)
+
+
+def sample_input(k: int, seed: int = 11) -> AggregationInput:
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal(12).astype(np.float32)
+    own = (base + 0.01 * rng.standard_normal(12)).astype(np.float32)
+    models = (base + 0.01 * rng.standard_normal((k, 12))).astype(np.float32)
+    models[-1] = rng.random(12, dtype=np.float32) * np.float32(0.001)
+    models.flags.writeable = False
+    senders = tuple(f"{i:040x}" for i in range(k))
+    scores = rng.uniform(0.5, 1.0, k)
+    return AggregationInput(own, 0.8, models, senders, scores, {senders[0]: 0.5, "gone": 0.2})
+
+
+def test_registry_holds_every_rule() -> None:
+    assert set(RULES) == {"fedavg", "half_fedavg", "dfl_reputation", "median", "trimmed_mean",
+                          "krum", "multi_krum", "centered_clipping", "dfl_trust"}
+
+
+def test_rule_params_lists_defaults() -> None:
+    assert rule_params("fedavg") == {}
+    assert rule_params("trimmed_mean") == {"trim": 0.2}
+    assert rule_params("dfl_reputation") == {"delta": 0.05, "initial": 1.0}
+    assert rule_params("multi_krum") == {"f": None, "m": None}
+    assert set(rule_params("dfl_trust")) == {"gate", "clip", "beta", "margin", "initial",
+                                             "floor", "own_weight"}
+
+
+def test_get_rule_applies_parameters() -> None:
+    inp = sample_input(4)
+    out = get_rule("dfl_reputation")(inp, {"delta": 0.5})
+    worst = inp.senders[int(np.argmin(inp.scores))]
+    assert out.reputations[worst] == pytest.approx(max(0.0, inp.reputations.get(worst, 1.0) - 0.5))
+
+
+def test_integral_float_counts_are_accepted() -> None:
+    # Configurations parse every parameter as a float.
+    inp = sample_input(4)
+    a = get_rule("multi_krum")(inp, {"f": 1.0, "m": 2.0})
+    b = get_rule("multi_krum")(inp, {"f": 1, "m": 2})
+    np.testing.assert_array_equal(a.model, b.model)
+
+
+def test_invalid_rule_name_lists_valid_names() -> None:
+    for call in (lambda: get_rule("fedsgd"), lambda: rule_params("fedsgd"),
+                 lambda: check_rule_params("fedsgd", {})):
+        with pytest.raises(ValueError, match="unknown aggregation rule 'fedsgd'.*dfl_trust"):
+            call()
+
+
+def test_invalid_rule_param_name_is_named() -> None:
+    with pytest.raises(ValueError, match="has no parameter 'gate'.*'trim'"):
+        get_rule("trimmed_mean")(sample_input(4), {"gate": 2.0})
+    with pytest.raises(ValueError, match="has no parameter 'trim'"):
+        check_rule_params("fedavg", {"trim": 0.1})
+
+
+def test_invalid_rule_param_value_is_caught_before_aggregation() -> None:
+    with pytest.raises(ValueError, match="parameter trim"):
+        check_rule_params("trimmed_mean", {"trim": 0.7})
+    with pytest.raises(ValueError, match="parameter m "):
+        check_rule_params("multi_krum", {"m": 1.5})
+    check_rule_params("dfl_trust", {"gate": math.inf, "beta": 0.5})
+
+
+@pytest.mark.parametrize("name", ALL_RULES)
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_rule_returns_fresh_well_formed_result(name: str, k: int) -> None:
+    inp = sample_input(k)
+    own_before, models_before = inp.own.copy(), inp.models.copy()
+    reputations_before = dict(inp.reputations)
+    out = get_rule(name)(inp, {})
+    assert out.model.dtype == np.float32 and out.model.shape == inp.own.shape
+    assert np.isfinite(out.model).all()
+    assert not np.shares_memory(out.model, inp.own)
+    assert not np.shares_memory(out.model, inp.models)
+    assert out.weights.shape == (k,) and np.all(out.weights >= 0.0)
+    assert out.weights.sum() <= 1.0 + 1e-9
+    assert set(reputations_before) <= set(out.reputations)
+    assert out.reputations is not inp.reputations
+    # Inputs are untouched.
+    np.testing.assert_array_equal(inp.own, own_before)
+    np.testing.assert_array_equal(inp.models, models_before)
+    assert dict(inp.reputations) == reputations_before
+
+
+@pytest.mark.parametrize("name", ALL_RULES)
+def test_rule_keeps_own_model_when_all_agree(name: str) -> None:
+    own = np.array([0.5, -1.0, 2.0], np.float32)
+    models = np.tile(own, (3, 1))
+    inp = AggregationInput(own, 0.9, models, ("a", "b", "c"), np.full(3, 0.9), {})
+    out = get_rule(name)(inp, {})
+    np.testing.assert_allclose(out.model, own, rtol=1e-6)
