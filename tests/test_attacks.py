@@ -1,0 +1,214 @@
+"""Attacks: each kind changes what it should and nothing else, deterministically for a seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dfl_ray.attacks import ATTACK_KINDS, Attack, attack_params, make_attack
+
+D = 2000
+NUM_CLASSES = 10
+MODEL_KINDS = ("random_model", "random_model_by_turn", "minus_uniform", "free_rider",
+               "sign_flip", "scaled_update", "gaussian_noise")
+DATA_KINDS = ("label_shuffle", "label_shift", "blank_images")
+
+
+def batch(seed: int = 0, shape: tuple[int, ...] = (16, 28, 28)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(1, 256, size=shape, dtype=np.uint8)
+    labels = rng.integers(0, NUM_CLASSES, size=shape[0]).astype(np.int64)
+    return images, labels
+
+
+def models(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal(D).astype(np.float32)
+    trained = (base + 0.01 * rng.standard_normal(D)).astype(np.float32)
+    return trained, base
+
+
+def publish(attack: Attack, seed: int = 5, turn: int = 0) -> tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray]:
+    trained, base = models()
+    out = attack.poison_model(trained, base, np.random.default_rng(seed), turn)
+    return out, trained, base
+
+
+def test_attack_kinds_are_complete() -> None:
+    assert set(ATTACK_KINDS) == {"none", *MODEL_KINDS, *DATA_KINDS}
+
+
+@pytest.mark.parametrize("kind", ATTACK_KINDS)
+def test_attack_name_and_published_model_is_fresh_float32(kind: str) -> None:
+    attack = make_attack(kind)
+    assert attack.name == kind
+    out, trained, base = publish(attack)
+    assert out.dtype == np.float32 and out.shape == (D,)
+    assert not np.shares_memory(out, trained) and not np.shares_memory(out, base)
+    np.testing.assert_array_equal((trained, base), models())  # inputs untouched
+
+
+@pytest.mark.parametrize("kind", ATTACK_KINDS)
+def test_attack_is_deterministic_for_a_seed(kind: str) -> None:
+    attack = make_attack(kind)
+    np.testing.assert_array_equal(publish(attack, seed=3)[0], publish(attack, seed=3)[0])
+    images, labels = batch()
+    a = attack.poison_batch(images, labels, np.random.default_rng(3), NUM_CLASSES)
+    b = attack.poison_batch(images, labels, np.random.default_rng(3), NUM_CLASSES)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("kind", ("none", *MODEL_KINDS))
+def test_model_attacks_leave_the_batch_alone(kind: str) -> None:
+    images, labels = batch()
+    out_images, out_labels = make_attack(kind).poison_batch(
+        images, labels, np.random.default_rng(0), NUM_CLASSES)
+    assert out_images is images and out_labels is labels
+    assert not make_attack(kind).poisons_data
+
+
+@pytest.mark.parametrize("kind", ("none", *DATA_KINDS))
+def test_data_attacks_publish_the_trained_model(kind: str) -> None:
+    out, trained, _ = publish(make_attack(kind))
+    np.testing.assert_array_equal(out, trained)
+    assert make_attack(kind).trains
+
+
+def test_random_model_ignores_the_trained_model() -> None:
+    out, _, _ = publish(make_attack("random_model"))
+    assert out.min() >= 0.0 and out.max() < 0.001
+    assert out.std() > 1e-4  # not constant
+    assert not np.array_equal(out, publish(make_attack("random_model"), seed=6)[0])
+
+
+def test_random_model_by_turn_alternates() -> None:
+    attack = make_attack("random_model_by_turn")
+    for turn in (0, 2, 10):
+        out, _, _ = publish(attack, turn=turn)
+        assert out.min() >= 0.0 and out.max() < 0.001
+    for turn in (1, 3):
+        out, trained, _ = publish(attack, turn=turn)
+        np.testing.assert_array_equal(out, trained)
+
+
+def test_minus_uniform_subtracts_up_to_a_tenth() -> None:
+    out, trained, _ = publish(make_attack("minus_uniform"))
+    noise = trained.astype(np.float64) - out
+    assert noise.min() >= -1e-6 and noise.max() <= 0.1 + 1e-6
+    assert abs(noise.mean() - 0.05) < 0.005
+
+
+def test_free_rider_republishes_its_base_without_training() -> None:
+    attack = make_attack("free_rider")
+    assert not attack.trains
+    out, _, base = publish(attack)
+    np.testing.assert_array_equal(out, base)
+
+
+def test_sign_flip_reverses_the_update() -> None:
+    out, trained, base = publish(make_attack("sign_flip", scale=2.0))
+    np.testing.assert_allclose(out, base - 2.0 * (trained - base), rtol=1e-6, atol=1e-6)
+    out, trained, base = publish(make_attack("sign_flip"))
+    np.testing.assert_allclose(out - base, -(trained - base), rtol=1e-4, atol=1e-6)
+
+
+def test_scaled_update_boosts_the_update() -> None:
+    out, trained, base = publish(make_attack("scaled_update"))
+    np.testing.assert_allclose(out - base, 10.0 * (trained - base), rtol=1e-4, atol=1e-5)
+
+
+def test_gaussian_noise_adds_noise_of_the_given_std() -> None:
+    out, trained, _ = publish(make_attack("gaussian_noise", std=0.5))
+    noise = out.astype(np.float64) - trained
+    assert abs(noise.std() - 0.5) < 0.05 and abs(noise.mean()) < 0.05
+
+
+def test_label_shuffle_permutes_labels_only() -> None:
+    images, labels = batch()
+    before = labels.copy()
+    out_images, out_labels = make_attack("label_shuffle").poison_batch(
+        images, labels, np.random.default_rng(1), NUM_CLASSES)
+    assert out_images is images
+    assert sorted(out_labels.tolist()) == sorted(labels.tolist())
+    assert not np.array_equal(out_labels, labels)
+    np.testing.assert_array_equal(labels, before)
+
+
+def test_label_shift_adds_one_modulo_classes() -> None:
+    images = np.zeros((3, 1, 4, 4), np.uint8)
+    labels = np.array([0, 5, 9], np.int64)
+    out_images, out_labels = make_attack("label_shift").poison_batch(
+        images, labels, np.random.default_rng(0), NUM_CLASSES)
+    assert out_labels.tolist() == [1, 6, 0] and out_images is images
+    assert labels.tolist() == [0, 5, 9]
+
+
+def test_blank_images_zeroes_pixels_only() -> None:
+    images, labels = batch(shape=(4, 1, 28, 28))
+    before = images.copy()
+    out_images, out_labels = make_attack("blank_images").poison_batch(
+        images, labels, np.random.default_rng(0), NUM_CLASSES)
+    assert out_images.shape == images.shape and out_images.dtype == np.uint8
+    assert not out_images.any()
+    assert out_labels is labels
+    np.testing.assert_array_equal(images, before)
+
+
+def test_attack_params_list_defaults() -> None:
+    assert attack_params("none") == {}
+    assert attack_params("sign_flip") == {"scale": 1.0}
+    assert attack_params("scaled_update") == {"scale": 10.0}
+    assert attack_params("gaussian_noise") == {"std": 0.1}
+
+
+def test_invalid_attack_kind_lists_valid_kinds() -> None:
+    with pytest.raises(ValueError, match="unknown attack kind 'alie'.*'sign_flip'"):
+        make_attack("alie")
+    with pytest.raises(ValueError, match="unknown attack kind"):
+        attack_params("alie")
+
+
+def test_invalid_attack_param_is_named() -> None:
+    with pytest.raises(ValueError, match="has no parameter 'std'.*'scale'"):
+        make_attack("sign_flip", std=1.0)
+    with pytest.raises(ValueError, match="has no parameter 'scale'"):
+        make_attack("random_model", scale=1.0)
+
+
+@pytest.mark.parametrize(("kind", "params"), [("sign_flip", {"scale": 0.0}),
+                                              ("scaled_update", {"scale": -2.0}),
+                                              ("gaussian_noise", {"std": float("nan")}),
+                                              ("gaussian_noise", {"std": "0.1"})])
+def test_invalid_attack_param_value(kind: str, params: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=next(iter(params))):
+        make_attack(kind, **params)
+
+
+def test_invalid_model_inputs() -> None:
+    attack = make_attack("sign_flip")
+    trained, base = models()
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="trained"):
+        attack.poison_model(trained.astype(np.float64), base, rng, 0)
+    with pytest.raises(ValueError, match="shape"):
+        attack.poison_model(trained, base[:-1], rng, 0)
+    with pytest.raises(ValueError, match="turn"):
+        attack.poison_model(trained, base, rng, -1)
+
+
+def test_invalid_batch_inputs() -> None:
+    attack = make_attack("label_shift")
+    images, labels = batch()
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="images"):
+        attack.poison_batch(images[0], labels, rng, NUM_CLASSES)
+    with pytest.raises(ValueError, match="labels has 15"):
+        attack.poison_batch(images, labels[1:], rng, NUM_CLASSES)
+    with pytest.raises(ValueError, match="labels must be in"):
+        attack.poison_batch(images, labels + NUM_CLASSES, rng, NUM_CLASSES)
+    with pytest.raises(ValueError, match="labels must be a 1-D integer"):
+        attack.poison_batch(images, labels.astype(np.float32), rng, NUM_CLASSES)
+    with pytest.raises(ValueError, match="num_classes"):
+        attack.poison_batch(images, labels, rng, 1)
