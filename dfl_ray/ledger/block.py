@@ -1,0 +1,311 @@
+"""A block of a node's own chain: own transactions with their receipts, signed and endorsed.
+
+DFL keeps no global ledger: each node seals its own transactions and the receipts its peers
+returned into its own hash-linked chain, and the receipt signers endorse the block, which is the
+"partial consensus" of Tian, Guo, Zhang, Al-Ars, "DFL: High-Performance Blockchain-Based
+Federated Learning" (arXiv 2110.15457); spec section 4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+from dfl_ray.ledger.encoding import (
+    MAX_COUNT,
+    MAX_INT,
+    Reader,
+    Writer,
+    decoding,
+    require_bytes,
+    require_finite,
+    require_uint,
+)
+from dfl_ray.ledger.errors import ValidationError
+from dfl_ray.ledger.hashing import DIGEST_SIZE, digest
+from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signature
+from dfl_ray.ledger.receipt import Receipt
+from dfl_ray.ledger.transaction import Transaction
+
+BLOCK_TAG = b"dfl/block/v1"
+ENDORSE_TAG = b"dfl/endorse/v1"
+REPUTATION_TAG = b"dfl/reputation/v1"
+
+_UNSIGNED = bytes(SIGNATURE_SIZE)
+
+
+def _short(data: bytes) -> str:
+    return data.hex()[:16] + ".."
+
+
+@dataclass(frozen=True)
+class Endorsement:
+    """`signer`'s signature over the `ENDORSE_TAG`-tagged hash of a block."""
+
+    signer: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        require_bytes("endorsement signer", self.signer, (PUBLIC_KEY_SIZE,))
+        require_bytes("endorsement signature", self.signature, (SIGNATURE_SIZE,))
+
+
+def endorsement_message(block_hash: bytes) -> bytes:
+    """What an endorser signs; the tag keeps it from passing as any other signed object."""
+    return Writer(ENDORSE_TAG).blob(block_hash).getvalue()
+
+
+@dataclass(frozen=True)
+class BlockEntry:
+    """One own transaction with the receipts collected for it."""
+
+    tx: Transaction
+    receipts: tuple[Receipt, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tx, Transaction):
+            raise TypeError(f"entry tx must be a Transaction, got {type(self.tx).__name__}")
+        if not isinstance(self.receipts, tuple) or not all(
+            isinstance(r, Receipt) for r in self.receipts
+        ):
+            raise TypeError("entry receipts must be a tuple of Receipt")
+        if len(self.receipts) > MAX_COUNT:
+            raise ValueError(f"an entry holds at most {MAX_COUNT} receipts")
+
+
+@dataclass(frozen=True)
+class Block:
+    """A signed block; `hash` and the signature cover everything except the endorsements."""
+
+    height: int
+    prev_hash: bytes
+    genesis_hash: bytes
+    creator: bytes
+    created_at: float
+    entries: tuple[BlockEntry, ...]
+    model_digest_after: bytes
+    reputation_digest: bytes
+    signature: bytes
+    endorsements: tuple[Endorsement, ...] = ()
+
+    def __post_init__(self) -> None:
+        require_uint("height", self.height, MAX_INT)
+        require_bytes("prev_hash", self.prev_hash, (DIGEST_SIZE,))
+        require_bytes("genesis_hash", self.genesis_hash, (DIGEST_SIZE,))
+        require_bytes("creator", self.creator, (PUBLIC_KEY_SIZE,))
+        require_finite("created_at", self.created_at)
+        if not isinstance(self.entries, tuple) or not all(
+            isinstance(e, BlockEntry) for e in self.entries
+        ):
+            raise TypeError("block entries must be a tuple of BlockEntry")
+        if len(self.entries) > MAX_COUNT:
+            raise ValueError(f"a block holds at most {MAX_COUNT} entries")
+        require_bytes("model_digest_after", self.model_digest_after, (DIGEST_SIZE,))
+        require_bytes("reputation_digest", self.reputation_digest, (DIGEST_SIZE,))
+        require_bytes("signature", self.signature, (SIGNATURE_SIZE,))
+        if not isinstance(self.endorsements, tuple) or not all(
+            isinstance(e, Endorsement) for e in self.endorsements
+        ):
+            raise TypeError("block endorsements must be a tuple of Endorsement")
+        signers = [e.signer for e in self.endorsements]
+        # One canonical order makes the encoding unique; `with_endorsements` sorts for callers.
+        if any(a >= b for a, b in zip(signers, signers[1:], strict=False)):
+            raise ValueError("endorsements must be sorted by signer, one per signer")
+
+    @classmethod
+    def create(
+        cls,
+        identity: Identity,
+        *,
+        height: int,
+        prev_hash: bytes,
+        genesis_hash: bytes,
+        created_at: float,
+        entries: Sequence[BlockEntry],
+        model_digest_after: bytes,
+        reputation_digest: bytes,
+    ) -> Block:
+        """A block by `identity`, signed, with no endorsements yet."""
+        unsigned = cls(
+            height=height,
+            prev_hash=prev_hash,
+            genesis_hash=genesis_hash,
+            creator=identity.public_key,
+            created_at=created_at,
+            entries=tuple(entries),
+            model_digest_after=model_digest_after,
+            reputation_digest=reputation_digest,
+            signature=_UNSIGNED,
+        )
+        return replace(unsigned, signature=identity.sign(unsigned.signing_bytes()))
+
+    def with_endorsements(self, endorsements: Iterable[Endorsement]) -> Block:
+        """This block with `endorsements` (sorted by signer; exact repeats dropped).
+
+        Does not check the signatures; `verify_block` does.
+        """
+        unique = sorted(set(endorsements), key=lambda e: e.signer)
+        signers = [e.signer for e in unique]
+        if len(set(signers)) != len(signers):
+            raise ValueError("two different endorsements from the same signer")
+        return replace(self, endorsements=tuple(unique))
+
+    def signing_bytes(self) -> bytes:
+        """The header the creator signs: every field except the signature and endorsements."""
+        return self._signing_bytes
+
+    @cached_property
+    def _signing_bytes(self) -> bytes:
+        w = (
+            Writer(BLOCK_TAG)
+            .u64(self.height)
+            .blob(self.prev_hash)
+            .blob(self.genesis_hash)
+            .blob(self.creator)
+            .f64(self.created_at)
+            .count(len(self.entries))
+        )
+        for entry in self.entries:
+            w.blob(entry.tx.encode()).count(len(entry.receipts))
+            for receipt in entry.receipts:
+                w.blob(receipt.encode())
+        return w.blob(self.model_digest_after).blob(self.reputation_digest).getvalue()
+
+    @cached_property
+    def _signed_bytes(self) -> bytes:
+        return Writer.resume(self.signing_bytes()).blob(self.signature).getvalue()
+
+    @cached_property
+    def hash(self) -> bytes:
+        """BLAKE3 of the signed header; endorsements can be added without changing it."""
+        return digest(self._signed_bytes)
+
+    def encode(self) -> bytes:
+        w = Writer.resume(self._signed_bytes).count(len(self.endorsements))
+        for e in self.endorsements:
+            w.blob(e.signer).blob(e.signature)
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Block:
+        r = Reader(data, BLOCK_TAG)
+        height, prev_hash, genesis_hash, creator, created_at = (
+            r.u64(), r.blob(), r.blob(), r.blob(), r.f64()
+        )  # fmt: skip
+        entries = []
+        for _ in range(r.count()):
+            tx = Transaction.decode(r.blob())
+            receipts = tuple(Receipt.decode(r.blob()) for _ in range(r.count()))
+            entries.append(BlockEntry(tx, receipts))
+        model_digest_after, reputation_digest, signature = r.blob(), r.blob(), r.blob()
+        raw_endorsements = [(r.blob(), r.blob()) for _ in range(r.count())]
+        r.finish()
+        with decoding("block"):
+            return cls(
+                height, prev_hash, genesis_hash, creator, created_at, tuple(entries),
+                model_digest_after, reputation_digest, signature,
+                tuple(Endorsement(s, sig) for s, sig in raw_endorsements),
+            )  # fmt: skip
+
+    def receipts(self) -> Iterator[Receipt]:
+        """Every receipt in the block, entry by entry."""
+        for entry in self.entries:
+            yield from entry.receipts
+
+
+def verify_block(block: Block, *, genesis_hash: bytes, prev_hash: bytes, height: int) -> None:
+    """Check a block where it claims to sit; raise the first `ValidationError`, change nothing.
+
+    `height` and `prev_hash` are where the block must go: height 0 follows the genesis, so its
+    `prev_hash` is the genesis hash. Checks, in order: genesis, height, link, the creator's
+    signature; per entry, the transaction's creator, genesis and signature, a seq used once,
+    and every receipt (for this transaction, signed, one per receiver); then every endorsement
+    (signed, by a receipt signer of this block).
+    """
+    if block.genesis_hash != genesis_hash:
+        raise ValidationError(
+            "wrong_genesis", f"block genesis {_short(block.genesis_hash)} is not "
+            f"{_short(genesis_hash)}"
+        )
+    if block.height != height:
+        raise ValidationError("bad_height", f"block height {block.height}, expected {height}")
+    if block.prev_hash != prev_hash:
+        raise ValidationError(
+            "broken_link", f"block prev_hash {_short(block.prev_hash)} is not the tip "
+            f"{_short(prev_hash)}"
+        )
+    if not verify_signature(block.creator, block.signature, block.signing_bytes()):
+        raise ValidationError("bad_signature", "block is not signed by its creator")
+    seqs: set[int] = set()
+    for i, entry in enumerate(block.entries):
+        _verify_entry(i, entry, block.creator, genesis_hash, seqs)
+    receivers = {r.receiver for r in block.receipts()}
+    message = endorsement_message(block.hash)
+    for e in block.endorsements:
+        if e.signer not in receivers:
+            raise ValidationError(
+                "bad_endorsement", f"endorser {_short(e.signer)} signed no receipt in this block"
+            )
+        if not verify_signature(e.signer, e.signature, message):
+            raise ValidationError(
+                "bad_endorsement", f"endorsement by {_short(e.signer)} has a bad signature"
+            )
+
+
+def _verify_entry(
+    i: int, entry: BlockEntry, creator: bytes, genesis_hash: bytes, seqs: set[int]
+) -> None:
+    tx = entry.tx
+    if tx.creator != creator:
+        raise ValidationError(
+            "wrong_creator", f"entry {i}: transaction by {_short(tx.creator)} in a block by "
+            f"{_short(creator)}"
+        )
+    if tx.genesis_hash != genesis_hash:
+        raise ValidationError("wrong_genesis", f"entry {i}: transaction of another genesis")
+    try:
+        tx.verify()
+    except ValidationError as err:
+        raise ValidationError(err.reason, f"entry {i}: {err.detail}") from err
+    if tx.seq in seqs:
+        raise ValidationError("replayed_seq", f"entry {i}: seq {tx.seq} appears twice")
+    seqs.add(tx.seq)
+    receivers: set[bytes] = set()
+    for j, receipt in enumerate(entry.receipts):
+        where = f"entry {i} receipt {j}"
+        if receipt.tx_id != tx.tx_id:
+            raise ValidationError("bad_receipt", f"{where} is for another transaction")
+        if not verify_signature(receipt.receiver, receipt.signature, receipt.signing_bytes()):
+            raise ValidationError("bad_receipt", f"{where} is not signed by its receiver")
+        if receipt.receiver in receivers:
+            raise ValidationError("bad_receipt", f"{where} repeats receiver "
+                                  f"{_short(receipt.receiver)}")
+        receivers.add(receipt.receiver)
+
+
+def endorse(identity: Identity, block: Block, issued_receipt_ids: Collection[bytes]) -> Endorsement:
+    """`identity`'s endorsement of `block`, confirming the receipts it holds in `identity`'s name.
+
+    Refuses (`bad_endorsement`) when the block claims a receipt from this signer that is not
+    among `issued_receipt_ids` (the ids of receipts it really issued), or holds none from it.
+    The endorser vouches for its own receipts only, not for the rest of the block.
+    """
+    mine = [r for r in block.receipts() if r.receiver == identity.public_key]
+    if not mine:
+        raise ValidationError("bad_endorsement", "the block holds no receipt from this signer")
+    for receipt in mine:
+        if receipt.id not in issued_receipt_ids:
+            raise ValidationError(
+                "bad_endorsement", f"the block claims receipt {_short(receipt.id)} for tx "
+                f"{_short(receipt.tx_id)}, which this signer never issued"
+            )
+    return Endorsement(identity.public_key, identity.sign(endorsement_message(block.hash)))
+
+
+def reputation_digest(reputations: Mapping[str, float]) -> bytes:
+    """Digest of a reputation table: entries sorted by key, so insertion order does not matter."""
+    w = Writer(REPUTATION_TAG).count(len(reputations))
+    for key in sorted(reputations):
+        w.text(key).f64(reputations[key])
+    return digest(w.getvalue())

@@ -1,0 +1,229 @@
+"""A signed model-update transaction and the receive-side checks on it and its payload.
+
+The check order follows the DFL receive path (Tian, Guo, Zhang, Al-Ars, "DFL: High-Performance
+Blockchain-Based Federated Learning", arXiv 2110.15457; spec section 5, step 3): cheap header
+checks first, then the payload, so a bad transaction costs as little as possible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import numpy as np
+
+from dfl_ray.ledger.encoding import (
+    MAX_INT,
+    MAX_U32,
+    Reader,
+    Writer,
+    decoding,
+    require_bytes,
+    require_finite,
+    require_uint,
+)
+from dfl_ray.ledger.errors import ValidationError
+from dfl_ray.ledger.hashing import DIGEST_SIZE, digest, payload_digest
+from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signature
+
+TX_TAG = b"dfl/tx/v1"
+
+# Signing needs the unsigned bytes of a fully checked object; this stands in for the signature
+# until it exists and never leaves `create`.
+_UNSIGNED = bytes(SIGNATURE_SIZE)
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A model update published by `creator` (spec section 4); the model travels separately."""
+
+    genesis_hash: bytes
+    creator: bytes
+    seq: int
+    created_at: float
+    expires_at: float
+    ttl: int
+    model_digest: bytes
+    base_digest: bytes
+    self_score: float
+    n_samples: int
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        require_bytes("genesis_hash", self.genesis_hash, (DIGEST_SIZE,))
+        require_bytes("creator", self.creator, (PUBLIC_KEY_SIZE,))
+        require_uint("seq", self.seq, MAX_INT)
+        require_finite("created_at", self.created_at)
+        require_finite("expires_at", self.expires_at)
+        require_uint("ttl", self.ttl, MAX_U32)
+        require_bytes("model_digest", self.model_digest, (DIGEST_SIZE,))
+        require_bytes("base_digest", self.base_digest, (0, DIGEST_SIZE))
+        require_finite("self_score", self.self_score)
+        require_uint("n_samples", self.n_samples, MAX_INT)
+        require_bytes("signature", self.signature, (SIGNATURE_SIZE,))
+
+    @classmethod
+    def create(
+        cls,
+        identity: Identity,
+        *,
+        genesis_hash: bytes,
+        seq: int,
+        created_at: float,
+        expires_at: float,
+        ttl: int,
+        model_digest: bytes,
+        base_digest: bytes = b"",
+        self_score: float,
+        n_samples: int,
+    ) -> Transaction:
+        """A transaction by `identity`, signed over its canonical encoding."""
+        unsigned = cls(
+            genesis_hash=genesis_hash,
+            creator=identity.public_key,
+            seq=seq,
+            created_at=created_at,
+            expires_at=expires_at,
+            ttl=ttl,
+            model_digest=model_digest,
+            base_digest=base_digest,
+            self_score=self_score,
+            n_samples=n_samples,
+            signature=_UNSIGNED,
+        )
+        return replace(unsigned, signature=identity.sign(unsigned.signing_bytes()))
+
+    def signing_bytes(self) -> bytes:
+        """The canonical encoding without the signature: what the creator signs."""
+        return self._signing_bytes
+
+    @cached_property
+    def _signing_bytes(self) -> bytes:
+        return (
+            Writer(TX_TAG)
+            .blob(self.genesis_hash)
+            .blob(self.creator)
+            .u64(self.seq)
+            .f64(self.created_at)
+            .f64(self.expires_at)
+            .u32(self.ttl)
+            .blob(self.model_digest)
+            .blob(self.base_digest)
+            .f64(self.self_score)
+            .u64(self.n_samples)
+            .getvalue()
+        )
+
+    def encode(self) -> bytes:
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
+        return Writer.resume(self.signing_bytes()).blob(self.signature).getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Transaction:
+        r = Reader(data, TX_TAG)
+        fields = (
+            r.blob(), r.blob(), r.u64(), r.f64(), r.f64(), r.u32(),
+            r.blob(), r.blob(), r.f64(), r.u64(), r.blob(),
+        )  # fmt: skip
+        r.finish()
+        with decoding("transaction"):
+            return cls(*fields)
+
+    @cached_property
+    def tx_id(self) -> bytes:
+        """BLAKE3 of the full signed encoding; the id gossip deduplicates on."""
+        return digest(self.encode())
+
+    def verify(self) -> None:
+        """Raise `ValidationError('bad_signature')` unless the creator signed this transaction."""
+        if not verify_signature(self.creator, self.signature, self.signing_bytes()):
+            raise ValidationError(
+                "bad_signature", f"transaction seq {self.seq} is not signed by its creator"
+            )
+
+
+def check_transaction(
+    tx: Transaction,
+    *,
+    genesis_hash: bytes,
+    now: float,
+    last_seq: int | None,
+    max_clock_skew: float = 5.0,
+) -> None:
+    """Receive checks on a transaction header, in order; raises the first failure, changes nothing.
+
+    Order: wrong genesis, bad signature, expired (`now > expires_at`) or from the future
+    (`created_at > now + max_clock_skew`), replayed seq (`seq <= last_seq`, the highest seq
+    accepted from this creator so far, None if none).
+    """
+    require_finite("now", now)
+    require_finite("max_clock_skew", max_clock_skew)
+    if max_clock_skew < 0:
+        raise ValueError(f"max_clock_skew must be >= 0, got {max_clock_skew}")
+    if tx.genesis_hash != genesis_hash:
+        raise ValidationError(
+            "wrong_genesis", f"transaction genesis {tx.genesis_hash.hex()[:16]}.. is not "
+            f"{genesis_hash.hex()[:16]}.."
+        )
+    tx.verify()
+    if now > tx.expires_at:
+        raise ValidationError(
+            "expired", f"transaction expired at {tx.expires_at:.3f}, now is {now:.3f}"
+        )
+    if tx.created_at > now + max_clock_skew:
+        raise ValidationError(
+            "from_future", f"transaction created at {tx.created_at:.3f}, now is {now:.3f} "
+            f"(allowed skew {max_clock_skew} s)"
+        )
+    if last_seq is not None and tx.seq <= last_seq:
+        raise ValidationError(
+            "replayed_seq", f"seq {tx.seq} is not above the last seen seq {last_seq}"
+        )
+
+
+def check_payload(
+    tx: Transaction, *, spec_id: bytes, expected_size: int, vec: np.ndarray
+) -> None:
+    """Receive checks on the model that arrived for `tx`, in order; changes nothing.
+
+    Order: digest mismatch (the raw bytes of whatever array arrived, hashed in place), then
+    shape and dtype (1-D little-endian float32 of `expected_size`, C-contiguous), then
+    non-finite values. Something that is not a numpy array of plain numbers has no raw bytes
+    to hash and fails as `bad_dtype` straight away.
+    """
+    require_bytes("spec_id", spec_id, (DIGEST_SIZE,))
+    require_uint("expected_size", expected_size, MAX_INT)
+    if not isinstance(vec, np.ndarray) or vec.dtype.hasobject:
+        kind = type(vec).__name__ if not isinstance(vec, np.ndarray) else f"array of {vec.dtype}"
+        raise ValidationError("bad_dtype", f"payload is a {kind}, not a numeric numpy array")
+    # A strided view has no contiguous bytes to hash in place; its C-order copy is what any
+    # consumer would read, so hash that (this never happens for object-store arrays).
+    data = vec if vec.flags.c_contiguous else np.ascontiguousarray(vec)
+    try:
+        got = payload_digest(spec_id, data)
+    except (ValueError, TypeError, BufferError) as err:
+        # Some dtypes (datetime64, ...) cannot be exported as a buffer at all.
+        raise ValidationError("bad_dtype", f"payload of {vec.dtype} has no raw bytes") from err
+    if got != tx.model_digest:
+        raise ValidationError(
+            "digest_mismatch", f"payload digest {got.hex()[:16]}.. does not match the "
+            f"transaction's {tx.model_digest.hex()[:16]}.."
+        )
+    if vec.ndim != 1 or vec.shape[0] != expected_size or not vec.flags.c_contiguous:
+        raise ValidationError(
+            "bad_shape", f"payload has shape {vec.shape} (contiguous: "
+            f"{vec.flags.c_contiguous}), expected contiguous ({expected_size},)"
+        )
+    if vec.dtype != np.dtype("<f4"):
+        raise ValidationError(
+            "bad_dtype", f"payload dtype is {vec.dtype.str}, expected <f4 (little-endian float32)"
+        )
+    # float32 values (< 3.5e38) summed in float64 (< 1.8e308) cannot overflow for any array that
+    # fits in memory, so the sum is finite exactly when every element is, and numpy computes it
+    # without a temporary array.
+    if not math.isfinite(float(vec.sum(dtype=np.float64))):
+        raise ValidationError("non_finite", "payload contains NaN or infinite values")

@@ -1,0 +1,330 @@
+"""Genesis, transactions, receipts, blocks: round trips, signatures, receive checks, tampering."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from ledger_factories import Net
+
+from dfl_ray.ledger import (
+    Block,
+    DecodeError,
+    Genesis,
+    Receipt,
+    Transaction,
+    ValidationError,
+    check_payload,
+    check_transaction,
+    endorse,
+    payload_digest,
+    reputation_digest,
+    verify_block,
+)
+from dfl_ray.ledger.errors import REASONS, ChainError
+
+
+def test_genesis_round_trip_and_hash(net: Net) -> None:
+    g = net.genesis
+    assert Genesis.decode(g.encode()) == g
+    assert len(g.hash) == 32
+    assert net.make_genesis(ttl=11).hash != g.hash
+    assert net.make_genesis().hash == g.hash
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("network_id", "", ValueError),
+        ("model_spec_id", b"\0" * 31, ValueError),
+        ("block_size", 0, ValueError),
+        ("expiry_s", float("inf"), ValueError),
+        ("ttl", 1.5, TypeError),
+    ],
+)
+def test_invalid_genesis_field(field: str, value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match=field):
+        Net.make_genesis(**{field: value})
+
+
+def test_transaction_sign_verify_and_round_trip(net: Net) -> None:
+    tx = net.tx(3)
+    tx.verify()
+    decoded = Transaction.decode(tx.encode())
+    assert decoded == tx and decoded.tx_id == tx.tx_id
+    assert decoded.encode() == tx.encode()
+    assert tx.encode().startswith(tx.signing_bytes())
+    assert tx.creator == net.owner.public_key and len(tx.tx_id) == 32
+
+
+def test_transaction_without_base_digest(net: Net) -> None:
+    tx = Transaction.create(
+        net.owner, genesis_hash=net.genesis.hash, seq=0, created_at=1.0, expires_at=2.0, ttl=1,
+        model_digest=b"\1" * 32, self_score=0.0, n_samples=0,
+    )  # fmt: skip
+    assert tx.base_digest == b""
+    assert Transaction.decode(tx.encode()) == tx
+    tx.verify()
+
+
+def test_invalid_transaction_fields(net: Net) -> None:
+    tx = net.tx(1)
+    with pytest.raises(ValueError, match="base_digest must be 0 or 32 bytes"):
+        replace(tx, base_digest=b"\0" * 5)
+    with pytest.raises(ValueError, match="created_at must be finite"):
+        replace(tx, created_at=float("nan"))
+    with pytest.raises(ValueError, match="seq must be in"):
+        replace(tx, seq=-1)
+    with pytest.raises(TypeError, match="creator must be bytes"):
+        replace(tx, creator=bytearray(32))
+
+
+def test_receipt_sign_verify_and_round_trip(net: Net) -> None:
+    tx = net.tx(1)
+    receipt = Receipt.create(net.peers[0], tx_id=tx.tx_id, score=0.75, received_at=5.0, hop=2)
+    receipt.verify()
+    assert Receipt.decode(receipt.encode()) == receipt
+    assert receipt.receiver == net.peers[0].public_key and len(receipt.id) == 32
+
+
+def test_invalid_receipt_signature(net: Net) -> None:
+    receipt = net.receipts(net.tx(1))[0]
+    with pytest.raises(ValidationError) as err:
+        replace(receipt, score=0.1).verify()
+    assert err.value.reason == "bad_signature"
+
+
+def test_block_round_trip_and_endorsements_outside_the_hash(net: Net) -> None:
+    block = net.chain(1, txs_per_block=3)[0]
+    assert len(block.endorsements) == len(net.peers)
+    decoded = Block.decode(block.encode())
+    assert decoded == block and decoded.hash == block.hash
+    bare = block.with_endorsements([])
+    assert bare.hash == block.hash and bare.encode() != block.encode()
+    assert block.with_endorsements(reversed(block.endorsements)) == block  # sorted for us
+    verify_block(block, genesis_hash=net.genesis.hash, prev_hash=net.genesis.hash, height=0)
+
+
+def test_reputation_digest_is_order_independent(net: Net) -> None:
+    a = reputation_digest({"x": 1.0, "y": 0.5})
+    assert a == reputation_digest({"y": 0.5, "x": 1.0})
+    assert a != reputation_digest({"x": 1.0, "y": 0.25})
+    assert a != reputation_digest({"x": 1.0})
+
+
+def test_errors_carry_their_reason() -> None:
+    err = ValidationError("expired", "too late")
+    assert err.reason == "expired" and str(err) == "expired: too late"
+    chain_err = ChainError(4, "broken_link", "x")
+    assert chain_err.height == 4 and "broken_link" in str(chain_err)
+    assert {"wrong_genesis", "bad_receipt", "wrong_creator", "non_finite"} <= REASONS
+    with pytest.raises(ValueError, match="unknown ledger reason"):
+        ValidationError("typo", "x")
+
+
+# -- receive checks ------------------------------------------------------------------------
+
+
+def _check(net: Net, tx: Transaction, *, now: float | None = None,
+           last_seq: int | None = None) -> None:
+    check_transaction(
+        tx, genesis_hash=net.genesis.hash, now=net.now + 1 if now is None else now,
+        last_seq=last_seq,
+    )
+
+
+def test_check_transaction_accepts_a_good_transaction(net: Net) -> None:
+    _check(net, net.tx(5), last_seq=4)
+    _check(net, net.tx(0), last_seq=None)
+
+
+def test_invalid_transaction_wrong_genesis(net: Net) -> None:
+    tx = net.tx(1, genesis_hash=b"\x09" * 32)
+    with pytest.raises(ValidationError) as err:
+        _check(net, tx)
+    assert err.value.reason == "wrong_genesis"
+
+
+def test_invalid_transaction_bad_signature(net: Net) -> None:
+    forged = replace(net.tx(1), self_score=0.99)  # same signature, other content
+    with pytest.raises(ValidationError) as err:
+        _check(net, forged)
+    assert err.value.reason == "bad_signature"
+    stolen = replace(net.tx(1), creator=net.peers[0].public_key)
+    with pytest.raises(ValidationError) as err:
+        _check(net, stolen)
+    assert err.value.reason == "bad_signature"
+
+
+def test_invalid_transaction_expired(net: Net) -> None:
+    tx = net.tx(1)
+    with pytest.raises(ValidationError) as err:
+        _check(net, tx, now=tx.expires_at + 0.001)
+    assert err.value.reason == "expired"
+    _check(net, tx, now=tx.expires_at)  # the expiry instant itself is still valid
+
+
+def test_invalid_transaction_from_future(net: Net) -> None:
+    tx = net.tx(1)
+    with pytest.raises(ValidationError) as err:
+        _check(net, tx, now=tx.created_at - 5.001)
+    assert err.value.reason == "from_future"
+    _check(net, tx, now=tx.created_at - 4.999)  # within the default 5 s skew
+
+
+def test_invalid_transaction_replayed_seq(net: Net) -> None:
+    for last in (7, 8):
+        with pytest.raises(ValidationError) as err:
+            _check(net, net.tx(7), last_seq=last)
+        assert err.value.reason == "replayed_seq"
+
+
+def test_check_transaction_reports_the_first_failure_in_order(net: Net) -> None:
+    tx = net.tx(3, genesis_hash=b"\x09" * 32)
+    expired_forged_replay = replace(tx, self_score=0.0)
+    reasons = []
+    for genesis_hash in (net.genesis.hash, tx.genesis_hash):
+        for candidate in (expired_forged_replay, tx):
+            try:
+                check_transaction(candidate, genesis_hash=genesis_hash, now=tx.expires_at + 1,
+                                  last_seq=10)
+            except ValidationError as err:
+                reasons.append(err.reason)
+    assert reasons == ["wrong_genesis", "wrong_genesis", "bad_signature", "expired"]
+
+
+def test_check_payload_accepts_the_published_vector_read_only(net: Net) -> None:
+    vec = net.vector(5)
+    tx = net.tx(5)
+    frozen = np.frombuffer(vec.tobytes(), dtype=np.float32)
+    before = frozen.tobytes()
+    check_payload(tx, spec_id=net.spec_id, expected_size=net.size, vec=frozen)
+    assert frozen.tobytes() == before and not frozen.flags.writeable
+
+
+def _signed_for(net: Net, data: np.ndarray) -> Transaction:
+    """A correctly signed transaction whose digest covers exactly `data`'s raw bytes."""
+    return replace_digest(net, payload_digest(net.spec_id, np.ascontiguousarray(data)))
+
+
+def replace_digest(net: Net, model_digest: bytes) -> Transaction:
+    return Transaction.create(
+        net.owner, genesis_hash=net.genesis.hash, seq=1, created_at=net.now,
+        expires_at=net.now + 60, ttl=10, model_digest=model_digest, self_score=0.5, n_samples=1,
+    )  # fmt: skip
+
+
+def _payload_reason(net: Net, tx: Transaction, vec: object) -> str:
+    before = vec.tobytes() if isinstance(vec, np.ndarray) else None
+    with pytest.raises(ValidationError) as err:
+        check_payload(tx, spec_id=net.spec_id, expected_size=net.size, vec=vec)  # type: ignore[arg-type]
+    if before is not None:
+        assert vec.tobytes() == before  # type: ignore[union-attr]
+    return err.value.reason
+
+
+def test_invalid_payload_digest_mismatch(net: Net) -> None:
+    vec = net.vector(5).copy()
+    vec[3] += 1.0
+    assert _payload_reason(net, net.tx(5), vec) == "digest_mismatch"
+    # The digest check comes first: a wrong-shaped payload that is also not the signed one.
+    assert _payload_reason(net, net.tx(5), np.zeros(3, np.float32)) == "digest_mismatch"
+
+
+def test_invalid_payload_bad_shape(net: Net) -> None:
+    short = net.vector(5, size=net.size - 1)
+    assert _payload_reason(net, _signed_for(net, short), short) == "bad_shape"
+    square = net.vector(5).reshape(8, 8)
+    assert _payload_reason(net, _signed_for(net, square), square) == "bad_shape"
+    strided = np.repeat(net.vector(5), 2)[::2]
+    assert _payload_reason(net, _signed_for(net, strided), strided) == "bad_shape"
+
+
+def test_invalid_payload_bad_dtype(net: Net) -> None:
+    big_endian = net.vector(5).astype(">f4")
+    assert _payload_reason(net, _signed_for(net, big_endian), big_endian) == "bad_dtype"
+    as_ints = net.vector(5).view(np.int32)
+    assert _payload_reason(net, _signed_for(net, as_ints), as_ints) == "bad_dtype"
+    assert _payload_reason(net, net.tx(5), net.vector(5).tolist()) == "bad_dtype"
+    assert _payload_reason(net, net.tx(5), np.array([object()] * net.size)) == "bad_dtype"
+    dates = np.zeros(net.size, dtype="datetime64[s]")
+    assert _payload_reason(net, net.tx(5), dates) == "bad_dtype"  # no buffer export at all
+
+
+def test_invalid_payload_non_finite(net: Net) -> None:
+    for bad in (np.nan, np.inf, -np.inf):
+        vec = net.vector(5).copy()
+        vec[10] = bad
+        assert _payload_reason(net, _signed_for(net, vec), vec) == "non_finite"
+    huge = np.full(net.size, np.finfo(np.float32).max, dtype=np.float32)
+    check_payload(_signed_for(net, huge), spec_id=net.spec_id, expected_size=net.size, vec=huge)
+
+
+# -- endorsements ----------------------------------------------------------------------------
+
+
+def test_endorse_signs_the_tagged_block_hash(net: Net) -> None:
+    block = net.chain(1)[0].with_endorsements([])
+    peer = net.peers[0]
+    issued = {r.id for r in block.receipts() if r.receiver == peer.public_key}
+    e = endorse(peer, block, issued)
+    assert e.signer == peer.public_key
+    verify_block(block.with_endorsements([e]), genesis_hash=net.genesis.hash,
+                 prev_hash=net.genesis.hash, height=0)
+
+
+def test_invalid_endorse_of_a_receipt_never_issued(net: Net) -> None:
+    block = net.chain(1)[0]
+    peer = net.peers[0]
+    issued = {r.id for r in block.receipts() if r.receiver == peer.public_key}
+    with pytest.raises(ValidationError) as err:
+        endorse(peer, block, issued - {next(iter(issued))})
+    assert err.value.reason == "bad_endorsement" and "never issued" in err.value.detail
+    outsider = net.identity(9)
+    with pytest.raises(ValidationError) as err:
+        endorse(outsider, block, set())
+    assert err.value.reason == "bad_endorsement" and "no receipt" in err.value.detail
+
+
+# -- a single flipped byte is never silently accepted ----------------------------------------
+
+
+def _flip_rejected(data: bytes, accept: object, n: int, seed: int) -> int:
+    """Flip one byte at `n` random positions; return how many decoded but failed verification."""
+    rng = np.random.default_rng(seed)
+    verified_out = 0
+    for pos in rng.integers(0, len(data), size=n):
+        mutated = bytearray(data)
+        mutated[pos] ^= int(rng.integers(1, 256))
+        try:
+            accept(bytes(mutated))  # type: ignore[operator]
+        except DecodeError:
+            continue
+        except ValidationError:
+            verified_out += 1
+            continue
+        pytest.fail(f"a byte flipped at offset {pos} was accepted")
+    return verified_out
+
+
+def test_flipped_byte_in_transaction_is_rejected(net: Net) -> None:
+    def accept(data: bytes) -> None:
+        Transaction.decode(data).verify()
+
+    assert _flip_rejected(net.tx(1).encode(), accept, 300, seed=1) > 0
+
+
+def test_flipped_byte_in_receipt_is_rejected(net: Net) -> None:
+    def accept(data: bytes) -> None:
+        Receipt.decode(data).verify()
+
+    assert _flip_rejected(net.receipts(net.tx(1))[0].encode(), accept, 300, seed=2) > 0
+
+
+def test_flipped_byte_in_block_is_rejected(net: Net) -> None:
+    def accept(data: bytes) -> None:
+        verify_block(Block.decode(data), genesis_hash=net.genesis.hash,
+                     prev_hash=net.genesis.hash, height=0)
+
+    assert _flip_rejected(net.chain(1)[0].encode(), accept, 400, seed=3) > 0
