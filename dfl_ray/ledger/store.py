@@ -1,0 +1,671 @@
+"""A node's chain store: SQLite for the chain and its records, content-addressed payload files.
+
+Layout of a store folder:
+
+- `chain.sqlite`: tables `genesis`, `blocks` (height, hash, encoded bytes), `own_txs` (the
+  node's transactions, sealed or pending), `received_receipts` (receipts peers returned for own
+  transactions), `issued_receipts` (receipts this node signed), `payloads` (which model payload
+  files are kept, in put order), `meta` (owner key, schema version, retention).
+- `payloads/<hex digest>`: raw model bytes, written to a temporary file and renamed into place.
+- `lock`: held (flock) by the one process that has the store open for writing.
+
+Durability: WAL journal with `synchronous=NORMAL`. In WAL mode every commit is atomic whatever
+the sync level; NORMAL skips the fsync per commit, so a power cut may lose the last few commits
+but still leaves a chain that ends at some earlier block, never half a block, and a killed
+process loses nothing that was committed (the WAL is written before `COMMIT` returns). FULL
+would only add durability of those last commits across power loss, at an fsync per round.
+Payload files are not fsynced either: they are content-addressed and checked against their
+digest on every read, so a torn file is detected, never trusted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import sqlite3
+import threading
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+
+from dfl_ray.ledger.block import Block, verify_block
+from dfl_ray.ledger.encoding import require_bytes, require_uint
+from dfl_ray.ledger.errors import DecodeError, StoreError, ValidationError
+from dfl_ray.ledger.genesis import Genesis
+from dfl_ray.ledger.hashing import DIGEST_SIZE, byte_view, model_digest, payload_digest
+from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE
+from dfl_ray.ledger.receipt import Receipt
+from dfl_ray.ledger.transaction import Transaction
+
+DB_NAME = "chain.sqlite"
+PAYLOAD_DIR = "payloads"
+LOCK_NAME = "lock"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE genesis (id INTEGER PRIMARY KEY CHECK (id = 0), hash BLOB NOT NULL,
+                      data BLOB NOT NULL);
+CREATE TABLE blocks (height INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, data BLOB NOT NULL);
+CREATE TABLE own_txs (tx_id BLOB PRIMARY KEY, seq INTEGER NOT NULL UNIQUE,
+                      block_height INTEGER, data BLOB NOT NULL);
+CREATE INDEX own_txs_by_block ON own_txs (block_height, seq);
+CREATE TABLE received_receipts (id BLOB PRIMARY KEY, tx_id BLOB NOT NULL,
+                                receiver BLOB NOT NULL, data BLOB NOT NULL,
+                                UNIQUE (tx_id, receiver));
+CREATE TABLE issued_receipts (id BLOB PRIMARY KEY, tx_id BLOB NOT NULL, data BLOB NOT NULL);
+CREATE TABLE payloads (digest BLOB PRIMARY KEY, put_order INTEGER NOT NULL UNIQUE);
+"""
+
+PayloadData = np.ndarray | bytes | bytearray | memoryview
+
+
+def locate(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(store folder, database file) for a store folder or its `chain.sqlite`; StoreError if absent."""
+    path = Path(path)
+    if path.is_dir():
+        folder, db = path, path / DB_NAME
+    else:
+        folder, db = path.parent, path
+    if not db.is_file():
+        raise StoreError(f"no chain store at {path}: {db} does not exist")
+    return folder, db
+
+
+def connect(db: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, synchronous=NORMAL.
+
+    `read_only` connections never create the file and refuse writes; they still open in
+    read-write mode so they can recover the WAL left by a killed writer.
+    """
+    uri = db.resolve().as_uri() + ("?mode=rw" if read_only else "?mode=rwc")
+    try:
+        # One store may be used from several threads of one actor; `_lock` serialises them.
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
+        else:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot open {db} as a SQLite database: {err}") from err
+    return conn
+
+
+def _read_genesis(conn: sqlite3.Connection, db: Path) -> Genesis:
+    try:
+        row = conn.execute("SELECT data FROM genesis WHERE id = 0").fetchone()
+    except sqlite3.Error as err:
+        raise StoreError(f"{db} is not a chain store: {err}") from err
+    if row is None:
+        raise StoreError(f"{db} holds no genesis")
+    try:
+        return Genesis.decode(row[0])
+    except DecodeError as err:
+        raise StoreError(f"{db}: stored genesis does not decode: {err}") from err
+
+
+def _write_new_db(db: Path, genesis: Genesis, owner: bytes, keep_payloads: int | None) -> None:
+    meta: list[tuple[str, object]] = [("schema_version", SCHEMA_VERSION), ("owner", owner)]
+    if keep_payloads is not None:
+        meta.append(("keep_payloads", keep_payloads))
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        # One transaction, so building the file costs one commit, not one per statement.
+        conn.executescript("BEGIN;" + _SCHEMA)
+        conn.execute(
+            "INSERT INTO genesis (id, hash, data) VALUES (0, ?, ?)", (genesis.hash, genesis.encode())
+        )
+        conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def _genesis_difference(stored: Genesis, expected: Genesis) -> str:
+    names = [f.name for f in fields(Genesis) if getattr(stored, f.name) != getattr(expected, f.name)]
+    return ", ".join(names)
+
+
+@dataclass
+class _FileEffects:
+    """Payload file changes of one savepoint, applied or undone with its SQLite changes."""
+
+    created: list[Path] = field(default_factory=list)
+    dropped: set[bytes] = field(default_factory=set)
+
+
+class ChainStore:
+    """One node's chain and records. Use `create` or `open`; one writer process per store.
+
+    Every method that changes the store checks its input first and writes second, inside one
+    SQLite savepoint: bad input raises and stores nothing, and a process killed at any moment
+    leaves the store as it was before or after the call. `batch()` groups many calls into one
+    transaction (one commit per round instead of one per insert).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        conn: sqlite3.Connection,
+        lock_fd: int,
+        genesis: Genesis,
+        owner: bytes,
+        keep_payloads: int | None,
+    ) -> None:
+        self._folder = folder
+        self._conn = conn
+        self._lock_fd: int | None = lock_fd
+        self._genesis = genesis
+        self._owner = owner
+        self._keep_payloads = keep_payloads
+        self._lock = threading.RLock()
+        self._effects: list[_FileEffects] = []
+        self._tmp_counter = itertools.count()
+
+    # -- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        genesis: Genesis,
+        owner: bytes,
+        keep_payloads: int | None = None,
+    ) -> ChainStore:
+        """A new, empty store in folder `path` (created if needed) for `owner`'s chain.
+
+        `keep_payloads` is how many of the most recent payloads to keep on disk (None: all);
+        the chain itself keeps every digest forever. Refuses a folder that already has a store.
+        """
+        if not isinstance(genesis, Genesis):
+            raise TypeError(f"genesis must be a Genesis, got {type(genesis).__name__}")
+        require_bytes("owner", owner, (PUBLIC_KEY_SIZE,))
+        if keep_payloads is not None:
+            require_uint("keep_payloads", keep_payloads, 1 << 31)
+        folder = Path(path)
+        if (folder / DB_NAME).exists():
+            raise StoreError(f"refusing to create a store at {folder}: {DB_NAME} already exists")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / PAYLOAD_DIR).mkdir(exist_ok=True)
+        lock_fd = _acquire_lock(folder)
+        try:
+            db = folder / DB_NAME
+            if db.exists():
+                raise StoreError(f"refusing to create a store at {folder}: {DB_NAME} already exists")
+            # Built under a temporary name and renamed, so a crash mid-way leaves no half store.
+            tmp = folder / f".{DB_NAME}.{os.getpid()}.tmp"
+            tmp.unlink(missing_ok=True)
+            try:
+                _write_new_db(tmp, genesis, owner, keep_payloads)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            os.replace(tmp, db)
+            return cls(folder, connect(db), lock_fd, genesis, owner, keep_payloads)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], expected_genesis: Genesis | None = None
+    ) -> ChainStore:
+        """The existing store at `path` (its folder or its `chain.sqlite`).
+
+        Raises StoreError naming the path if there is none, and naming the differing fields if
+        its genesis is not `expected_genesis`.
+        """
+        folder, db = locate(path)
+        lock_fd = _acquire_lock(folder)
+        try:
+            conn = connect(db)
+            try:
+                genesis = _read_genesis(conn, db)
+                if expected_genesis is not None and genesis.hash != expected_genesis.hash:
+                    raise StoreError(
+                        f"store at {folder} has genesis {genesis.hash.hex()[:16]}.., expected "
+                        f"{expected_genesis.hash.hex()[:16]}..; differing fields: "
+                        f"{_genesis_difference(genesis, expected_genesis)}"
+                    )
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                if meta.get("schema_version") != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"store at {folder} has schema version {meta.get('schema_version')}, "
+                        f"this code reads {SCHEMA_VERSION}"
+                    )
+                owner = meta.get("owner")
+                if not isinstance(owner, bytes) or len(owner) != PUBLIC_KEY_SIZE:
+                    raise StoreError(f"store at {folder} has no valid owner key")
+                (folder / PAYLOAD_DIR).mkdir(exist_ok=True)
+            except BaseException:
+                conn.close()
+                raise
+            return cls(folder, conn, lock_fd, genesis, owner, meta.get("keep_payloads"))
+        except BaseException:
+            os.close(lock_fd)
+            raise
+
+    def close(self) -> None:
+        """Close the database and release the lock; calling it twice is harmless."""
+        with self._lock:
+            if self._lock_fd is None:
+                return
+            if self._effects:
+                raise StoreError("cannot close the store inside batch()")
+            self._conn.close()
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> ChainStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- properties and reads ------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._folder
+
+    @property
+    def genesis(self) -> Genesis:
+        return self._genesis
+
+    @property
+    def owner(self) -> bytes:
+        return self._owner
+
+    @property
+    def keep_payloads(self) -> int | None:
+        return self._keep_payloads
+
+    @property
+    def height(self) -> int:
+        """Height of the tip block; -1 while the chain holds no block."""
+        value: int = self._one("SELECT COALESCE(MAX(height), -1) FROM blocks")[0]
+        return value
+
+    @property
+    def tip_hash(self) -> bytes:
+        """What the next block links to: the tip's hash, or the genesis hash when empty."""
+        row = self._one_or_none("SELECT hash FROM blocks ORDER BY height DESC LIMIT 1")
+        return self._genesis.hash if row is None else bytes(row[0])
+
+    @property
+    def last_own_seq(self) -> int | None:
+        """Highest seq of the owner's stored transactions; None before the first."""
+        value: int | None = self._one("SELECT MAX(seq) FROM own_txs")[0]
+        return value
+
+    def tip(self) -> Block | None:
+        row = self._one_or_none("SELECT data FROM blocks ORDER BY height DESC LIMIT 1")
+        return None if row is None else _decode_stored(Block, row[0], "tip block")
+
+    def block_at(self, height: int) -> Block | None:
+        require_uint("height", height, (1 << 63) - 1)
+        row = self._one_or_none("SELECT data FROM blocks WHERE height = ?", (height,))
+        return None if row is None else _decode_stored(Block, row[0], f"block {height}")
+
+    def blocks(self) -> Iterator[Block]:
+        """Every block from height 0 to the tip as of the call, decoded one at a time."""
+        for height in range(self.height + 1):
+            block = self.block_at(height)
+            if block is None:
+                raise StoreError(f"block {height} is missing from {self._folder}")
+            yield block
+
+    def transaction(self, tx_id: bytes) -> Transaction | None:
+        """An own transaction by id, sealed or pending."""
+        row = self._one_or_none("SELECT data FROM own_txs WHERE tx_id = ?", (tx_id,))
+        return None if row is None else _decode_stored(Transaction, row[0], "transaction")
+
+    def pending_transactions(self) -> list[tuple[Transaction, tuple[Receipt, ...]]]:
+        """Own transactions not yet in a block, lowest seq first, each with its receipts."""
+        with self._lock:
+            self._check_open()
+            rows = self._conn.execute(
+                "SELECT t.tx_id, t.data, r.data FROM own_txs AS t "
+                "LEFT JOIN received_receipts AS r ON r.tx_id = t.tx_id "
+                "WHERE t.block_height IS NULL ORDER BY t.seq, r.rowid"
+            ).fetchall()
+        out: list[tuple[Transaction, list[Receipt]]] = []
+        last_id = None
+        for tx_id, tx_data, receipt_data in rows:
+            if tx_id != last_id:
+                out.append((_decode_stored(Transaction, tx_data, "transaction"), []))
+                last_id = tx_id
+            if receipt_data is not None:
+                out[-1][1].append(_decode_stored(Receipt, receipt_data, "receipt"))
+        return [(tx, tuple(receipts)) for tx, receipts in out]
+
+    def has_issued_receipt(self, receipt_id: bytes) -> bool:
+        row = self._one_or_none("SELECT 1 FROM issued_receipts WHERE id = ?", (receipt_id,))
+        return row is not None
+
+    def issued_receipt_ids(self) -> Collection[bytes]:
+        """The ids of every receipt this node issued, as a live view (membership is one lookup).
+
+        `endorse` only tests membership, so this never loads the whole (ever growing) table.
+        """
+        return _IssuedReceiptIds(self)
+
+    def get_payload(self, digest: bytes) -> bytes | None:
+        """The payload stored under `digest`, checked against it; None if not kept."""
+        require_bytes("digest", digest, (DIGEST_SIZE,))
+        self._check_open()
+        try:
+            data = (self._folder / PAYLOAD_DIR / digest.hex()).read_bytes()
+        except FileNotFoundError:
+            return None
+        if payload_digest(self._genesis.model_spec_id, data) != digest:
+            raise StoreError(f"payload file {digest.hex()} is corrupt: its digest does not match")
+        return data
+
+    # -- changes -------------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the calls made inside into one SQLite transaction: all stored, or none."""
+        with self._savepoint():
+            yield
+
+    def add_own_transaction(self, tx: Transaction) -> None:
+        """Record a transaction this node just published (pending until sealed)."""
+        if not isinstance(tx, Transaction):
+            raise TypeError(f"expected a Transaction, got {type(tx).__name__}")
+        with self._lock:
+            self._check_own_tx(tx)
+            last = self.last_own_seq
+            if last is not None and tx.seq <= last:
+                raise ValidationError(
+                    "replayed_seq", f"seq {tx.seq} is not above the last own seq {last}"
+                )
+            with self._savepoint() as conn:
+                conn.execute(
+                    "INSERT INTO own_txs (tx_id, seq, block_height, data) VALUES (?, ?, NULL, ?)",
+                    (tx.tx_id, tx.seq, tx.encode()),
+                )
+
+    def add_receipt(self, receipt: Receipt) -> bool:
+        """Record a receipt a peer returned for an own transaction; False if already held.
+
+        Only the first receipt per (transaction, receiver) is kept: gossip may deliver a
+        transaction to a peer twice, but a block counts each receiver once.
+        """
+        if not isinstance(receipt, Receipt):
+            raise TypeError(f"expected a Receipt, got {type(receipt).__name__}")
+        with self._lock:
+            if receipt.receiver == self._owner:
+                raise ValidationError("bad_receipt", "a node does not receipt its own transaction")
+            receipt.verify()
+            if self.transaction(receipt.tx_id) is None:
+                raise ValidationError(
+                    "bad_receipt", f"receipt for tx {receipt.tx_id.hex()[:16]}.., which is not "
+                    "an own transaction"
+                )
+            with self._savepoint() as conn:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO received_receipts (id, tx_id, receiver, data) "
+                    "VALUES (?, ?, ?, ?)",
+                    (receipt.id, receipt.tx_id, receipt.receiver, receipt.encode()),
+                )
+                return cur.rowcount == 1
+
+    def add_issued_receipt(self, receipt: Receipt) -> bool:
+        """Record a receipt this node signed for a peer's transaction; False if already held."""
+        if not isinstance(receipt, Receipt):
+            raise TypeError(f"expected a Receipt, got {type(receipt).__name__}")
+        with self._lock:
+            if receipt.receiver != self._owner:
+                raise ValidationError(
+                    "bad_receipt", "an issued receipt must name this store's owner as receiver"
+                )
+            receipt.verify()
+            with self._savepoint() as conn:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO issued_receipts (id, tx_id, data) VALUES (?, ?, ?)",
+                    (receipt.id, receipt.tx_id, receipt.encode()),
+                )
+                return cur.rowcount == 1
+
+    def append_block(self, block: Block) -> None:
+        """Verify `block` as the next block of this chain and store it, atomically.
+
+        Besides `verify_block` against the tip: the creator must be the owner, and no seq may
+        already be sealed in an earlier block or belong to another stored own transaction.
+        Transactions of the block become sealed (no longer pending).
+        """
+        if not isinstance(block, Block):
+            raise TypeError(f"expected a Block, got {type(block).__name__}")
+        with self._lock:
+            if block.creator != self._owner:
+                raise ValidationError("wrong_creator", "block creator is not this store's owner")
+            verify_block(
+                block,
+                genesis_hash=self._genesis.hash,
+                prev_hash=self.tip_hash,
+                height=self.height + 1,
+            )
+            for entry in block.entries:
+                self._check_sealable(entry.tx)
+            with self._savepoint() as conn:
+                conn.execute(
+                    "INSERT INTO blocks (height, hash, data) VALUES (?, ?, ?)",
+                    (block.height, block.hash, block.encode()),
+                )
+                for entry in block.entries:
+                    tx = entry.tx
+                    conn.execute(
+                        "INSERT INTO own_txs (tx_id, seq, block_height, data) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (tx_id) DO UPDATE SET block_height = excluded.block_height",
+                        (tx.tx_id, tx.seq, block.height, tx.encode()),
+                    )
+
+    def put_payload(self, digest: bytes, data: PayloadData) -> None:
+        """Keep a model payload under its digest (a float32 vector or its raw bytes).
+
+        The data must hash to `digest` under this network's model spec (`digest_mismatch`
+        otherwise). With `keep_payloads=K`, the oldest payloads beyond the last K are removed.
+        """
+        require_bytes("digest", digest, (DIGEST_SIZE,))
+        spec_id = self._genesis.model_spec_id
+        if isinstance(data, np.ndarray):
+            got = model_digest(spec_id, data)
+        elif isinstance(data, bytes | bytearray | memoryview):
+            got = payload_digest(spec_id, data)
+        else:
+            raise TypeError(f"payload must be a numpy array or bytes, got {type(data).__name__}")
+        if got != digest:
+            raise ValidationError(
+                "digest_mismatch", f"payload hashes to {got.hex()[:16]}.., not "
+                f"{digest.hex()[:16]}.."
+            )
+        with self._lock, self._savepoint() as conn:
+            self._write_payload_file(digest, data)
+            conn.execute(
+                "INSERT OR REPLACE INTO payloads (digest, put_order) "
+                "VALUES (?, (SELECT COALESCE(MAX(put_order), 0) + 1 FROM payloads))",
+                (digest,),
+            )
+            if self._keep_payloads is not None:
+                old = conn.execute(
+                    "SELECT digest FROM payloads ORDER BY put_order DESC LIMIT -1 OFFSET ?",
+                    (self._keep_payloads,),
+                ).fetchall()
+                conn.executemany("DELETE FROM payloads WHERE digest = ?", old)
+                self._effects[-1].dropped.update(bytes(d) for (d,) in old)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._lock_fd is None:
+            raise StoreError(f"the store at {self._folder} is closed")
+
+    def _one_or_none(self, sql: str, params: tuple[object, ...] = ()) -> tuple[Any, ...] | None:
+        with self._lock:
+            self._check_open()
+            # SQLite rows are untyped; the schema above says what each column holds.
+            row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
+            return row
+
+    def _one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[Any, ...]:
+        row = self._one_or_none(sql, params)
+        assert row is not None, sql  # aggregate queries always return one row
+        return row
+
+    def _check_own_tx(self, tx: Transaction) -> None:
+        if tx.genesis_hash != self._genesis.hash:
+            raise ValidationError("wrong_genesis", "transaction is of another genesis")
+        if tx.creator != self._owner:
+            raise ValidationError("wrong_creator", "transaction creator is not this store's owner")
+        tx.verify()
+
+    def _check_sealable(self, tx: Transaction) -> None:
+        row = self._one_or_none(
+            "SELECT tx_id, block_height FROM own_txs WHERE seq = ?", (tx.seq,)
+        )
+        if row is None:
+            return
+        tx_id, sealed_at = row
+        if sealed_at is not None:
+            raise ValidationError(
+                "replayed_seq", f"seq {tx.seq} is already sealed in block {sealed_at}"
+            )
+        if tx_id != tx.tx_id:
+            raise ValidationError(
+                "replayed_seq", f"seq {tx.seq} belongs to another stored own transaction"
+            )
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        # Savepoints nest, so a call inside batch() is undone alone if it fails, and the
+        # outermost one is the transaction that commits.
+        with self._lock:
+            self._check_open()
+            name = f"sp{len(self._effects)}"
+            self._conn.execute(f"SAVEPOINT {name}")
+            self._effects.append(_FileEffects())
+            try:
+                yield self._conn
+            except BaseException:
+                effects = self._effects.pop()
+                self._conn.execute(f"ROLLBACK TO {name}")
+                self._conn.execute(f"RELEASE {name}")
+                for path in effects.created:
+                    path.unlink(missing_ok=True)
+                raise
+            effects = self._effects.pop()
+            self._conn.execute(f"RELEASE {name}")
+            if self._effects:
+                self._effects[-1].created.extend(effects.created)
+                self._effects[-1].dropped |= effects.dropped
+            else:
+                self._drop_payload_files(effects.dropped)
+
+    def _drop_payload_files(self, digests: set[bytes]) -> None:
+        # After the commit: a crash before the unlink leaves an unlisted file, which is harmless
+        # (its name is still its digest); unlinking first could lose a payload still listed.
+        for digest in digests:
+            listed = self._conn.execute("SELECT 1 FROM payloads WHERE digest = ?", (digest,))
+            if listed.fetchone() is None:
+                (self._folder / PAYLOAD_DIR / digest.hex()).unlink(missing_ok=True)
+
+    def _write_payload_file(self, digest: bytes, data: PayloadData) -> None:
+        final = self._folder / PAYLOAD_DIR / digest.hex()
+        with suppress(FileNotFoundError):
+            # Content-addressed: a file under this name already holds these bytes, unless it
+            # was torn by a power cut, in which case it is rewritten below.
+            existing = final.read_bytes()
+            if payload_digest(self._genesis.model_spec_id, existing) == digest:
+                return
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.{next(self._tmp_counter)}.tmp")
+        try:
+            with open(tmp, "xb") as out:
+                out.write(byte_view(data))
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._effects[-1].created.append(final)
+
+
+class _IssuedReceiptIds(Collection[bytes]):
+    """Membership, size and iteration over the issued receipt ids, straight from the table."""
+
+    def __init__(self, store: ChainStore) -> None:
+        self._store = store
+
+    def __contains__(self, receipt_id: object) -> bool:
+        return isinstance(receipt_id, bytes) and self._store.has_issued_receipt(receipt_id)
+
+    def __len__(self) -> int:
+        value: int = self._store._one("SELECT COUNT(*) FROM issued_receipts")[0]
+        return value
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self._store._lock:
+            self._store._check_open()
+            rows = self._store._conn.execute("SELECT id FROM issued_receipts").fetchall()
+        return iter([bytes(r[0]) for r in rows])
+
+
+_Stored = TypeVar("_Stored", Block, Transaction, Receipt)
+
+
+def _decode_stored(kind: type[_Stored], data: bytes, what: str) -> _Stored:
+    try:
+        return kind.decode(data)
+    except DecodeError as err:
+        raise StoreError(f"stored {what} does not decode: {err}") from err
+
+
+def _acquire_lock(folder: Path) -> int:
+    """An exclusive flock on the store's lock file; the kernel releases it if the process dies."""
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        os.close(fd)
+        raise StoreError(f"the store at {folder} is already open in another process") from err
+    return fd
+
+
+@dataclass(frozen=True)
+class ChainSnapshot:
+    """A chain read without taking the store's lock (for inspection while a node runs)."""
+
+    genesis: Genesis
+    owner: bytes
+    blocks: tuple[Block, ...]
+
+
+def read_chain(path: str | os.PathLike[str]) -> ChainSnapshot:
+    """Read the genesis, owner and blocks of the store at `path`, in one read transaction."""
+    _, db = locate(path)
+    conn = connect(db, read_only=True)
+    try:
+        conn.execute("BEGIN")
+        genesis = _read_genesis(conn, db)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'owner'").fetchone()
+        rows = conn.execute("SELECT data FROM blocks ORDER BY height").fetchall()
+        conn.execute("COMMIT")
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot read {db}: {err}") from err
+    finally:
+        conn.close()
+    owner = row[0] if row is not None else b""
+    blocks = tuple(_decode_stored(Block, data, f"block {i}") for i, (data,) in enumerate(rows))
+    return ChainSnapshot(genesis, owner, blocks)
