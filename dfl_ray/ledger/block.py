@@ -190,22 +190,21 @@ class Block:
     @classmethod
     def decode(cls, data: bytes) -> Block:
         r = Reader(data, BLOCK_TAG)
-        height, prev_hash, genesis_hash, creator, created_at = (
-            r.u64(), r.blob(), r.blob(), r.blob(), r.f64()
-        )  # fmt: skip
-        entries = []
-        for _ in range(r.count()):
-            tx = Transaction.decode(r.blob())
-            receipts = tuple(Receipt.decode(r.blob()) for _ in range(r.count()))
-            entries.append(BlockEntry(tx, receipts))
-        model_digest_after, reputation_digest, signature = r.blob(), r.blob(), r.blob()
-        raw_endorsements = [(r.blob(), r.blob()) for _ in range(r.count())]
-        r.finish()
         with decoding("block"):
+            height, prev_hash, genesis_hash, creator, created_at = (
+                r.u64(), r.blob(), r.blob(), r.blob(), r.f64()
+            )  # fmt: skip
+            entries = []
+            for _ in range(r.count()):
+                tx = Transaction.decode(r.blob())
+                receipts = tuple(Receipt.decode(r.blob()) for _ in range(r.count()))
+                entries.append(BlockEntry(tx, receipts))
+            model_digest_after, reputation_digest, signature = r.blob(), r.blob(), r.blob()
+            endorsements = tuple(Endorsement(r.blob(), r.blob()) for _ in range(r.count()))
+            r.finish()
             return cls(
                 height, prev_hash, genesis_hash, creator, created_at, tuple(entries),
-                model_digest_after, reputation_digest, signature,
-                tuple(Endorsement(s, sig) for s, sig in raw_endorsements),
+                model_digest_after, reputation_digest, signature, endorsements,
             )  # fmt: skip
 
     def receipts(self) -> Iterator[Receipt]:

@@ -181,8 +181,8 @@ class ChainStore:
     ) -> ChainStore:
         """A new, empty store in folder `path` (created if needed) for `owner`'s chain.
 
-        `keep_payloads` is how many of the most recent payloads to keep on disk (None: all);
-        the chain itself keeps every digest forever. Refuses a folder that already has a store.
+        `keep_payloads` is how many of the most recent payloads to keep on disk (None: all,
+        0: none); the chain itself keeps every digest forever. Refuses a folder that already has a store.
         """
         if not isinstance(genesis, Genesis):
             raise TypeError(f"genesis must be a Genesis, got {type(genesis).__name__}")
@@ -244,6 +244,9 @@ class ChainStore:
                 if not isinstance(owner, bytes) or len(owner) != PUBLIC_KEY_SIZE:
                     raise StoreError(f"store at {folder} has no valid owner key")
                 (folder / PAYLOAD_DIR).mkdir(exist_ok=True)
+            except sqlite3.Error as err:
+                conn.close()
+                raise StoreError(f"{db} is not a chain store: {err}") from err
             except BaseException:
                 conn.close()
                 raise
@@ -411,7 +414,8 @@ class ChainStore:
             if receipt.receiver == self._owner:
                 raise ValidationError("bad_receipt", "a node does not receipt its own transaction")
             receipt.verify()
-            if self.transaction(receipt.tx_id) is None:
+            own = self._one_or_none("SELECT 1 FROM own_txs WHERE tx_id = ?", (receipt.tx_id,))
+            if own is None:
                 raise ValidationError(
                     "bad_receipt", f"receipt for tx {receipt.tx_id.hex()[:16]}.., which is not "
                     "an own transaction"

@@ -111,9 +111,17 @@ def test_invalid_use_after_close(tmp_path: Path, net: Net) -> None:
 
 
 def test_invalid_not_a_store(tmp_path: Path) -> None:
-    (tmp_path / "chain.sqlite").write_bytes(b"definitely not sqlite" * 100)
-    with pytest.raises(StoreError):
-        ChainStore.open(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "chain.sqlite").write_bytes(b"definitely not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a chain store|cannot open"):
+        ChainStore.open(tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    other = sqlite3.connect(tmp_path / "b" / "chain.sqlite")
+    other.execute("CREATE TABLE genesis (id INTEGER, data BLOB)")
+    other.commit()
+    other.close()
+    with pytest.raises(StoreError, match="holds no genesis"):
+        ChainStore.open(tmp_path / "b")
 
 
 def test_append_and_read_back(store: ChainStore, net: Net) -> None:
