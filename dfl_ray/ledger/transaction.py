@@ -159,7 +159,10 @@ def check_transaction(
     (`created_at > now + max_clock_skew`), replayed seq (`seq <= last_seq`, the highest seq
     accepted from this creator so far, None if none).
     """
+    require_bytes("genesis_hash", genesis_hash, (DIGEST_SIZE,))
     require_finite("now", now)
+    if last_seq is not None:
+        require_uint("last_seq", last_seq, MAX_INT)
     require_finite("max_clock_skew", max_clock_skew)
     if max_clock_skew < 0:
         raise ValueError(f"max_clock_skew must be >= 0, got {max_clock_skew}")

@@ -328,3 +328,16 @@ def test_flipped_byte_in_block_is_rejected(net: Net) -> None:
                      prev_hash=net.genesis.hash, height=0)
 
     assert _flip_rejected(net.chain(1)[0].encode(), accept, 400, seed=3) > 0
+
+
+def test_invalid_check_arguments_are_programming_errors(net: Net) -> None:
+    tx = net.tx(1)
+    with pytest.raises(ValueError, match="genesis_hash"):
+        check_transaction(tx, genesis_hash=b"short", now=net.now, last_seq=None)
+    with pytest.raises(ValueError, match="now must be finite"):
+        check_transaction(tx, genesis_hash=net.genesis.hash, now=float("nan"), last_seq=None)
+    with pytest.raises(ValueError, match="max_clock_skew"):
+        check_transaction(tx, genesis_hash=net.genesis.hash, now=net.now, last_seq=None,
+                          max_clock_skew=-1.0)
+    with pytest.raises(ValueError, match="spec_id"):
+        check_payload(tx, spec_id=b"", expected_size=net.size, vec=net.vector(1))
