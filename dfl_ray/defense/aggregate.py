@@ -42,6 +42,44 @@ def coordinate_median(rows: np.ndarray) -> np.ndarray:
     return ((part[lo].astype(np.float64) + part[hi]) * 0.5).astype(np.float32)
 
 
+def weighted_coordinate_median(rows: np.ndarray, votes: np.ndarray) -> np.ndarray:
+    """[d]: per coordinate, the value at which the votes of the rows below and above balance.
+
+    The result has the dtype of `rows`. Where the cumulative vote reaches exactly half, the two
+    neighbouring values are averaged, so equal votes give the ordinary median. Rows with vote 0
+    have no say. Work is one [n, d] argsort plus [d] vectors, one sorted position at a time.
+    """
+    w = np.asarray(votes, dtype=np.float64)
+    n = rows.shape[0]
+    if w.shape != (n,):
+        raise ValueError(f"votes must have shape ({n},), got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0.0:
+        raise ValueError(f"votes must be finite, non-negative and not all zero, got {w.tolist()}")
+    if np.all(w == w[0]):
+        return coordinate_median(rows)
+    half = 0.5 * float(w.sum())
+    tol = 1e-9 * half
+    order = np.argsort(rows, axis=0)
+    cols = np.arange(rows.shape[1])
+    below = np.zeros(rows.shape[1])
+    lower = np.full(rows.shape[1], -1)
+    upper = np.full(rows.shape[1], -1)
+    waiting = np.zeros(rows.shape[1], dtype=bool)  # balanced exactly, upper neighbour not yet seen
+    for j in range(n):
+        vote = w[order[j]]
+        found = waiting & (vote > 0.0)
+        upper[found] = j
+        waiting &= ~found
+        below += vote
+        reached = (lower < 0) & (below >= half - tol)
+        lower[reached] = j
+        waiting |= reached & (below <= half + tol)
+    upper = np.where(upper < 0, lower, upper)
+    lo_vals = rows[order[lower, cols], cols]
+    hi_vals = rows[order[upper, cols], cols]
+    return ((lo_vals.astype(np.float64) + hi_vals) * 0.5).astype(rows.dtype)
+
+
 def coordinate_trimmed_mean(rows: np.ndarray, trim: int) -> tuple[np.ndarray, np.ndarray]:
     """Coordinate-wise mean of the values left after dropping the `trim` lowest and highest.
 

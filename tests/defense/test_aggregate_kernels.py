@@ -13,6 +13,7 @@ from dfl_ray.defense.aggregate import (
     krum_scores,
     pairwise_sq_distances,
     stack_candidates,
+    weighted_coordinate_median,
     weighted_mean,
 )
 
@@ -47,6 +48,33 @@ def test_invalid_weighted_mean_weights(weights: list[float]) -> None:
 def test_coordinate_median_matches_numpy(n: int) -> None:
     x = rows(n)
     np.testing.assert_allclose(coordinate_median(x), np.median(x, axis=0), rtol=1e-6)
+
+
+def test_weighted_coordinate_median_equals_median_of_repeated_rows() -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    for _ in range(50):
+        n = int(rng.integers(1, 7))
+        x = rng.standard_normal((n, 5)).astype(np.float32)
+        votes = rng.integers(0, 4, n)
+        if votes.sum() == 0:
+            continue
+        # Integer votes act as that many copies of the row; vote 0 removes it.
+        expected = np.median(np.repeat(x, votes, axis=0), axis=0)
+        out = weighted_coordinate_median(x, votes.astype(np.float64))
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_weighted_coordinate_median_follows_the_majority_of_votes() -> None:
+    x = np.array([[0.0], [1.0], [10.0], [11.0], [12.0]])
+    assert weighted_coordinate_median(x, np.array([2.0, 1.0, 0.5, 0.5, 0.5]))[0] == 1.0
+    assert weighted_coordinate_median(x, np.ones(5))[0] == 10.0
+
+
+@pytest.mark.parametrize("votes", [[0.0, 0.0], [1.0, -1.0], [1.0, np.inf], [1.0]])
+def test_invalid_weighted_median_votes(votes: list[float]) -> None:
+    with pytest.raises(ValueError, match="votes"):
+        weighted_coordinate_median(np.ones((2, 3), np.float32), np.array(votes))
 
 
 def test_coordinate_trimmed_mean_drops_extremes_per_coordinate() -> None:

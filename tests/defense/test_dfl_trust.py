@@ -39,7 +39,7 @@ def test_dfl_trust_rejects_random_and_scaled_models_among_honest_ones() -> None:
     # The attackers score high: with label skew a garbage model can; geometry must catch it.
     scores = np.array([0.85, 0.9, 0.88, 0.92, 0.87, 0.9, 0.95, 0.95])
     inp = with_attackers(rng, base, scores, {})
-    out = dfl_trust(inp)
+    out = dfl_trust(inp, initial=1.0, beta=0.25, margin=0.25)
     assert out.weights[6] == 0.0 and out.weights[7] == 0.0
     assert np.all(out.weights[:6] > 0.0)
     honest_mean = np.vstack([inp.own, inp.models[:6]]).mean(axis=0)
@@ -49,6 +49,27 @@ def test_dfl_trust_rejects_random_and_scaled_models_among_honest_ones() -> None:
     # Median score of own + accepted is 0.9; h0 at 0.85 observes q = 1 - 0.05 / 0.25 = 0.8.
     assert out.reputations["h0"] == pytest.approx(0.95)
     assert out.reputations["h3"] == pytest.approx(1.0)
+
+
+def test_dfl_trust_survives_a_buffer_filled_mostly_by_new_attackers() -> None:
+    # Own model + one honest peer against three random models that agree with each other: a
+    # plain median would sit among the attackers. The own vote (1) and the honest newcomer's
+    # (0.4) outweigh the three newcomers (1.2).
+    rng = np.random.default_rng(12)
+    base = base_model()
+    own, honest = honest_round(rng, base, count=1)
+    randoms = rng.random((3, D), dtype=np.float32) * np.float32(0.001)
+    models = np.vstack([honest, randoms]).astype(np.float32)
+    inp = AggregationInput(own, 0.9, models, ("h0", "r0", "r1", "r2"), np.full(4, 0.9), {})
+    out = dfl_trust(inp, initial=0.4, own_weight=1.0)
+    assert out.weights[0] > 0.0 and out.weights[1:].tolist() == [0.0, 0.0, 0.0]
+    assert np.linalg.norm(out.model - base) < 0.1
+    # Known attackers (reputation 0) have no say even when they are four to two.
+    four = np.vstack([honest, randoms, randoms[:1] + np.float32(1e-4)]).astype(np.float32)
+    known = {"r0": 0.0, "r1": 0.0, "r2": 0.0, "r3": 0.0}
+    inp = AggregationInput(own, 0.9, four, ("h0", "r0", "r1", "r2", "r3"), np.full(5, 0.9), known)
+    out = dfl_trust(inp, initial=0.4)
+    assert out.weights[0] > 0.0 and not out.weights[1:].any()
 
 
 def test_dfl_trust_reputations_over_fifty_rounds() -> None:
@@ -80,16 +101,17 @@ def test_dfl_trust_does_not_penalise_equally_low_scores() -> None:
     rng = np.random.default_rng(4)
     own, models = honest_round(rng, base_model())
     inp = AggregationInput(own, 0.3, models, HONEST, np.full(6, 0.3), {"h0": 0.6})
-    out = dfl_trust(inp)
+    out = dfl_trust(inp, initial=0.4, beta=0.25)
     assert out.reputations["h0"] == pytest.approx(0.7)  # 0.75 * 0.6 + 0.25 * 1
-    assert all(out.reputations[s] == pytest.approx(1.0) for s in HONEST[1:])
+    assert all(out.reputations[s] == pytest.approx(0.55) for s in HONEST[1:])  # q = 1
 
 
 def test_dfl_trust_scores_relative_to_the_median() -> None:
     rng = np.random.default_rng(5)
     own, models = honest_round(rng, base_model())
     scores = np.array([0.9, 0.9, 0.9, 0.9, 0.8, 0.5])
-    out = dfl_trust(AggregationInput(own, 0.9, models, HONEST, scores, {}), margin=0.25)
+    out = dfl_trust(AggregationInput(own, 0.9, models, HONEST, scores, {}), margin=0.25,
+                    initial=1.0, beta=0.25)
     # Median 0.9: q = 1 - 0.1 / 0.25 = 0.6 for h4 and 0 for h5.
     assert out.reputations["h4"] == pytest.approx(0.75 + 0.25 * 0.6)
     assert out.reputations["h5"] == pytest.approx(0.75)
@@ -115,9 +137,9 @@ def test_dfl_trust_floor_excludes_distrusted_senders() -> None:
     rng = np.random.default_rng(7)
     own, models = honest_round(rng, base_model(), count=3)
     inp = AggregationInput(own, 0.9, models, HONEST[:3], np.full(3, 0.9), {"h1": 0.05})
-    out = dfl_trust(inp, floor=0.3)
+    out = dfl_trust(inp, floor=0.3, initial=1.0, beta=0.25, gate=float("inf"))
     assert out.reputations["h1"] == pytest.approx(0.2875)  # 0.75 * 0.05 + 0.25
-    assert out.weights[1] == 0.0 and out.weights[0] > 0.0
+    # Weights R_i / (own_weight + sum R) over the counted models: 1 / (1 + 1 + 1).
     np.testing.assert_allclose(out.weights, [1 / 3.0, 0.0, 1 / 3.0])
 
 
