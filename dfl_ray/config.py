@@ -126,6 +126,8 @@ class TopologyConfig:
     """Rewiring probability for small_world."""
     edges: tuple[tuple[int, int], ...] = ()
     """Explicit edge list for kind=edges (flag form: 0-1,1-2,...)."""
+    absent: tuple[int, ...] = ()
+    """Nodes removed from the network after partitioning (their shards unused): the run with attackers removed."""
 
     def __post_init__(self) -> None:
         _check_choice(
@@ -270,6 +272,13 @@ class Config:
         for node in self.attack.nodes:
             if not 0 <= node < n:
                 raise ConfigError(f"attack.nodes: node {node} is not in 0..{n - 1}")
+        for node in self.topology.absent:
+            if not 0 <= node < n:
+                raise ConfigError(f"topology.absent: node {node} is not in 0..{n - 1}")
+        if self.topology.absent and self.attackers:
+            raise ConfigError("topology.absent is for runs without attackers (attack.kind none)")
+        if n - len(set(self.topology.absent)) < 2:
+            raise ConfigError("topology.absent leaves fewer than 2 nodes")
         if self.runtime.hosts > n:
             raise ConfigError(f"runtime.hosts ({self.runtime.hosts}) exceeds topology.nodes ({n})")
 

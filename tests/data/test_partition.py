@@ -26,8 +26,8 @@ def test_deterministic_for_a_seed(kind: str) -> None:
     a = partition(LABELS, 10, kind=kind, seed=3)
     b = partition(LABELS, 10, kind=kind, seed=3)
     c = partition(LABELS, 10, kind=kind, seed=4)
-    assert all(np.array_equal(x.train, y.train) and np.array_equal(x.val, y.val) for x, y in zip(a, b))
-    assert not all(np.array_equal(x.train, y.train) for x, y in zip(a, c))
+    assert all(np.array_equal(x.train, y.train) and np.array_equal(x.val, y.val) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x.train, y.train) for x, y in zip(a, c, strict=True))
 
 
 def dominant_share(kind: str, **kw: float) -> float:

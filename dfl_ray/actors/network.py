@@ -1,0 +1,198 @@
+"""A DFL network on Ray: host actors placed on the cluster, sync rounds or async loops."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from dfl_ray.actors.host import HostSetup, NodeHost
+from dfl_ray.config import Config
+from dfl_ray.data import NodeShard
+from dfl_ray.ledger import Genesis
+from dfl_ray.messages import Message
+from dfl_ray.models.flat import ModelSpec
+
+PLACEMENT_TIMEOUT_S = 60.0
+
+
+class PlacementError(RuntimeError):
+    """The cluster cannot hold the requested placement; the message says what is missing."""
+
+
+def split_nodes(n: int, hosts: int) -> list[tuple[int, ...]]:
+    """Contiguous, near-equal groups of node ids, one per host."""
+    return [tuple(int(i) for i in part) for part in np.array_split(np.arange(n), hosts) if len(part)]
+
+
+def host_resources(config: Config, hosts: int, nodes_per_host: Sequence[int]) -> tuple[float, list[float]]:
+    """CPUs per host actor and GPUs per host actor, sized from the cluster when not given."""
+    cluster = ray.cluster_resources()
+    cpus = config.runtime.cpus_per_host
+    if cpus <= 0:
+        # Fractions let more host actors than CPUs start; round down to Ray's resource precision.
+        cpus = math.floor(cluster.get("CPU", 1.0) / hosts * 1000) / 1000
+        cpus = max(cpus, 0.001)
+    gpus = [config.runtime.gpus_per_node * k for k in nodes_per_host]
+    if any(g > 0 for g in gpus):
+        available = cluster.get("GPU", 0.0)
+        if available <= 0 and config.runtime.device != "auto":
+            raise PlacementError(
+                f"--gpus-per-node {config.runtime.gpus_per_node} asks for GPUs but the Ray cluster "
+                "has none; run on a machine with GPUs, or pass --device auto to fall back to the CPU"
+            )
+        if available <= 0:
+            gpus = [0.0 for _ in gpus]
+    return cpus, gpus
+
+
+class Network:
+    """Creates and drives the host actors of one DFL network (the driver side)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        shards: Sequence[NodeShard],
+        neighbors: Mapping[int, tuple[int, ...]],
+        genesis: Genesis,
+        spec: ModelSpec,
+        arrays: Mapping[str, Any],
+        run_dir: str | None,
+    ) -> None:
+        n = len(shards)
+        hosts = min(config.runtime.hosts or n, n)
+        self.config = config
+        self.groups = split_nodes(n, hosts)
+        self.host_of = {node: h for h, group in enumerate(self.groups) for node in group}
+        cpus, gpus = host_resources(config, len(self.groups), [len(g) for g in self.groups])
+        self.placement_group = None
+        strategies: list[Any] = [None] * len(self.groups)
+        if config.runtime.placement == "spread":
+            strategies = self._spread(len(self.groups), cpus, gpus)
+        refs = {k: (v if isinstance(v, ray.ObjectRef) else ray.put(v)) for k, v in arrays.items()}
+        actor_cls = ray.remote(NodeHost)
+        self.hosts = []
+        for h, group in enumerate(self.groups):
+            setup = HostSetup(
+                host_index=h,
+                node_ids=group,
+                config=config,
+                shards={i: shards[i] for i in group},
+                neighbors={i: tuple(neighbors[i]) for i in group},
+                genesis=genesis.encode(),
+                spec=spec,
+                arrays=refs,
+                run_dir=run_dir,
+            )
+            options: dict[str, Any] = {
+                "num_cpus": cpus,
+                "num_gpus": gpus[h],
+                "max_concurrency": 4 if config.runtime.schedule == "async" else 1,
+                "name": None,
+            }
+            if strategies[h] is not None:
+                options["scheduling_strategy"] = strategies[h]
+            self.hosts.append(actor_cls.options(**options).remote(setup))
+        keys: dict[int, bytes] = {}
+        for part in ray.get([h.public_keys.remote() for h in self.hosts]):
+            keys.update(part)
+        self.directory = {key: node for node, key in keys.items()}
+        self.addresses = {node: key.hex() for node, key in keys.items()}
+        ray.get(
+            [
+                h.connect.remote(self.directory, self.host_of, dict(enumerate(self.hosts)))
+                for h in self.hosts
+            ]
+        )
+
+    def _spread(self, hosts: int, cpus: float, gpus: list[float]) -> list[Any]:
+        """One host actor per Ray node: a STRICT_SPREAD placement group with one bundle per host."""
+        alive = [node for node in ray.nodes() if node.get("Alive")]
+        if len(alive) < hosts:
+            raise PlacementError(
+                f"placement=spread puts each of {hosts} host actors on its own Ray node, but the "
+                f"cluster has {len(alive)} node(s); add machines, or use --hosts {len(alive)} "
+                "or --placement pack"
+            )
+        bundles = [{"CPU": cpus, **({"GPU": g} if g > 0 else {})} for g in gpus]
+        pg = placement_group(bundles, strategy="STRICT_SPREAD")
+        ready, _ = ray.wait([pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
+        if not ready:
+            remove_placement_group(pg)
+            raise PlacementError(
+                f"placement=spread could not reserve {hosts} bundles of {bundles[0]} on distinct Ray "
+                f"nodes within {PLACEMENT_TIMEOUT_S:.0f} s; the cluster has {len(alive)} node(s) with "
+                f"resources {ray.cluster_resources()}"
+            )
+        self.placement_group = pg
+        return [
+            PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=i)
+            for i in range(hosts)
+        ]
+
+    # ------------------------------------------------------------ sync schedule
+
+    def _route(self, messages: list[tuple[int, Message]]) -> None:
+        """Deliver messages host by host until no host has anything left to send."""
+        while messages:
+            by_host: dict[int, list[tuple[int, Message]]] = {}
+            for dest, message in messages:
+                by_host.setdefault(self.host_of[dest], []).append((dest, message))
+            replies = ray.get([self.hosts[h].deliver.remote(batch) for h, batch in by_host.items()])
+            messages = [m for reply in replies for m in reply]
+
+    def run_round(self, round_index: int) -> None:
+        """One synchronous round: all train and publish, all deliveries, all aggregate and seal."""
+        out = ray.get([h.begin_round.remote(round_index) for h in self.hosts])
+        self._route([m for batch in out for m in batch])
+        out = ray.get([h.end_round.remote(round_index) for h in self.hosts])
+        self._route([m for batch in out for m in batch])
+        ray.get([h.finish_round.remote() for h in self.hosts])
+
+    # ------------------------------------------------------------ async schedule
+
+    def start_async(self, rounds: int) -> None:
+        ray.get([h.start_async.remote(rounds) for h in self.hosts])
+
+    def async_progress(self) -> tuple[int, list[str]]:
+        """(fewest local rounds any node has finished, errors raised in host loops)."""
+        reports = ray.get([h.progress.remote() for h in self.hosts])
+        done = min(r for rep in reports for r in rep["rounds_done"].values())
+        return done, [rep["error"] for rep in reports if rep["error"]]
+
+    def stop_async(self) -> None:
+        ray.get([h.stop_async.remote() for h in self.hosts])
+
+    # ------------------------------------------------------------ observe
+
+    def evaluate(self) -> dict[int, float]:
+        accs: dict[int, float] = {}
+        for part in ray.get([h.evaluate.remote() for h in self.hosts]):
+            accs.update(part)
+        return accs
+
+    def stats(self) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        for part in ray.get([h.stats.remote() for h in self.hosts]):
+            out.update(part)
+        return out
+
+    def node_locations(self) -> dict[int, str]:
+        """Ray node id of each DFL node's host actor (for placement checks)."""
+        locs = ray.get([h.ray_node_id.remote() for h in self.hosts])
+        return {node: locs[h] for node, h in self.host_of.items()}
+
+    def shutdown(self) -> None:
+        try:
+            ray.get([h.close.remote() for h in self.hosts])
+        finally:
+            for h in self.hosts:
+                ray.kill(h)
+            if self.placement_group is not None:
+                remove_placement_group(self.placement_group)

@@ -1,0 +1,477 @@
+"""The DFL node: a plain class whose state changes only through its event handlers (spec section 5)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dfl_ray.attacks import Attack
+from dfl_ray.defense import AggregationInput, get_rule
+from dfl_ray.ledger import (
+    Block,
+    ChainStore,
+    DecodeError,
+    Endorsement,
+    Genesis,
+    Identity,
+    LedgerError,
+    Receipt,
+    Transaction,
+    ValidationError,
+    check_payload,
+    check_transaction,
+    endorse,
+    endorsement_message,
+    model_digest,
+    reputation_digest,
+    select_block_entries,
+    verify_signature,
+)
+from dfl_ray.messages import (
+    EndorseReply,
+    EndorseRequest,
+    Message,
+    ReceiptMessage,
+    Transport,
+    TxMessage,
+)
+from dfl_ray.models.flat import ModelSpec, model_to_vector, vector_to_model
+from dfl_ray.models.training import SGDSettings, evaluate, make_optimizer, train_steps
+from dfl_ray.timing import Stopwatch
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Everything a node needs to know about its role besides its data, model and keys."""
+
+    node_id: int
+    peers: tuple[int, ...]
+    local_steps: int
+    batch_size: int = 64
+    sgd: SGDSettings = field(default_factory=SGDSettings)
+    rule: str = "dfl_trust"
+    rule_params: Mapping[str, float] = field(default_factory=dict)
+    buffer_size: int = 4
+    max_clock_skew_s: float = 5.0
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class NodeData:
+    """A node's view of the data: shared training arrays plus its own indices and validation set."""
+
+    images: torch.Tensor
+    """uint8 [N, H, W] training images shared by every node of the process (never written)."""
+    labels: torch.Tensor
+    train_idx: np.ndarray
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    num_classes: int = 10
+
+
+@dataclass
+class Buffered:
+    vec: np.ndarray
+    score: float
+    seq: int
+
+
+class DFLNode:
+    """One DFL peer: trains, publishes, receives, scores, aggregates and seals its own chain.
+
+    Handlers check everything first and change state second: a rejected message is counted under
+    its reason and leaves the node as it was.
+    """
+
+    def __init__(
+        self,
+        params: NodeParams,
+        *,
+        identity: Identity,
+        genesis: Genesis,
+        spec: ModelSpec,
+        initial: np.ndarray,
+        model: nn.Module,
+        data: NodeData,
+        transport: Transport,
+        directory: Mapping[bytes, int],
+        store: ChainStore | None = None,
+        attack: Attack | None = None,
+        scorer: nn.Module | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if spec.size != len(initial):
+            raise ValueError(f"initial model has {len(initial)} values, spec needs {spec.size}")
+        self.params = params
+        self.id = params.node_id
+        self.identity = identity
+        self.genesis = genesis
+        self.genesis_hash = genesis.hash
+        self.spec = spec
+        self.model = model.to(params.device)
+        vector_to_model(initial, self.model)
+        self.optimizer = make_optimizer(self.model, params.sgd)
+        # Received models are scored in a scratch model so the own model is never disturbed.
+        self.scorer = (scorer if scorer is not None else copy.deepcopy(model)).to(params.device)
+        self.data = data
+        self.transport = transport
+        self.directory = dict(directory)
+        self.store = store
+        self.attack = attack
+        self.clock = clock
+        self.rule = get_rule(params.rule)
+        self.rng = np.random.default_rng([params.seed, params.node_id])
+        self.attack_rng = np.random.default_rng([params.seed, params.node_id, 1])
+
+        self.seq = -1
+        self.turn = 0
+        self.round_base: np.ndarray = model_to_vector(self.model)
+        self.own_score = 0.0
+        self.last_digest = b""
+        self.seen: set[bytes] = set()
+        self.last_seq: dict[bytes, int] = {}
+        self.buffer: dict[bytes, Buffered] = {}
+        self.reputations: dict[str, float] = {}
+        self.rejected: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+        self.candidate: Block | None = None
+        self.awaiting: set[bytes] = set()
+        self.endorsements: list[Endorsement] = []
+        self.timer = Stopwatch()
+
+    # ----------------------------------------------------------------- reads
+
+    @property
+    def address(self) -> str:
+        return self.identity.address
+
+    @property
+    def is_attacker(self) -> bool:
+        return self.attack is not None and self.attack.name != "none"
+
+    def get_vector(self) -> np.ndarray:
+        return model_to_vector(self.model)
+
+    def get_stats(self) -> dict[str, Any]:
+        return {
+            "node": self.id,
+            "attacker": self.is_attacker,
+            "rejected": dict(self.rejected),
+            "counters": dict(self.counters),
+            "seconds": self.timer.snapshot(),
+            "height": self.store.height if self.store is not None else -1,
+            "reputations": dict(self.reputations),
+        }
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """Accuracy of the current model on a test set (metrics only, not protocol work)."""
+        return evaluate(self.model, images, labels, batch_size=256, device=self.params.device)
+
+    # ----------------------------------------------------------------- local work
+
+    def train(self) -> None:
+        """Local SGD on the node's shard (skipped by a free-rider); remembers the round's base model."""
+        self.round_base = model_to_vector(self.model)
+        if self.attack is not None and not self.attack.trains:
+            return
+        poison = None
+        if self.attack is not None and self.attack.poisons_data:
+            attack, rng, classes = self.attack, self.attack_rng, self.data.num_classes
+
+            def poison(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                px, py = attack.poison_batch(x.numpy(), y.numpy(), rng, classes)
+                return torch.from_numpy(np.ascontiguousarray(px)), torch.from_numpy(
+                    np.ascontiguousarray(py)
+                )
+
+        with self.timer.time("train"):
+            train_steps(
+                self.model,
+                self.optimizer,
+                self.data.images,
+                self.data.labels,
+                indices=self.data.train_idx,
+                batch_size=self.params.batch_size,
+                steps=self.params.local_steps,
+                rng=self.rng,
+                device=self.params.device,
+                poison=poison,
+            )
+
+    def publish(self) -> None:
+        """Sign a transaction for the current model and send it with the payload to every peer."""
+        vec = model_to_vector(self.model)
+        if self.attack is not None:
+            vec = np.ascontiguousarray(
+                self.attack.poison_model(vec, self.round_base, self.attack_rng, self.turn),
+                dtype=np.float32,
+            )
+        self.turn += 1
+        with self.timer.time("score"):
+            self.own_score = self._score_vector(vec)
+        now = self.clock()
+        with self.timer.time("ledger"):
+            digest = model_digest(self.spec.id, vec)
+            tx = Transaction.create(
+                self.identity,
+                genesis_hash=self.genesis_hash,
+                seq=self.seq + 1,
+                created_at=now,
+                expires_at=now + self.genesis.expiry_s,
+                ttl=self.genesis.ttl,
+                model_digest=digest,
+                base_digest=self.last_digest,
+                self_score=float(self.own_score),
+                n_samples=int(len(self.data.train_idx)),
+            )
+            header = tx.encode()
+            if self.store is not None:
+                with self.store.batch():
+                    self.store.add_own_transaction(tx)
+                    self.store.put_payload(digest, vec)
+        self.seq += 1
+        self.last_digest = digest
+        self.seen.add(tx.tx_id)
+        self.counters["published"] += 1
+        with self.timer.time("transport"):
+            handle = self.transport.share(vec)
+            for peer in self.params.peers:
+                self.transport.send(peer, TxMessage(header, handle, 1, self.id))
+
+    def _score_vector(self, vec: np.ndarray) -> float:
+        vector_to_model(vec, self.scorer)
+        return evaluate(
+            self.scorer, self.data.val_images, self.data.val_labels, batch_size=256,
+            device=self.params.device,
+        )
+
+    # ----------------------------------------------------------------- receive
+
+    def on_message(self, message: Message) -> None:
+        if isinstance(message, TxMessage):
+            self.on_transaction(message)
+        elif isinstance(message, ReceiptMessage):
+            self.on_receipt(message)
+        elif isinstance(message, EndorseRequest):
+            self.on_endorse_request(message)
+        elif isinstance(message, EndorseReply):
+            self.on_endorse_reply(message)
+        else:
+            self.rejected["unknown_message"] += 1
+
+    def on_transaction(self, msg: TxMessage) -> None:
+        """Spec 5.3: dedup, then genesis, signature, time, replay, digest, shape/dtype, finiteness."""
+        with self.timer.time("ledger"):
+            try:
+                tx = Transaction.decode(msg.header)
+            except DecodeError:
+                self.rejected["malformed"] += 1
+                return
+            tx_id = tx.tx_id
+            if tx_id in self.seen:
+                self.counters["duplicates"] += 1
+                return
+            try:
+                check_transaction(
+                    tx,
+                    genesis_hash=self.genesis_hash,
+                    now=self.clock(),
+                    last_seq=self.last_seq.get(tx.creator),
+                    max_clock_skew=self.params.max_clock_skew_s,
+                )
+            except ValidationError as err:
+                self.rejected[err.reason] += 1
+                return
+        with self.timer.time("transport"):
+            try:
+                vec = self.transport.fetch(msg.payload)
+            except Exception:  # a lost or foreign payload handle is the sender's fault, not ours
+                self.rejected["payload_unavailable"] += 1
+                return
+        with self.timer.time("ledger"):
+            try:
+                check_payload(tx, spec_id=self.spec.id, expected_size=self.spec.size, vec=vec)
+            except ValidationError as err:
+                self.rejected[err.reason] += 1
+                return
+        # Accepted: from here on the node's state changes.
+        self.seen.add(tx_id)
+        self.last_seq[tx.creator] = tx.seq
+        self.counters["accepted"] += 1
+        with self.timer.time("score"):
+            score = self._score_vector(vec)
+        with self.timer.time("ledger"):
+            receipt = Receipt.create(
+                self.identity, tx_id=tx_id, score=score, received_at=self.clock(), hop=msg.hop
+            )
+            if self.store is not None:
+                self.store.add_issued_receipt(receipt)
+            receipt_bytes = receipt.encode()
+        previous = self.buffer.get(tx.creator)
+        if previous is None or previous.seq < tx.seq:
+            self.buffer[tx.creator] = Buffered(vec, score, tx.seq)
+        with self.timer.time("transport"):
+            creator = self.directory.get(tx.creator)
+            if creator is not None:
+                self.transport.send(creator, ReceiptMessage(receipt_bytes))
+            if msg.hop < tx.ttl:
+                forward = TxMessage(msg.header, msg.payload, msg.hop + 1, self.id)
+                for peer in self.params.peers:
+                    if peer != msg.sender and peer != creator:
+                        self.transport.send(peer, forward)
+
+    def on_receipt(self, msg: ReceiptMessage) -> None:
+        """A peer's signed receipt for one of our transactions: verify and keep it for sealing."""
+        with self.timer.time("ledger"):
+            try:
+                receipt = Receipt.decode(msg.receipt)
+                receipt.verify()
+            except DecodeError:
+                self.rejected["malformed"] += 1
+                return
+            except ValidationError as err:
+                self.rejected[err.reason] += 1
+                return
+            if self.store is None:
+                self.counters["receipts"] += 1
+                return
+            if self.store.transaction(receipt.tx_id) is None:
+                self.rejected["unknown_tx"] += 1
+                return
+            self.store.add_receipt(receipt)
+            self.counters["receipts"] += 1
+
+    # ----------------------------------------------------------------- aggregate
+
+    def aggregate(self) -> bool:
+        """Run the defense rule when the buffer holds `buffer_size` models; returns whether it ran."""
+        if len(self.buffer) < self.params.buffer_size:
+            return False
+        with self.timer.time("aggregate"):
+            creators = sorted(self.buffer)  # a fixed order keeps sync runs deterministic
+            own = model_to_vector(self.model)
+            inp = AggregationInput(
+                own=own,
+                own_score=float(self.own_score),
+                models=np.stack([self.buffer[c].vec for c in creators]),
+                senders=tuple(c.hex() for c in creators),
+                scores=np.array([self.buffer[c].score for c in creators], dtype=np.float64),
+                reputations=self.reputations,
+            )
+            result = self.rule(inp, self.params.rule_params)
+            vector_to_model(result.model, self.model)
+            self.reputations = dict(result.reputations)
+            self.buffer.clear()
+            self.counters["aggregations"] += 1
+            self.counters["accepted_models"] += int(np.count_nonzero(result.weights))
+            self.counters["offered_models"] += len(creators)
+        return True
+
+    # ----------------------------------------------------------------- seal
+
+    def seal_block(self) -> bool:
+        """Propose a block when enough own transactions carry enough receipts (spec section 4).
+
+        The block is signed now and stored once every receipt signer has answered the
+        endorsement request (see `on_endorse_reply`). Returns whether a block was proposed.
+        """
+        if self.store is None or self.candidate is not None:
+            return False
+        with self.timer.time("ledger"):
+            entries = select_block_entries(
+                self.store.pending_transactions(),
+                n_peers=len(self.params.peers),
+                block_size=self.genesis.block_size,
+            )
+            if entries is None:
+                return False
+            tip = self.store.tip()
+            block = Block.create(
+                self.identity,
+                height=self.store.height + 1,
+                prev_hash=tip.hash if tip is not None else self.genesis_hash,
+                genesis_hash=self.genesis_hash,
+                created_at=self.clock(),
+                entries=entries,
+                model_digest_after=model_digest(self.spec.id, model_to_vector(self.model)),
+                reputation_digest=reputation_digest(self.reputations),
+            )
+            signers = {r.receiver for e in entries for r in e.receipts}
+            encoded = block.encode()
+        self.candidate, self.awaiting, self.endorsements = block, set(signers), []
+        with self.timer.time("transport"):
+            for signer in sorted(signers):
+                dest = self.directory.get(signer)
+                if dest is None:
+                    self.awaiting.discard(signer)
+                else:
+                    self.transport.send(dest, EndorseRequest(encoded, self.id))
+        if not self.awaiting:
+            self._store_candidate()
+        return True
+
+    def on_endorse_request(self, msg: EndorseRequest) -> None:
+        """Endorse a peer's block if every receipt it attributes to us is one we really issued."""
+        with self.timer.time("ledger"):
+            try:
+                block = Block.decode(msg.block)
+            except DecodeError:
+                self.rejected["malformed"] += 1
+                return
+            issued = self.store.issued_receipt_ids() if self.store is not None else set()
+            try:
+                endorsement = endorse(self.identity, block, issued)
+                reply = EndorseReply(block.hash, endorsement.signer, endorsement.signature)
+            except ValidationError as err:
+                self.rejected[err.reason] += 1
+                reply = EndorseReply(block.hash, self.identity.public_key, None, err.reason)
+        with self.timer.time("transport"):
+            self.transport.send(msg.requester, reply)
+
+    def on_endorse_reply(self, msg: EndorseReply) -> None:
+        if self.candidate is None or msg.block_hash != self.candidate.hash:
+            self.counters["stale_endorsements"] += 1
+            return
+        if msg.signer not in self.awaiting:
+            self.rejected["unexpected_endorsement"] += 1
+            return
+        self.awaiting.discard(msg.signer)
+        with self.timer.time("ledger"):
+            valid = msg.signature is not None and verify_signature(
+                msg.signer, msg.signature, endorsement_message(self.candidate.hash)
+            )
+        if valid:
+            assert msg.signature is not None
+            self.endorsements.append(Endorsement(signer=msg.signer, signature=msg.signature))
+        elif msg.signature is not None:
+            self.rejected["bad_endorsement"] += 1
+        else:
+            self.counters["refused_endorsements"] += 1
+        if not self.awaiting:
+            self._store_candidate()
+
+    def finish_sealing(self) -> None:
+        """Store the candidate with the endorsements received so far (a peer may never answer)."""
+        if self.candidate is not None:
+            self._store_candidate()
+
+    def _store_candidate(self) -> None:
+        assert self.candidate is not None and self.store is not None
+        with self.timer.time("ledger"):
+            endorsements = tuple(sorted(self.endorsements, key=lambda e: e.signer))
+            try:
+                self.store.append_block(self.candidate.with_endorsements(endorsements))
+                self.counters["blocks"] += 1
+            except LedgerError as err:  # the store is unchanged; count it and move on
+                self.rejected[f"own_block_{getattr(err, 'reason', 'rejected')}"] += 1
+            finally:
+                self.candidate, self.awaiting, self.endorsements = None, set(), []

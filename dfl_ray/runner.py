@@ -1,0 +1,341 @@
+"""The experiment driver: builds a DFL network on Ray from a Config, runs it, records everything.
+
+This is the only module that calls `ray.init`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+
+from dfl_ray.config import Config, ConfigError, add_config_arguments, config_from_args
+from dfl_ray.data import DataNotFoundError, label_histogram, load_dataset, partition
+from dfl_ray.ledger import Genesis, model_digest
+from dfl_ray.metrics import RunRecorder, format_table
+from dfl_ray.models.flat import ModelSpec, model_to_vector
+from dfl_ray.models.registry import build_model
+from dfl_ray.timing import CATEGORIES
+from dfl_ray.topology import build_topology, neighbors
+
+PROTOCOL_VERSION = 1
+
+
+class RunError(RuntimeError):
+    """The run cannot start; the message says why and what to change."""
+
+
+def prepare_run_dir(config: Config) -> Path:
+    """The run folder <out>/<name>, refusing to mix a new run into an old one's chains."""
+    run_dir = Path(config.experiment.out) / config.experiment.name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not config.experiment.overwrite:
+            raise RunError(
+                f"run folder {run_dir} already exists; pass --overwrite true to replace it "
+                "or choose another --name"
+            )
+        for child in ("chains", "metrics.csv", "summary.json", "accuracy.png"):
+            path = run_dir / child
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        for events in run_dir.glob("events.out.tfevents*"):
+            events.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def init_ray(config: Config) -> bool:
+    """Start or join Ray unless it is already up; returns whether this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    if config.runtime.address:
+        kwargs["address"] = config.runtime.address
+    elif config.runtime.num_cpus:
+        kwargs["num_cpus"] = config.runtime.num_cpus
+    ray.init(**kwargs)
+    return True
+
+
+def summarize_stats(
+    stats: Mapping[int, Mapping[str, Any]], attackers: set[int], addresses: Mapping[int, str]
+) -> dict[str, Any]:
+    """Totals over nodes: rejections by reason, busy seconds by category, reputations by role."""
+    rejected: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
+    counters: Counter[str] = Counter()
+    rep_attacker: list[float] = []
+    rep_honest: list[float] = []
+    attacker_addrs = {addresses[a] for a in attackers}
+    for node, st in stats.items():
+        rejected.update(st["rejected"])
+        seconds.update(st["seconds"])
+        counters.update(st["counters"])
+        if node in attackers:
+            continue
+        for addr, rep in st["reputations"].items():
+            (rep_attacker if addr in attacker_addrs else rep_honest).append(rep)
+    busy = sum(seconds.get(c, 0.0) for c in CATEGORIES)
+    return {
+        "rejected": dict(sorted(rejected.items())),
+        "seconds": {c: seconds.get(c, 0.0) for c in CATEGORIES},
+        "busy_seconds": busy,
+        "ledger_time_share": seconds.get("ledger", 0.0) / busy if busy > 0 else 0.0,
+        "counters": dict(sorted(counters.items())),
+        "reputation_attacker_mean": float(np.mean(rep_attacker)) if rep_attacker else None,
+        "reputation_honest_mean": float(np.mean(rep_honest)) if rep_honest else None,
+        "heights": {n: st["height"] for n, st in sorted(stats.items())},
+    }
+
+
+def accuracy_scalars(accs: Mapping[int, float], attackers: set[int]) -> dict[str, float]:
+    honest = [a for n, a in accs.items() if n not in attackers]
+    bad = [a for n, a in accs.items() if n in attackers]
+    out = {
+        "accuracy/honest_mean": float(np.mean(honest)),
+        "accuracy/honest_min": float(np.min(honest)),
+        "accuracy/honest_max": float(np.max(honest)),
+    }
+    if bad:
+        out["accuracy/attacker_mean"] = float(np.mean(bad))
+    return out
+
+
+def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
+    """Run one DFL experiment end to end; returns the summary also written to summary.json."""
+    import ray
+
+    from dfl_ray.actors.network import Network
+
+    started = time.perf_counter()
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    cfg = config
+    attackers = set(cfg.attackers)
+    n = cfg.topology.nodes
+
+    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
+    labels = data.train_labels.numpy()
+    shards = partition(
+        labels, n, kind=cfg.data.partition, seed=cfg.experiment.seed,
+        val_fraction=cfg.data.val_fraction, alpha=cfg.data.alpha,
+        labels_per_node=cfg.data.labels_per_node,
+    )
+    graph = build_topology(
+        cfg.topology.kind, n, degree=cfg.topology.degree, p=cfg.topology.p,
+        edges=cfg.topology.edges or None, seed=cfg.experiment.seed,
+    )
+    if cfg.topology.absent:
+        # Drop the absent nodes and their shards; renumber the rest 0..k-1 in order.
+        present = [i for i in range(n) if i not in set(cfg.topology.absent)]
+        graph = nx.convert_node_labels_to_integers(graph.subgraph(present).copy(), ordering="sorted")
+        if not nx.is_connected(graph):
+            raise RunError(f"removing nodes {sorted(cfg.topology.absent)} disconnects the graph")
+        shards = [shards[i] for i in present]
+        n = len(present)
+    peers = neighbors(graph)
+    run_dir = prepare_run_dir(cfg)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    (run_dir / "partition.json").write_text(json.dumps({
+        "attackers": sorted(attackers),
+        "label_histograms": {
+            str(i): label_histogram(labels, s.all, data.num_classes).tolist() for i, s in enumerate(shards)
+        },
+        "train_sizes": [len(s.train) for s in shards],
+        "val_sizes": [len(s.val) for s in shards],
+        "edges": sorted(graph.edges()),
+    }, indent=1))
+
+    torch.manual_seed(cfg.experiment.seed)
+    shape = data.image_shape
+    model = build_model(
+        cfg.model.name, in_channels=1 if len(shape) == 2 else shape[0],
+        num_classes=data.num_classes, image_size=shape[-1],
+    )
+    spec = ModelSpec.of(model, cfg.model.name)
+    initial = model_to_vector(model)
+    genesis = Genesis(
+        network_id=f"{cfg.experiment.name}/{cfg.experiment.seed}",
+        protocol_version=PROTOCOL_VERSION,
+        model_spec_id=spec.id,
+        initial_model_digest=model_digest(spec.id, initial),
+        ttl=cfg.ledger.ttl,
+        buffer_size=cfg.defense.buffer_size,
+        block_size=cfg.ledger.block_size,
+        expiry_s=cfg.ledger.expiry_s,
+    )
+    say(f"dfl_ray: {data.describe()}; {n} nodes on {cfg.topology.kind} "
+        f"({graph.number_of_edges()} edges), {len(attackers)} x {cfg.attack.kind} attackers "
+        f"{sorted(attackers)}, defense {cfg.defense.rule}, {cfg.runtime.schedule} schedule, "
+        f"{cfg.experiment.rounds} rounds -> {run_dir}")
+
+    started_ray = init_ray(cfg)
+    recorder = RunRecorder(run_dir)
+    net = None
+    try:
+        net = Network(
+            cfg, shards=shards, neighbors=peers, genesis=genesis, spec=spec,
+            arrays={
+                "train_images": data.train_images.numpy(), "train_labels": labels,
+                "test_images": data.test_images.numpy(), "test_labels": data.test_labels.numpy(),
+                "initial": initial,
+            },
+            run_dir=str(run_dir),
+        )
+        accs = _drive(net, cfg, recorder, attackers, started, quiet)
+        stats = net.stats()
+        totals = summarize_stats(stats, attackers, net.addresses)
+    finally:
+        if net is not None:
+            net.shutdown()
+        recorder.close()
+        if started_ray:
+            ray.shutdown()
+
+    final = accuracy_scalars(accs, attackers)
+    summary = {
+        "name": cfg.experiment.name,
+        "honest_accuracy_final": final["accuracy/honest_mean"],
+        "honest_accuracy_min_final": final["accuracy/honest_min"],
+        "honest_accuracy_max_final": final["accuracy/honest_max"],
+        "attacker_accuracy_final": final.get("accuracy/attacker_mean"),
+        "node_accuracy_final": {str(k): v for k, v in sorted(accs.items())},
+        "rounds": cfg.experiment.rounds,
+        "schedule": cfg.runtime.schedule,
+        "wall_seconds": time.perf_counter() - started,
+        "ledger_time_share": totals["ledger_time_share"],
+        "busy_seconds": totals["busy_seconds"],
+        "seconds_by_category": totals["seconds"],
+        "rejected": totals["rejected"],
+        "counters": totals["counters"],
+        "reputation_attacker_mean": totals["reputation_attacker_mean"],
+        "reputation_honest_mean": totals["reputation_honest_mean"],
+        "chain_heights": {str(k): v for k, v in totals["heights"].items()},
+        "dataset": data.name,
+        "n_train": data.n_train,
+        "n_test": data.n_test,
+        "nodes": n,
+        "attackers": sorted(attackers),
+        "attack": cfg.attack.kind,
+        "defense": cfg.defense.rule,
+        "partition": cfg.data.partition,
+    }
+    recorder.write_summary(summary)
+    recorder.plot(run_dir / "accuracy.png", title=f"{cfg.experiment.name}: test accuracy")
+    if not quiet:
+        rows = [
+            {"node": k, "role": "attacker" if k in attackers else "honest",
+             "train": len(shards[k].train), "accuracy": v, "blocks": totals["heights"][k] + 1}
+            for k, v in sorted(accs.items())
+        ]
+        say(format_table(rows, ["node", "role", "train", "accuracy", "blocks"]))
+        say(f"honest accuracy: mean {summary['honest_accuracy_final']:.4f}, "
+            f"min {summary['honest_accuracy_min_final']:.4f}; "
+            f"ledger time share {100 * summary['ledger_time_share']:.2f} %; "
+            f"wall {summary['wall_seconds']:.1f} s; rejected {summary['rejected']}")
+        say(f"outputs in {run_dir}; view the curves with: tensorboard --logdir {run_dir}")
+    return summary
+
+
+def _drive(
+    net: Any, cfg: Config, recorder: RunRecorder, attackers: set[int], started: float, quiet: bool
+) -> dict[int, float]:
+    """Run the schedule, evaluating every eval_every rounds; returns the final accuracies."""
+    from tqdm import tqdm
+
+    rounds = cfg.experiment.rounds
+    bar = tqdm(total=rounds, unit="round", disable=quiet or not cfg.experiment.progress,
+               dynamic_ncols=True, file=sys.stderr)
+    accs: dict[int, float] = {}
+
+    def observe(step: int) -> None:
+        nonlocal accs
+        accs = net.evaluate()
+        scalars = accuracy_scalars(accs, attackers)
+        totals = summarize_stats(net.stats(), attackers, net.addresses)
+        for reason, count in totals["rejected"].items():
+            scalars[f"rejected/{reason}"] = float(count)
+        for cat, sec in totals["seconds"].items():
+            scalars[f"seconds/{cat}"] = sec
+        scalars["ledger/time_share"] = totals["ledger_time_share"]
+        for role in ("attacker", "honest"):
+            value = totals[f"reputation_{role}_mean"]
+            if value is not None:
+                scalars[f"reputation/{role}_mean"] = value
+        recorder.log(step, scalars, wall_seconds=time.perf_counter() - started)
+        bar.set_postfix(honest=f"{scalars['accuracy/honest_mean']:.3f}")
+
+    try:
+        if cfg.runtime.schedule == "sync":
+            for r in range(rounds):
+                net.run_round(r)
+                bar.update(1)
+                if (r + 1) % cfg.experiment.eval_every == 0 or r + 1 == rounds:
+                    observe(r + 1)
+        else:
+            net.start_async(rounds)
+            next_eval, done = cfg.experiment.eval_every, 0
+            while done < rounds:
+                time.sleep(0.2)  # the driver only observes; nodes run on their own
+                now_done, errors = net.async_progress()
+                if errors:
+                    raise RuntimeError(f"a host's async loop failed: {errors[0]}")
+                bar.update(now_done - done)
+                done = now_done
+                if done >= next_eval and done < rounds:
+                    observe(done)
+                    next_eval = (done // cfg.experiment.eval_every + 1) * cfg.experiment.eval_every
+            net.stop_async()
+            observe(rounds)
+    finally:
+        bar.close()
+    return accs
+
+
+# ------------------------------------------------------------------ command line
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, base: Config | None = None) -> None:
+    add_config_arguments(parser, base)
+
+
+def run_command(args: argparse.Namespace, base: Mapping[str, Any] | None = None) -> int:
+    try:
+        config = config_from_args(args, base)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run_experiment(config)
+    except (DataNotFoundError, RunError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # partition/topology problems found once the data is known
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run a DFL experiment", description="Run a DFL experiment on Ray.",
+    )
+    add_run_arguments(parser)
+    parser.set_defaults(func=run_command)
+
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

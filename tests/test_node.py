@@ -1,0 +1,177 @@
+"""DFLNode handlers without Ray: the receive checks, receipts, aggregation and block sealing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dfl_ray.actors.host import NodeHost
+from dfl_ray.ledger import Transaction, model_digest, verify_chain
+from dfl_ray.messages import TxMessage
+from dfl_ray.node import DFLNode
+from tests.helpers import local_host, small_config
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> NodeHost:
+    return local_host(small_config(), tmp_path)
+
+
+def state(node: DFLNode) -> tuple[Any, ...]:
+    assert node.store is not None
+    return (
+        frozenset(node.seen),
+        dict(node.last_seq),
+        {k: v.seq for k, v in node.buffer.items()},
+        frozenset(node.store.issued_receipt_ids()),
+        node.counters["accepted"],
+    )
+
+
+def forge(sender: DFLNode, vec: np.ndarray, **overrides: Any) -> TxMessage:
+    """A transaction by `sender` for `vec`, with any field overridden, signed properly."""
+    now = time.time()
+    fields: dict[str, Any] = {
+        "genesis_hash": sender.genesis_hash,
+        "seq": sender.seq + 1,
+        "created_at": now,
+        "expires_at": now + 60.0,
+        "ttl": 10,
+        "model_digest": model_digest(sender.spec.id, vec),
+        "base_digest": b"",
+        "self_score": 0.5,
+        "n_samples": 10,
+    }
+    fields.update(overrides)
+    tx = Transaction.create(sender.identity, **fields)
+    return TxMessage(tx.encode(), sender.transport.share(vec), 1, sender.id)
+
+
+def published(host: NodeHost, node_id: int = 0) -> list[tuple[int, Any]]:
+    node = host.nodes[node_id]
+    node.train()
+    node.publish()
+    return host.transport.take_inbox()
+
+
+def test_round_delivers_scores_and_receipts(host: NodeHost) -> None:
+    host.begin_round(0)
+    for node in host.nodes.values():
+        assert len(node.buffer) == 3  # ring of 4, gossip reaches everyone
+        assert all(0.0 <= b.score <= 1.0 for b in node.buffer.values())
+        assert node.store is not None
+        (tx, receipts), = node.store.pending_transactions()
+        assert {r.receiver for r in receipts} == {
+            other.identity.public_key for other in host.nodes.values() if other is not node
+        }
+        assert node.counters["duplicates"] > 0  # the ring delivers some twice; dropped first
+        assert not node.rejected
+
+
+def test_aggregation_and_blocks_with_endorsements(host: NodeHost, tmp_path: Path) -> None:
+    for r in range(2):
+        assert host.begin_round(r) == []
+        host.end_round(r)
+        host.finish_round()
+    for n, node in host.nodes.items():
+        assert node.counters["aggregations"] == 2
+        assert node.store is not None and node.store.height == 0
+        block = node.store.tip()
+        assert block is not None and len(block.entries) == 2
+        assert len(block.endorsements) == 3
+        summary = verify_chain(tmp_path / "chains" / f"node_{n}")
+        assert summary.height == 0
+
+
+def test_training_changes_the_model_and_aggregation_moves_it(host: NodeHost) -> None:
+    node = host.nodes[0]
+    before = node.get_vector()
+    host.begin_round(0)
+    trained = node.get_vector()
+    assert not np.array_equal(before, trained)
+    host.end_round(0)
+    assert not np.array_equal(trained, node.get_vector())
+
+
+def test_invalid_duplicate_is_dropped_silently(host: NodeHost) -> None:
+    msgs = published(host)
+    target = host.nodes[1]
+    (dest, msg), = [(d, m) for d, m in msgs if d == 1]
+    target.on_transaction(msg)
+    after_first = state(target)
+    target.on_transaction(msg)
+    assert state(target) == after_first
+    assert target.counters["duplicates"] == 1 and not target.rejected
+
+
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("tampered", "bad_signature"),
+        ("wrong_genesis", "wrong_genesis"),
+        ("expired", "expired"),
+        ("future", "from_future"),
+        ("digest", "digest_mismatch"),
+        ("shape", "bad_shape"),
+        ("non_finite", "non_finite"),
+        ("malformed", "malformed"),
+    ],
+)
+def test_invalid_transaction_is_rejected_and_changes_nothing(
+    host: NodeHost, case: str, reason: str
+) -> None:
+    sender, target = host.nodes[0], host.nodes[1]
+    vec = sender.get_vector()
+    now = time.time()
+    if case == "tampered":
+        good = forge(sender, vec)
+        header = bytearray(good.header)
+        header[-1] ^= 0x01
+        msg = TxMessage(bytes(header), good.payload, 1, 0)
+    elif case == "wrong_genesis":
+        msg = forge(sender, vec, genesis_hash=b"\x07" * 32)
+    elif case == "expired":
+        msg = forge(sender, vec, created_at=now - 120, expires_at=now - 60)
+    elif case == "future":
+        msg = forge(sender, vec, created_at=now + 600, expires_at=now + 660)
+    elif case == "digest":
+        good = forge(sender, vec)
+        other = vec.copy()
+        other[0] += 1.0
+        msg = TxMessage(good.header, sender.transport.share(other), 1, 0)
+    elif case == "shape":
+        msg = forge(sender, vec[:-1].copy())
+    elif case == "non_finite":
+        bad = vec.copy()
+        bad[5] = np.nan
+        msg = forge(sender, bad)
+    else:
+        msg = TxMessage(b"\x00garbage", sender.transport.share(vec), 1, 0)
+    before = state(target)
+    target.on_transaction(msg)
+    assert target.rejected == {reason: 1}
+    assert state(target) == before
+    assert host.transport.inbox == []  # no receipt, no forward
+
+
+def test_invalid_replayed_seq(host: NodeHost) -> None:
+    sender, target = host.nodes[0], host.nodes[1]
+    vec = sender.get_vector()
+    target.on_transaction(forge(sender, vec, seq=5))
+    host.transport.take_inbox()
+    before = state(target)
+    target.on_transaction(forge(sender, vec, seq=5, created_at=time.time() + 1))
+    assert target.rejected == {"replayed_seq": 1}
+    assert state(target) == before
+
+
+def test_receipt_for_unknown_transaction_is_rejected(host: NodeHost) -> None:
+    msgs = published(host, 0)
+    host.nodes[1].on_transaction(next(m for d, m in msgs if d == 1))
+    receipt_msg = next(m for d, m in host.transport.take_inbox() if d == 0)
+    host.nodes[2].on_receipt(receipt_msg)  # node 2 never published that transaction
+    assert host.nodes[2].rejected == {"unknown_tx": 1}
