@@ -39,6 +39,8 @@ class HostSetup:
     """train_images, train_labels, test_images, test_labels, initial: ObjectRefs or arrays."""
     run_dir: str | None
     """Folder for the nodes' chain stores (chains/node_<id>); None keeps no store."""
+    gpus: float | None = None
+    """GPU share the host's actor holds (its Ray num_gpus); None: runtime.gpus_per_node."""
 
 
 def node_identity(network_id: str, seed: int, node_id: int) -> Identity:
@@ -47,6 +49,15 @@ def node_identity(network_id: str, seed: int, node_id: int) -> Identity:
 
 
 def resolve_device(requested: str, gpus: float) -> str:
+    """The torch device of a host holding a `gpus` share of GPUs: cpu, cuda, or auto's choice.
+
+    Ray leaves every GPU visible to an actor that reserved none, so "auto" picks cuda only when
+    the actor both holds a share and torch sees a device.
+    """
+    if requested not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"runtime.device must be cpu, cuda or auto, got {requested!r}")
+    if not gpus >= 0:  # also rejects NaN
+        raise ValueError(f"GPU share must be >= 0, got {gpus}")
     if requested == "cpu":
         return "cpu"
     has_gpu = torch.cuda.is_available() and gpus > 0
@@ -70,7 +81,8 @@ class NodeHost:
         torch.set_num_threads(cfg.runtime.torch_threads)
         self.setup = setup
         self.config = cfg
-        self.device = resolve_device(cfg.runtime.device, cfg.runtime.gpus_per_node)
+        gpus = cfg.runtime.gpus_per_node if setup.gpus is None else setup.gpus
+        self.device = resolve_device(cfg.runtime.device, gpus)
         arrays = {k: resolve(v) for k, v in setup.arrays.items()}
         self.train_images = as_tensor_readonly(arrays["train_images"])
         self.train_labels = as_tensor_readonly(arrays["train_labels"])

@@ -32,12 +32,21 @@ def split_nodes(n: int, hosts: int) -> list[tuple[int, ...]]:
 
 def host_resources(config: Config, hosts: int, nodes_per_host: Sequence[int]) -> tuple[float, list[float]]:
     """CPUs per host actor and GPUs per host actor, sized from the cluster when not given."""
+    if config.runtime.device == "cuda" and config.runtime.gpus_per_node <= 0:
+        raise PlacementError(
+            "--device cuda needs a GPU share per node: pass --gpus-per-node > 0 (e.g. 0.25), "
+            "or use --device auto to fall back to the CPU"
+        )
     cluster = ray.cluster_resources()
     cpus = config.runtime.cpus_per_host
     if cpus <= 0:
+        share = cluster.get("CPU", 1.0) / hosts
+        if config.runtime.placement == "spread":
+            # One bundle per machine: it must also fit the smallest machine of a mixed cluster.
+            sizes = [nd["Resources"].get("CPU", 0.0) for nd in ray.nodes() if nd.get("Alive")]
+            share = min([share, *(c for c in sizes if c > 0)])
         # Fractions let more host actors than CPUs start; round down to Ray's resource precision.
-        cpus = math.floor(cluster.get("CPU", 1.0) / hosts * 1000) / 1000
-        cpus = max(cpus, 0.001)
+        cpus = max(math.floor(share * 1000) / 1000, 0.001)
     gpus = [config.runtime.gpus_per_node * k for k in nodes_per_host]
     if any(g > 0 for g in gpus):
         available = cluster.get("GPU", 0.0)
@@ -89,6 +98,7 @@ class Network:
                 spec=spec,
                 arrays=refs,
                 run_dir=run_dir,
+                gpus=gpus[h],
             )
             options: dict[str, Any] = {
                 "num_cpus": cpus,
