@@ -199,6 +199,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
         accs = _drive(net, cfg, recorder, attackers, started, quiet)
         stats = net.stats()
         totals = summarize_stats(stats, attackers, net.addresses)
+        locations = net.node_locations()
     finally:
         if net is not None:
             net.shutdown()
@@ -225,6 +226,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
         "reputation_attacker_mean": totals["reputation_attacker_mean"],
         "reputation_honest_mean": totals["reputation_honest_mean"],
         "chain_heights": {str(k): v for k, v in totals["heights"].items()},
+        "placement": {str(k): v for k, v in sorted(locations.items())},
         "dataset": data.name,
         "n_train": data.n_train,
         "n_test": data.n_test,
@@ -319,9 +321,11 @@ def run_command(args: argparse.Namespace, base: Mapping[str, Any] | None = None)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from dfl_ray.actors.network import PlacementError
+
     try:
         run_experiment(config)
-    except (DataNotFoundError, RunError, ConfigError) as exc:
+    except (DataNotFoundError, RunError, ConfigError, PlacementError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # partition/topology problems found once the data is known
