@@ -146,7 +146,7 @@ class TopologyConfig:
 
 @dataclass(frozen=True)
 class DefenseConfig:
-    rule: str = "dfl_trust"
+    rule: str = "dfl_guard"
     """Aggregation rule (see dfl_ray.defense.RULES)."""
     buffer_size: int = 4
     """Aggregate once this many received models are buffered (one per sender, newest kept)."""
@@ -228,7 +228,7 @@ class RuntimeConfig:
     num_cpus: int = 0
     """CPUs for a local Ray instance (0: all of this machine's)."""
     hosts: int = 0
-    """Host actors the nodes are spread over (0: one actor per node)."""
+    """Host actors for the nodes (0: one per node up to 32 nodes, else one per cluster CPU)."""
     cpus_per_host: float = 0.0
     """CPUs each host actor requests (0: the cluster's CPUs divided by the number of hosts)."""
     gpus_per_node: float = 0.0

@@ -33,7 +33,7 @@ ATTACKS = {
     "3 random": {"kind": "random_model", "malicious": 3},
     "3 sign-flip": {"kind": "sign_flip", "malicious": 3},
 }
-DEFENSES = ("half_fedavg", "dfl_reputation", "dfl_trust")
+DEFENSES = ("dfl_guard", "half_fedavg", "dfl_reputation")
 
 
 def cell_config(args: argparse.Namespace, part: str, attack: str, defense: str, name: str) -> Any:
@@ -57,7 +57,7 @@ def removed_config(args: argparse.Namespace, part: str, malicious: int, name: st
         "data": {"data_dir": args.data_dir, **PARTITIONS[part]},
         "attack": {"kind": "none", "malicious": 0},
         "topology": {"absent": list(range(10 - malicious, 10))},
-        "defense": {"rule": "dfl_trust"},
+        "defense": {"rule": "dfl_guard"},
         "runtime": {"hosts": args.hosts},
     })
 

@@ -3,7 +3,7 @@
     python experiments/lenet_noniid.py --data-dir ../shared/data
     tensorboard --logdir runs/lenet_noniid
 
-Defaults: 10 nodes on `dfl10`, Dirichlet(0.1) shards, 3 random-model attackers, the `dfl_trust`
+Defaults: 10 nodes on `dfl10`, Dirichlet(0.1) shards, 3 random-model attackers, the `dfl_guard`
 defense, 40 synchronous rounds. Every config field has a flag (see --help); --config FILE.yaml
 loads a config tree first. `dfl-ray run` is the same command.
 """

@@ -36,7 +36,7 @@ def small_config(**sections: dict[str, Any]) -> Config:
     tree: dict[str, Any] = {
         "topology": {"kind": "ring", "nodes": 4},
         "attack": {"kind": "none", "malicious": 0},
-        "defense": {"rule": "dfl_trust", "buffer_size": 2},
+        "defense": {"rule": "dfl_guard", "buffer_size": 2},
         "training": {"local_steps": 2, "batch_size": 16},
         "ledger": {"block_size": 2},
         "experiment": {"rounds": 2},

@@ -13,6 +13,7 @@ from typing import Any
 from dfl_ray.defense.base import AggregationInput, AggregationResult
 from dfl_ray.defense.centered_clipping import centered_clipping, check_centered_clipping_params
 from dfl_ray.defense.fedavg import fedavg, half_fedavg
+from dfl_ray.defense.guard import check_dfl_guard_params, dfl_guard
 from dfl_ray.defense.krum import check_krum_params, check_multi_krum_params, krum, multi_krum
 from dfl_ray.defense.median import median
 from dfl_ray.defense.reputation import check_dfl_reputation_params, dfl_reputation
@@ -29,6 +30,7 @@ RULES: dict[str, Callable[..., AggregationResult]] = {
     "multi_krum": multi_krum,
     "centered_clipping": centered_clipping,
     "dfl_trust": dfl_trust,
+    "dfl_guard": dfl_guard,
 }
 
 # Value checks per rule, so a configuration can be rejected before the first aggregation.
@@ -39,6 +41,7 @@ _PARAM_CHECKS: dict[str, Callable[..., None]] = {
     "multi_krum": check_multi_krum_params,
     "centered_clipping": check_centered_clipping_params,
     "dfl_trust": check_dfl_trust_params,
+    "dfl_guard": check_dfl_guard_params,
 }
 
 
@@ -85,6 +88,7 @@ __all__ = [
     "AggregationResult",
     "centered_clipping",
     "check_rule_params",
+    "dfl_guard",
     "dfl_reputation",
     "dfl_trust",
     "fedavg",

@@ -30,7 +30,7 @@ def tiny_config(out: Path, data_dir: Path, **sections: dict) -> object:
         "data": {"data_dir": str(data_dir), "partition": "dirichlet", "alpha": 0.5},
         "topology": {"kind": "ring", "nodes": 4},
         "attack": {"kind": "random_model", "malicious": 1},
-        "defense": {"rule": "dfl_trust", "buffer_size": 2},
+        "defense": {"rule": "dfl_guard", "buffer_size": 2},
         "training": {"local_steps": 2},
         "ledger": {"block_size": 2},
     }

@@ -1,0 +1,103 @@
+"""dfl_guard on small hand-made vectors: gating, clipping, recovering reputations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dfl_ray.defense import AggregationInput, get_rule
+from dfl_ray.defense.guard import dfl_guard
+
+RNG = np.random.default_rng(7)
+D = 40
+
+
+def make_input(models: np.ndarray, scores: list[float], reps: dict[str, float] | None = None,
+               own: np.ndarray | None = None) -> AggregationInput:
+    k = len(models)
+    return AggregationInput(
+        own=(own if own is not None else np.zeros(D, dtype=np.float32)),
+        own_score=0.9,
+        models=models.astype(np.float32),
+        senders=tuple(f"n{i}" for i in range(k)),
+        scores=np.array(scores, dtype=np.float64),
+        reputations=reps or {},
+    )
+
+
+def honest(k: int, scale: float = 1.0) -> np.ndarray:
+    return (RNG.standard_normal((k, D)) * scale).astype(np.float32)
+
+
+def test_without_attackers_it_is_the_mean_of_own_and_received() -> None:
+    models = honest(4)
+    result = dfl_guard(make_input(models, [0.5] * 4), clip=np.inf, gate=np.inf)
+    expected = np.vstack([np.zeros((1, D)), models]).mean(axis=0)
+    np.testing.assert_allclose(result.model, expected, rtol=1e-5, atol=1e-6)
+    assert result.model.dtype == np.float32
+
+
+def test_rejects_a_random_model_and_a_boosted_one() -> None:
+    models = np.vstack([honest(6), RNG.random((1, D)) * 50, honest(1) * 10])
+    result = dfl_guard(make_input(models, [0.5] * 6 + [0.9, 0.9]))
+    assert np.all(result.weights[:6] > 0)
+    assert result.weights[6] == 0 and result.weights[7] == 0
+    assert result.reputations["n6"] < 1.0 and result.reputations["n0"] == 1.0
+    # the accepted honest models bound the result
+    assert np.linalg.norm(result.model) < 2 * np.linalg.norm(models[:6], axis=1).max()
+
+
+def test_gating_holds_when_attackers_are_a_large_minority_of_the_buffer() -> None:
+    models = np.vstack([honest(3), np.full((2, D), 30.0, dtype=np.float32)])
+    result = dfl_guard(make_input(models, [0.3, 0.2, 0.25, 0.9, 0.9]))
+    assert result.weights[3] == 0 and result.weights[4] == 0
+    assert np.all(result.weights[:3] > 0)
+
+
+def test_clipping_bounds_the_pull_of_an_accepted_model() -> None:
+    models = np.vstack([honest(4), honest(1) * 2.5])
+    clipped = dfl_guard(make_input(models, [0.5] * 5), gate=np.inf, clip=1.0)
+    free = dfl_guard(make_input(models, [0.5] * 5), gate=np.inf, clip=np.inf)
+    assert np.linalg.norm(clipped.model) < np.linalg.norm(free.model) + 1e-6
+    assert not np.allclose(clipped.model, free.model)
+
+
+def test_honest_reputation_recovers_and_a_persistent_low_scorer_sinks() -> None:
+    reps: dict[str, float] = {}
+    weights = []
+    for step in range(30):
+        models = honest(5)
+        # n0 scores far below the rest once (a bad round); n4 always does (label flipping)
+        scores = [0.8, 0.7, 0.75, 0.72, 0.05]
+        if step == 3:
+            scores[0] = 0.0
+        result = dfl_guard(make_input(models, scores, reps))
+        reps = result.reputations
+        weights.append(result.weights)
+    assert reps["n0"] > 0.99 and min(reps[f"n{i}"] for i in range(4)) > 0.99
+    assert reps["n4"] < 0.01 and weights[-1][4] == 0.0
+
+
+def test_label_skewed_peers_scoring_low_together_are_not_penalised() -> None:
+    # Early non-IID rounds: every peer scores low on my data; nobody should lose reputation.
+    result = dfl_guard(make_input(honest(5), [0.0, 0.1, 0.05, 0.2, 0.0]))
+    assert all(v == 1.0 for v in result.reputations.values())
+
+
+def test_never_aliases_or_writes_its_inputs() -> None:
+    models = honest(3)
+    models.setflags(write=False)
+    own = honest(1)[0]
+    before = own.copy()
+    result = dfl_guard(make_input(models, [0.5] * 3, own=own))
+    assert not np.shares_memory(result.model, own) and not np.shares_memory(result.model, models)
+    assert np.array_equal(own, before)
+
+
+def test_invalid_parameter_is_named() -> None:
+    rule = get_rule("dfl_guard")
+    inp = make_input(honest(2), [0.5, 0.5])
+    with pytest.raises(ValueError, match="beta"):
+        rule(inp, {"beta": 0.0})
+    with pytest.raises(ValueError, match="no parameter 'radius'"):
+        rule(inp, {"radius": 1.0})
