@@ -72,36 +72,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", nargs="*", default=list(PARTITIONS), choices=list(PARTITIONS))
     parser.add_argument("--attacks", nargs="*", default=list(ATTACKS), choices=list(ATTACKS))
     parser.add_argument("--defenses", nargs="*", default=list(DEFENSES), choices=list(DEFENSES))
+    parser.add_argument("--no-removed", action="store_true", help="skip the attackers-removed runs")
+    parser.add_argument("--rerun", action="store_true", help="rerun cells already in table.json")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     ray.init(include_dashboard=False, log_to_driver=False)
-    results: dict[str, Any] = {}
+    store = args.out / "table.json"
+    # Cells accumulate across invocations, so the table can be filled in several sittings.
+    results: dict[str, Any] = json.loads(store.read_text()) if store.is_file() else {}
+
+    def keep(name: str, summary: dict[str, Any]) -> None:
+        results[name] = summary
+        store.write_text(json.dumps(results, indent=1, sort_keys=True))
+
     try:
         for part in args.partitions:
             for attack in args.attacks:
                 for defense in args.defenses:
                     name = f"{part}__{attack.replace(' ', '_')}__{defense}"
                     start = time.perf_counter()
+                    if name in results and not args.rerun:
+                        continue
                     s = run_experiment(cell_config(args, part, attack, defense, name), quiet=True)
-                    results[name] = s
+                    keep(name, s)
                     print(f"{part:13s} {attack:12s} {defense:15s} honest {s['honest_accuracy_final']:.4f} "
                           f"(min {s['honest_accuracy_min_final']:.4f}) {time.perf_counter() - start:.0f} s",
                           flush=True)
             for malicious in sorted({ATTACKS[a]["malicious"] for a in args.attacks} - {0}):
+                if args.no_removed:
+                    break
                 name = f"{part}__removed{malicious}"
+                if name in results and not args.rerun:
+                    continue
                 s = run_experiment(removed_config(args, part, malicious, name), quiet=True)
-                results[name] = s
+                keep(name, s)
                 print(f"{part:13s} {malicious} attackers removed: honest {s['honest_accuracy_final']:.4f}",
                       flush=True)
     finally:
         ray.shutdown()
-        (args.out / "table.json").write_text(json.dumps(results, indent=1, sort_keys=True))
-    lines = ["| partition | attack | " + " | ".join(args.defenses) + " | attackers removed |",
-             "|---|---|" + "---|" * (len(args.defenses) + 1)]
-    for part in args.partitions:
-        for attack in args.attacks:
+    lines = ["| partition | attack | " + " | ".join(DEFENSES) + " | attackers removed |",
+             "|---|---|" + "---|" * (len(DEFENSES) + 1)]
+    for part in PARTITIONS:
+        for attack in ATTACKS:
             cells = []
-            for defense in args.defenses:
+            for defense in DEFENSES:
                 s = results.get(f"{part}__{attack.replace(' ', '_')}__{defense}")
                 cells.append(f"{s['honest_accuracy_final']:.3f}" if s else "-")
             m = ATTACKS[attack]["malicious"]
