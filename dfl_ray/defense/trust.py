@@ -16,8 +16,9 @@ membership by geometry and uses scores only, relatively, to steer a recovering r
    (3 of 4 in about 5 % of buffers with 30 % attackers), and a node that averages them in then
    helps them capture its peers' medians; with votes, senders already caught have no say, and
    with initial < own_weight / 2 the own model and one honest peer outvote three newcomers;
-2. distance gating: with d_i = ||x_i - c|| and D = the same weighted median of d over own +
-   received, reject a received model with d_i > gate * D (the distance-based rejection idea of
+2. distance gating: with d_i = ||x_i - c|| and D = the larger of the own model's distance and
+   the same weighted median of d over own + received, reject a received model with
+   d_i > gate * D (the distance-based rejection idea of
    Blanchard et al., "Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent",
    NeurIPS 2017);
 3. centered clipping of each accepted model into the ball of radius clip * D around c
@@ -65,9 +66,9 @@ def dfl_trust(inp: AggregationInput, *, gate: float = 2.5, clip: float = 1.0, be
               own_weight: float = 1.0) -> AggregationResult:
     """Gate, clip and reputation-weight the received models around their weighted median.
 
-    gate: reject a received model farther than gate * D from the centre (D = weighted median
-        distance of own + received to the centre); math.inf disables gating. When candidates
-        holding at least half of the votes coincide, D = 0 and every model elsewhere is rejected.
+    gate: reject a received model farther than gate * D from the centre (D = the weighted
+        median distance of own + received to the centre, at least the own model's distance);
+        math.inf disables gating.
     clip: clip accepted models to within clip * D of the centre; math.inf disables clipping.
     beta: reputation learning rate, in (0, 1]. A single bad observation costs a sender at
         reputation 1 beta; each good round after it shrinks that loss by the factor (1 - beta).
@@ -96,7 +97,10 @@ def dfl_trust(inp: AggregationInput, *, gate: float = 2.5, clip: float = 1.0, be
     rows = stack_candidates(inp.own, inp.models)
     centre = weighted_coordinate_median(rows, votes)
     dist = distances_to(rows, centre)
-    spread = float(weighted_coordinate_median(dist[:, None], votes)[0])
+    # The own model is honest and freshly trained like the honest peers, so its distance is a
+    # floor on the honest spread: models that skipped training (free-riders) sit near the centre
+    # and would otherwise shrink D until honest updates looked like outliers.
+    spread = max(float(weighted_coordinate_median(dist[:, None], votes)[0]), float(dist[0]))
     accepted = dist[1:] <= float(gate) * spread if math.isfinite(gate) else np.ones(inp.k, bool)
 
     reference = float(np.median(np.append(inp.scores[accepted], inp.own_score)))

@@ -72,6 +72,20 @@ def test_dfl_trust_survives_a_buffer_filled_mostly_by_new_attackers() -> None:
     assert out.weights[0] > 0.0 and not out.weights[1:].any()
 
 
+def test_dfl_trust_keeps_honest_updates_among_free_riders() -> None:
+    # Four untrained copies of the base hold most votes and sit at the centre; the honest
+    # update must still pass, because the own (trained) model's distance bounds D from below.
+    rng = np.random.default_rng(13)
+    base = base_model()
+    own, honest = honest_round(rng, base, count=1)
+    riders = base + 1e-5 * rng.standard_normal((4, D)).astype(np.float32)
+    models = np.vstack([honest, riders]).astype(np.float32)
+    senders = ("h0", "f0", "f1", "f2", "f3")
+    out = dfl_trust(AggregationInput(own, 0.9, models, senders, np.full(5, 0.9), {}), initial=0.4)
+    assert out.weights[0] > 0.0
+    assert out.reputations["h0"] == pytest.approx(0.55)  # accepted: q = 1
+
+
 def test_dfl_trust_reputations_over_fifty_rounds() -> None:
     rng = np.random.default_rng(2)
     base = base_model()
