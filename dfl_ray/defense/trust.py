@@ -18,9 +18,8 @@ membership by geometry and uses scores only, relatively, to steer a recovering r
    with initial < own_weight / 2 the own model and one honest peer outvote three newcomers;
 2. distance gating: with d_i = ||x_i - c|| and D = the larger of the own model's distance and
    the same weighted median of d over own + received, reject a received model with
-   d_i > gate * D (the distance-based rejection idea of
-   Blanchard et al., "Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent",
-   NeurIPS 2017);
+   d_i > gate * D (the distance-based rejection idea of Blanchard et al., "Machine Learning with
+   Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017);
 3. centered clipping of each accepted model into the ball of radius clip * D around c
    (Karimireddy, He, Jaggi, "Learning from History for Byzantine Robust Optimization", ICML 2021);
 4. reputation as an exponential moving average R <- (1 - beta) R + beta q of an observation q in
