@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dfl_ray.defense.aggregate import distances_to
 from dfl_ray.defense.base import AggregationInput, AggregationResult, check_number
 
 
@@ -50,18 +51,6 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     check_number("initial", initial, 0.0, 1.0)
     check_number("floor", floor, 0.0, 1.0)
     check_number("own_weight", own_weight, 0.0, low_open=True)
-
-
-def distances_to_own(own: np.ndarray, models: np.ndarray) -> np.ndarray:
-    """float64 [k]: Euclidean distance of each row of `models` to `own`, one row at a time.
-
-    Row by row keeps the temporary at one [d] float32 vector instead of a [k, d] array.
-    """
-    out = np.empty(models.shape[0], dtype=np.float64)
-    for i, row in enumerate(models):
-        diff = row - own
-        out[i] = float(np.sqrt(np.dot(diff, diff)))
-    return out
 
 
 def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, beta: float = 0.3,
@@ -82,7 +71,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
                            floor=floor, own_weight=own_weight)
     own, models, k = inp.own, inp.models, inp.k
-    dist = distances_to_own(own, models)
+    dist = distances_to(models, own)
     spread = float(np.median(np.append(dist, 0.0)))
     accepted = dist <= gate * spread if np.isfinite(gate) else np.ones(k, dtype=bool)
 
