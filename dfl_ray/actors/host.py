@@ -198,8 +198,14 @@ class NodeHost:
             inbox = self.transport.take_inbox()
             if not inbox:
                 break
+            # Each node handles its share of the wave in one go, so its ledger writes commit
+            # once per wave instead of once per message; each node still sees its own messages
+            # in arrival order.
+            by_dest: dict[int, list[Message]] = {}
             for dest, message in inbox:
-                self.nodes[dest].on_message(message)
+                by_dest.setdefault(dest, []).append(message)
+            for dest, messages in by_dest.items():
+                self.nodes[dest].on_messages(messages)
         return self.transport.take_outbox()
 
     def begin_round(self, round_index: int) -> list[tuple[int, Message]]:
