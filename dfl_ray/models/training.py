@@ -83,6 +83,9 @@ def train_steps(
         loss.backward()
         optimizer.step()
         total += float(loss.detach())
+    # An idle model keeps no gradients: with many models in one process they would cost as
+    # much memory as the models themselves.
+    optimizer.zero_grad(set_to_none=True)
     return total / max(steps, 1)
 
 
