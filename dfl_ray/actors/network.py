@@ -19,10 +19,33 @@ from dfl_ray.messages import Message
 from dfl_ray.models.flat import ModelSpec
 
 PLACEMENT_TIMEOUT_S = 60.0
+ACTOR_PER_NODE_MAX = 32
+"""Largest network that `runtime.hosts = 0` runs as one actor per node."""
 
 
 class PlacementError(RuntimeError):
     """The cluster cannot hold the requested placement; the message says what is missing."""
+
+
+def resolve_hosts(requested: int, nodes: int, cluster_cpus: float) -> int:
+    """How many host actors carry `nodes` DFL nodes.
+
+    `requested` > 0 is taken as given (at most one host per node). 0 means auto: one actor per
+    node for small networks (up to `ACTOR_PER_NODE_MAX` nodes), where every node is its own
+    Ray actor; above that one host per CPU of the cluster, since more processes than CPUs only
+    add memory and context switches while the nodes of one host run one after another anyway.
+    """
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise ValueError(f"requested hosts must be an integer >= 0, got {requested!r}")
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise ValueError(f"nodes must be an integer >= 1, got {nodes!r}")
+    if not cluster_cpus > 0:  # also rejects NaN
+        raise ValueError(f"cluster CPUs must be > 0, got {cluster_cpus!r}")
+    if requested > 0:
+        return min(requested, nodes)
+    if nodes <= ACTOR_PER_NODE_MAX:
+        return nodes
+    return max(1, min(nodes, int(cluster_cpus)))
 
 
 def split_nodes(n: int, hosts: int) -> list[tuple[int, ...]]:
@@ -75,7 +98,7 @@ class Network:
         run_dir: str | None,
     ) -> None:
         n = len(shards)
-        hosts = min(config.runtime.hosts or n, n)
+        hosts = resolve_hosts(config.runtime.hosts, n, ray.cluster_resources().get("CPU", 1.0))
         self.config = config
         self.groups = split_nodes(n, hosts)
         self.host_of = {node: h for h, group in enumerate(self.groups) for node in group}
