@@ -32,6 +32,14 @@ def _check_range(
         raise ConfigError(f"{where} must be <= {hi}, got {value!r}")
 
 
+def _check_params(where: str, owner: str, params: Mapping[str, Any], allowed: Mapping[str, Any]) -> None:
+    for key in params:
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: {owner} has no parameter {key!r}; its parameters are {sorted(allowed)}"
+            )
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "lenet_noniid"
@@ -154,17 +162,15 @@ class DefenseConfig:
     """Rule parameters (flag form: name=value,name=value)."""
 
     def __post_init__(self) -> None:
-        from dfl_ray.defense import RULES, rule_params
+        from dfl_ray.defense import RULES, check_rule_params, rule_params
 
         _check_choice("defense.rule", self.rule, sorted(RULES))
         _check_range("defense.buffer_size", self.buffer_size, 1)
-        allowed = rule_params(self.rule)
-        for key in self.params:
-            if key not in allowed:
-                raise ConfigError(
-                    f"defense.params: rule {self.rule!r} has no parameter {key!r}; "
-                    f"its parameters are {sorted(allowed)}"
-                )
+        _check_params("defense.params", f"rule {self.rule!r}", self.params, rule_params(self.rule))
+        try:  # values too, so a bad parameter fails now rather than at the first aggregation
+            check_rule_params(self.rule, self.params)
+        except ValueError as exc:
+            raise ConfigError(f"defense.params: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -189,13 +195,7 @@ class AttackConfig:
             )
         if len(set(self.nodes)) != len(self.nodes):
             raise ConfigError(f"attack.nodes has duplicates: {list(self.nodes)}")
-        allowed = attack_params(self.kind)
-        for key in self.params:
-            if key not in allowed:
-                raise ConfigError(
-                    f"attack.params: attack {self.kind!r} has no parameter {key!r}; "
-                    f"its parameters are {sorted(allowed)}"
-                )
+        _check_params("attack.params", f"attack {self.kind!r}", self.params, attack_params(self.kind))
 
 
 @dataclass(frozen=True)

@@ -113,3 +113,8 @@ def test_invalid_yaml_file(tmp_path: Path) -> None:
         parse(["--config", str(path)])
     with pytest.raises(ConfigError, match="does not exist"):
         parse(["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_invalid_rule_parameter_value_is_named() -> None:
+    with pytest.raises(ConfigError, match="defense.params: .*beta"):
+        config_from_dict({"defense": {"rule": "dfl_guard", "params": {"beta": 2.0}}})
