@@ -186,6 +186,7 @@ class NodeHost:
             self.rounds_done[n] = 0
         self.host_of = dict(host_of or {})
         self.peer_hosts = dict(peer_hosts or {})
+        self.transport.eager_put = any(h != setup.host_index for h in self.host_of.values())
         return len(self.nodes)
 
     # ------------------------------------------------------------ sync schedule

@@ -35,11 +35,23 @@ class Payload:
 
 
 class HostTransport(LocalTransport):
-    """Deliveries between nodes of one host by direct call; to other hosts through Ray."""
+    """Deliveries between nodes of one host by direct call; to other hosts through Ray.
+
+    With `eager_put` (set when other hosts exist) a shared vector goes into the object store at
+    once and local receivers read that copy too: otherwise a vector that also leaves the process
+    lives twice, in the process heap for local receivers and in the object store for the rest.
+    """
+
+    def __init__(self, local_ids: set[int] | None = None, *, eager_put: bool = False) -> None:
+        super().__init__(local_ids)
+        self.eager_put = eager_put
 
     def share(self, vec: np.ndarray) -> Any:
         vec.setflags(write=False)
-        return Payload(array=vec)
+        if not self.eager_put:
+            return Payload(array=vec)
+        ref = ray.put(vec)
+        return Payload(array=ray.get(ref), ref=ref)  # a read-only view of the stored copy
 
     def fetch(self, handle: Any) -> np.ndarray:
         if not isinstance(handle, Payload):
