@@ -440,13 +440,12 @@ class ChainStore:
                     "bad_receipt", f"receipt for tx {receipt.tx_id.hex()[:16]}.., which is not "
                     "an own transaction"
                 )
-            with self._savepoint() as conn:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO received_receipts (id, tx_id, receiver, data) "
-                    "VALUES (?, ?, ?, ?)",
-                    (receipt.id, receipt.tx_id, receipt.receiver, receipt.encode()),
-                )
-                return cur.rowcount == 1
+            cur = self._execute_one(
+                "INSERT OR IGNORE INTO received_receipts (id, tx_id, receiver, data) "
+                "VALUES (?, ?, ?, ?)",
+                (receipt.id, receipt.tx_id, receipt.receiver, receipt.encode()),
+            )
+            return cur.rowcount == 1
 
     def add_issued_receipt(self, receipt: Receipt, *, verified: bool = False) -> bool:
         """Record a receipt this node signed for a peer's transaction; False if already held.
@@ -462,12 +461,11 @@ class ChainStore:
                 )
             if not verified:
                 receipt.verify()
-            with self._savepoint() as conn:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO issued_receipts (id, tx_id, data) VALUES (?, ?, ?)",
-                    (receipt.id, receipt.tx_id, receipt.encode()),
-                )
-                return cur.rowcount == 1
+            cur = self._execute_one(
+                "INSERT OR IGNORE INTO issued_receipts (id, tx_id, data) VALUES (?, ?, ?)",
+                (receipt.id, receipt.tx_id, receipt.encode()),
+            )
+            return cur.rowcount == 1
 
     def append_block(self, block: Block) -> None:
         """Verify `block` as the next block of this chain and store it, atomically.
@@ -554,6 +552,13 @@ class ChainStore:
             # SQLite rows are untyped; the schema above says what each column holds.
             row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
             return row
+
+    def _execute_one(self, sql: str, params: tuple[object, ...]) -> sqlite3.Cursor:
+        # A single statement is atomic by itself (SQLite undoes a failed statement), so
+        # one-insert changes need no savepoint: a batch() around them still groups the commit.
+        with self._lock:
+            self._check_open()
+            return self._conn.execute(sql, params)
 
     def _one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[Any, ...]:
         row = self._one_or_none(sql, params)
