@@ -47,6 +47,7 @@ DB_NAME = "chain.sqlite"
 PAYLOAD_DIR = "payloads"
 LOCK_NAME = "lock"
 SCHEMA_VERSION = 1
+WRITER_CACHE_KIB = 256
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -93,6 +94,9 @@ def connect(db: Path, *, read_only: bool = False) -> sqlite3.Connection:
         else:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            # A node touches a few index pages per call; SQLite's default cache of up to 2 MB
+            # per connection would add up to gigabytes for a thousand nodes in one process.
+            conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
     except sqlite3.Error as err:
         raise StoreError(f"cannot open {db} as a SQLite database: {err}") from err
     return conn
