@@ -186,7 +186,7 @@ class NodeHost:
             self.rounds_done[n] = 0
         self.host_of = dict(host_of or {})
         self.peer_hosts = dict(peer_hosts or {})
-        self.transport.eager_put = any(h != setup.host_index for h in self.host_of.values())
+        self.transport.object_store = any(h != setup.host_index for h in self.host_of.values())
         return len(self.nodes)
 
     # ------------------------------------------------------------ sync schedule
@@ -207,6 +207,7 @@ class NodeHost:
                 by_dest.setdefault(dest, []).append(message)
             for dest, messages in by_dest.items():
                 self.nodes[dest].on_messages(messages)
+        self.transport.forget_fetched()
         return self.transport.take_outbox()
 
     def begin_round(self, round_index: int) -> list[tuple[int, Message]]:
@@ -214,6 +215,7 @@ class NodeHost:
         for node in self.nodes.values():
             node.train()
             node.publish()
+        self.transport.flush()
         return self._drain()
 
     def deliver(self, messages: list[tuple[int, Message]]) -> list[tuple[int, Message]]:
@@ -266,6 +268,7 @@ class NodeHost:
                         node = self.nodes[n]
                         node.train()
                         node.publish()
+                        self.transport.flush()
                         self._drain()
                         node.aggregate()
                         node.seal_block()
