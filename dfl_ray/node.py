@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -126,7 +127,11 @@ class DFLNode:
         self.scorer = (scorer if scorer is not None else copy.deepcopy(model)).to(params.device)
         self.data = data
         self.transport = transport
-        self.directory = dict(directory)
+        # Read-only, so one table can serve every node of a process: a copy per node would
+        # cost memory quadratic in the network size.
+        self.directory: Mapping[bytes, int] = (
+            directory if isinstance(directory, MappingProxyType) else MappingProxyType(dict(directory))
+        )
         self.store = store
         self.attack = attack
         self.clock = clock

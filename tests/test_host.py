@@ -117,6 +117,7 @@ def test_nodes_share_the_data_set_and_the_scorer(host: NodeHost) -> None:
     assert all(n.data.images.data_ptr() == host.train_images.data_ptr() for n in nodes)
     assert all(n.data.labels.data_ptr() == host.train_labels.data_ptr() for n in nodes)
     assert len({id(n.scorer) for n in nodes}) == 1
+    assert len({id(n.directory) for n in nodes}) == 1
     assert len({id(n.model) for n in nodes}) == NODES
 
 

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import blake3
@@ -129,6 +130,7 @@ class NodeHost:
             )
 
         scorer = new_model().to(self.device)
+        shared_directory = MappingProxyType(dict(directory))
         attackers = set(cfg.attackers)
         for n in setup.node_ids:
             shard = setup.shards[n]
@@ -178,7 +180,7 @@ class NodeHost:
                 model=new_model(),
                 data=data,
                 transport=self.transport,
-                directory=directory,
+                directory=shared_directory,
                 store=store,
                 attack=attack,
                 scorer=scorer,
