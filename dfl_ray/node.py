@@ -192,8 +192,7 @@ class DFLNode:
     # ----------------------------------------------------------------- local work
 
     def train(self) -> None:
-        """Local SGD on the node's shard (skipped by a free-rider); an attacker remembers the
-        round's base model."""
+        """Local SGD on the node's shard (a free-rider skips it); attackers keep the round's start."""
         if self.attack is not None:
             self.round_base = model_to_vector(self.model)
         if self.attack is not None and not self.attack.trains:
