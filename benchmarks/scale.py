@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import multiprocessing
 import os
 import statistics
 import sys
@@ -302,6 +303,12 @@ def plain_loop(layout: Layout, data: Dataset, rounds: int) -> tuple[float, float
     return steps / wall, 1e3 * cpu / steps
 
 
+def plain_loop_job(n: int, args: argparse.Namespace, rule: str) -> tuple[float, float]:
+    """`plain_loop` for network size n, run in a child process (see `main`)."""
+    data = load_dataset(args.dataset, args.data_dir, download=False)
+    return plain_loop(make_layout(n, args, data, rule), data, args.rounds)
+
+
 def print_table(rows: Sequence[Mapping[str, Any]]) -> None:
     columns = ["nodes", "hosts", "defense", "s/round", "node-steps/s", "plain steps/s",
                "vs plain", "compute s", "round/compute", "cpu ms/step", "plain cpu ms/step",
@@ -359,14 +366,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         layout = make_layout(n, args, data, rule)
         # A fresh Ray per network: object-store pages a larger network touched stay resident
         # and would be counted in the next network's memory.
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
+                 log_to_driver=False)
         try:
             row = run_network(layout, data, args.rounds, args.sample_s)
         finally:
             ray.shutdown()
         row["defense"] = rule
-        plain, plain_cpu = (None, None) if args.no_plain or rule != args.defense else \
-            plain_loop(layout, data, args.rounds)
+        plain, plain_cpu = None, None
+        if not args.no_plain and rule == args.defense:
+            # In a child process: the N models it builds would otherwise stay in this
+            # process's heap and count in the memory of every later network.
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                plain, plain_cpu = pool.apply(plain_loop_job, (n, args, rule))
         row["plain steps/s"] = plain
         row["plain cpu ms/step"] = plain_cpu
         row["vs plain"] = row["node-steps/s"] / plain if plain else None
