@@ -19,6 +19,7 @@ from dfl_ray.topology import build_topology, neighbors
 from tests.helpers import genesis_for, small_config, synthetic_arrays
 
 NODES = 50
+SMALL = 10  # for the tests that need a few nodes only
 DEGREE = 4
 
 
@@ -38,8 +39,8 @@ def big_host(config: Config, run_dir: Path | None, clock: FakeClock | None = Non
     model = LeNet()
     spec = ModelSpec.of(model, "lenet")
     initial = model_to_vector(model)
-    arrays: dict[str, Any] = synthetic_arrays(n_train=12 * NODES, seed=0)
     n = config.topology.nodes
+    arrays: dict[str, Any] = synthetic_arrays(n_train=12 * n, seed=0)
     shards = partition(arrays["train_labels"], n, kind="iid", seed=0, val_fraction=0.25)
     graph = build_topology("regular", n, degree=DEGREE, seed=0)
     setup = HostSetup(
@@ -61,9 +62,9 @@ def big_host(config: Config, run_dir: Path | None, clock: FakeClock | None = Non
     return host
 
 
-def fifty_node_config(**ledger: Any) -> Config:
+def regular_config(nodes: int = NODES, **ledger: Any) -> Config:
     return small_config(
-        topology={"kind": "regular", "nodes": NODES, "degree": DEGREE},
+        topology={"kind": "regular", "nodes": nodes, "degree": DEGREE},
         defense={"rule": "fedavg", "buffer_size": DEGREE},
         training={"local_steps": 1, "batch_size": 8},
         ledger={"ttl": 1, "keep_payloads": 0, **ledger},
@@ -92,7 +93,7 @@ def owned_bytes(node: DFLNode) -> int:
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> NodeHost:
-    h = big_host(fifty_node_config(), tmp_path_factory.mktemp("big"))
+    h = big_host(regular_config(), tmp_path_factory.mktemp("big"))
     run_round(h, 0)
     return h
 
@@ -134,7 +135,7 @@ def test_memory_per_node_is_bounded(host: NodeHost) -> None:
 
 def test_seen_set_forgets_expired_transactions(tmp_path: Path) -> None:
     clock = FakeClock()
-    h = big_host(fifty_node_config(expiry_s=60.0), tmp_path, clock)
+    h = big_host(regular_config(SMALL, expiry_s=60.0), tmp_path, clock)
     node = h.nodes[0]
     for n in h.nodes.values():
         n.train()
@@ -155,7 +156,7 @@ def test_seen_set_forgets_expired_transactions(tmp_path: Path) -> None:
 
 
 def test_a_wave_of_messages_commits_once(tmp_path: Path) -> None:
-    h = big_host(fifty_node_config(), tmp_path)
+    h = big_host(regular_config(SMALL), tmp_path)
     for node in h.nodes.values():
         node.train()
         node.publish()
@@ -173,7 +174,7 @@ def test_a_wave_of_messages_commits_once(tmp_path: Path) -> None:
 
 
 def test_invalid_message_in_a_wave_is_counted_and_the_rest_stored(tmp_path: Path) -> None:
-    h = big_host(fifty_node_config(), tmp_path)
+    h = big_host(regular_config(SMALL), tmp_path)
     for node in h.nodes.values():
         node.train()
         node.publish()
