@@ -74,7 +74,8 @@ class HostTransport(LocalTransport):
         if not pending:
             return
         ref = ray.put([p.array for p in pending])
-        for i, (payload, view) in enumerate(zip(pending, ray.get(ref), strict=True)):
+        views: list[np.ndarray] = ray.get(ref)  # type: ignore[arg-type]  # Ray's stubs
+        for i, (payload, view) in enumerate(zip(pending, views, strict=True)):
             payload.array, payload.ref, payload.index = view, ref, i
 
     def fetch(self, handle: Any) -> np.ndarray:
