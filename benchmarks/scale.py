@@ -58,11 +58,11 @@ import torch
 
 from dfl_ray.config import Config, config_from_dict
 from dfl_ray.data import Dataset, NodeShard, load_dataset, partition
-from dfl_ray.ledger import Genesis, model_digest
 from dfl_ray.metrics import format_table
 from dfl_ray.models.flat import ModelSpec, model_to_vector
 from dfl_ray.models.registry import build_model
 from dfl_ray.models.training import PIXEL_SCALE, SGDSettings, make_optimizer
+from dfl_ray.runner import make_genesis
 from dfl_ray.topology import build_topology, neighbors
 
 GIB = 1024**3
@@ -193,12 +193,7 @@ def run_network(layout: Layout, data: Dataset, rounds: int, sample_s: float) -> 
     model = new_lenet(data)
     spec = ModelSpec.of(model, cfg.model.name)
     initial = model_to_vector(model)
-    genesis = Genesis(
-        network_id=f"{cfg.experiment.name}/{cfg.experiment.seed}", protocol_version=1,
-        model_spec_id=spec.id, initial_model_digest=model_digest(spec.id, initial),
-        ttl=cfg.ledger.ttl, buffer_size=cfg.defense.buffer_size,
-        block_size=cfg.ledger.block_size, expiry_s=cfg.ledger.expiry_s,
-    )
+    genesis = make_genesis(cfg, spec, initial)
     arrays = {
         "train_images": data.train_images.numpy(), "train_labels": data.train_labels.numpy(),
         "test_images": data.test_images.numpy(), "test_labels": data.test_labels.numpy(),

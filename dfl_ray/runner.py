@@ -57,6 +57,22 @@ def prepare_run_dir(config: Config) -> Path:
     return run_dir
 
 
+def make_genesis(
+    config: Config, spec: ModelSpec, initial: np.ndarray, network_id: str | None = None
+) -> Genesis:
+    """The genesis every node of one network shares: the common initial model and the protocol knobs."""
+    return Genesis(
+        network_id=network_id or f"{config.experiment.name}/{config.experiment.seed}",
+        protocol_version=PROTOCOL_VERSION,
+        model_spec_id=spec.id,
+        initial_model_digest=model_digest(spec.id, initial),
+        ttl=config.ledger.ttl,
+        buffer_size=config.defense.buffer_size,
+        block_size=config.ledger.block_size,
+        expiry_s=config.ledger.expiry_s,
+    )
+
+
 def init_ray(config: Config) -> bool:
     """Start or join Ray unless it is already up; returns whether this call started it."""
     import ray
@@ -168,16 +184,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
     )
     spec = ModelSpec.of(model, cfg.model.name)
     initial = model_to_vector(model)
-    genesis = Genesis(
-        network_id=f"{cfg.experiment.name}/{cfg.experiment.seed}",
-        protocol_version=PROTOCOL_VERSION,
-        model_spec_id=spec.id,
-        initial_model_digest=model_digest(spec.id, initial),
-        ttl=cfg.ledger.ttl,
-        buffer_size=cfg.defense.buffer_size,
-        block_size=cfg.ledger.block_size,
-        expiry_s=cfg.ledger.expiry_s,
-    )
+    genesis = make_genesis(cfg, spec, initial)
     say(f"dfl_ray: {data.describe()}; {n} nodes on {cfg.topology.kind} "
         f"({graph.number_of_edges()} edges), {len(attackers)} x {cfg.attack.kind} attackers "
         f"{sorted(attackers)}, defense {cfg.defense.rule}, {cfg.runtime.schedule} schedule, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ import torch
 from dfl_ray.actors.host import HostSetup, NodeHost
 from dfl_ray.config import Config, config_from_dict
 from dfl_ray.data import partition
-from dfl_ray.ledger import Genesis, model_digest
+from dfl_ray.ledger import Genesis
 from dfl_ray.models import LeNet, ModelSpec, model_to_vector
+from dfl_ray.runner import make_genesis
 from dfl_ray.topology import build_topology, neighbors
 
 
@@ -47,28 +49,29 @@ def small_config(**sections: dict[str, Any]) -> Config:
 
 
 def genesis_for(config: Config, initial: np.ndarray, spec: ModelSpec) -> Genesis:
-    return Genesis(
-        network_id="test",
-        protocol_version=1,
-        model_spec_id=spec.id,
-        initial_model_digest=model_digest(spec.id, initial),
-        ttl=config.ledger.ttl,
-        buffer_size=config.defense.buffer_size,
-        block_size=config.ledger.block_size,
-        expiry_s=config.ledger.expiry_s,
-    )
+    return make_genesis(config, spec, initial, network_id="test")
 
 
-def local_host(config: Config, run_dir: Path | None, seed: int = 0) -> NodeHost:
+def local_host(
+    config: Config,
+    run_dir: Path | None,
+    seed: int = 0,
+    *,
+    n_train: int = 240,
+    val_fraction: float = 0.2,
+    clock: Callable[[], float] | None = None,
+) -> NodeHost:
     """All nodes of `config` in one host, connected, with synthetic data."""
     torch.manual_seed(seed)
     model = LeNet()
     spec = ModelSpec.of(model, "lenet")
     initial = model_to_vector(model)
-    arrays: dict[str, Any] = synthetic_arrays(seed=seed)
+    arrays: dict[str, Any] = synthetic_arrays(n_train=n_train, seed=seed)
     n = config.topology.nodes
-    shards = partition(arrays["train_labels"], n, kind="iid", seed=seed, val_fraction=0.2)
-    graph = build_topology(config.topology.kind, n, seed=seed)
+    shards = partition(arrays["train_labels"], n, kind="iid", seed=seed, val_fraction=val_fraction)
+    graph = build_topology(
+        config.topology.kind, n, degree=config.topology.degree, seed=seed
+    )
     setup = HostSetup(
         host_index=0,
         node_ids=tuple(range(n)),
@@ -81,6 +84,8 @@ def local_host(config: Config, run_dir: Path | None, seed: int = 0) -> NodeHost:
         run_dir=str(run_dir) if run_dir is not None else None,
     )
     host = NodeHost(setup)
-    keys = host.public_keys()
-    host.connect({k: n for n, k in keys.items()})
+    host.connect({key: node for node, key in host.public_keys().items()})
+    if clock is not None:
+        for node in host.nodes.values():
+            node.clock = clock
     return host

@@ -9,14 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from dfl_ray.actors.host import HostSetup, NodeHost
+from dfl_ray.actors.host import NodeHost
 from dfl_ray.config import Config
-from dfl_ray.data import partition
 from dfl_ray.messages import TxMessage
-from dfl_ray.models import LeNet, ModelSpec, model_to_vector
 from dfl_ray.node import DFLNode
-from dfl_ray.topology import build_topology, neighbors
-from tests.helpers import genesis_for, small_config, synthetic_arrays
+from tests.helpers import local_host, small_config
 
 NODES = 50
 SMALL = 10  # for the tests that need a few nodes only
@@ -35,31 +32,8 @@ class FakeClock:
 
 def big_host(config: Config, run_dir: Path | None, clock: FakeClock | None = None) -> NodeHost:
     """`config`'s nodes on a random DEGREE-regular graph in one host, on synthetic data."""
-    torch.manual_seed(0)
-    model = LeNet()
-    spec = ModelSpec.of(model, "lenet")
-    initial = model_to_vector(model)
     n = config.topology.nodes
-    arrays: dict[str, Any] = synthetic_arrays(n_train=12 * n, seed=0)
-    shards = partition(arrays["train_labels"], n, kind="iid", seed=0, val_fraction=0.25)
-    graph = build_topology("regular", n, degree=DEGREE, seed=0)
-    setup = HostSetup(
-        host_index=0,
-        node_ids=tuple(range(n)),
-        config=config,
-        shards=dict(enumerate(shards)),
-        neighbors=neighbors(graph),
-        genesis=genesis_for(config, initial, spec).encode(),
-        spec=spec,
-        arrays={**arrays, "initial": initial},
-        run_dir=str(run_dir) if run_dir is not None else None,
-    )
-    host = NodeHost(setup)
-    host.connect({key: node for node, key in host.public_keys().items()})
-    if clock is not None:
-        for node in host.nodes.values():
-            node.clock = clock
-    return host
+    return local_host(config, run_dir, n_train=12 * n, val_fraction=0.25, clock=clock)
 
 
 def regular_config(nodes: int = NODES, **ledger: Any) -> Config:
