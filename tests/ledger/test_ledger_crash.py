@@ -14,7 +14,9 @@ from dfl_ray.ledger import ChainStore, verify_chain
 # The child extends the chain forever, one batch per block (own txs, payloads, receipts, the
 # block), and reports each committed height on stdout; only the parent's kill stops it. At
 # height `pause_at` it reports "inside" from within the open batch and waits on stdin, so the
-# parent can kill it while a transaction is provably half-written.
+# parent can kill it while a transaction is provably half-written. After each reported height it
+# waits for the parent's ack, so however slow the parent is to read, the writer is never more
+# than one block past the last height the parent saw.
 CHILD = """
 import sys
 sys.path.insert(0, sys.argv[2])
@@ -39,6 +41,7 @@ while True:
             sys.stdin.readline()
         store.append_block(block)
     print(height, flush=True)
+    sys.stdin.readline()  # the parent's ack: the writer runs at most one block ahead of it
     height, prev = height + 1, block.hash
 """
 
@@ -58,7 +61,11 @@ def _run_and_kill(path: Path, kill_after: int, pause_at: int = -1) -> int:
         for _ in range(kill_after):
             line = proc.stdout.readline()
             assert line, f"writer died early: {proc.stderr.read()}"
-            last = last if line.strip() == "inside" else int(line)
+            if line.strip() != "inside":
+                last = int(line)
+                assert proc.stdin is not None
+                proc.stdin.write("\n")
+                proc.stdin.flush()
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
