@@ -3,6 +3,7 @@
 from dfl_ray.ledger.block import (
     Block,
     BlockEntry,
+    Claims,
     Endorsement,
     endorse,
     endorsement_message,
@@ -34,6 +35,7 @@ __all__ = [
     "ChainSnapshot",
     "ChainStore",
     "ChainSummary",
+    "Claims",
     "DecodeError",
     "Endorsement",
     "Genesis",

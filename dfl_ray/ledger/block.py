@@ -18,6 +18,7 @@ from dfl_ray.ledger.encoding import (
     Reader,
     Writer,
     decoding,
+    remember,
     require_bytes,
     require_finite,
     require_uint,
@@ -25,7 +26,7 @@ from dfl_ray.ledger.encoding import (
 from dfl_ray.ledger.errors import ValidationError
 from dfl_ray.ledger.hashing import DIGEST_SIZE, digest
 from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signature
-from dfl_ray.ledger.receipt import Receipt
+from dfl_ray.ledger.receipt import RECEIPT_TAG, Receipt
 from dfl_ray.ledger.transaction import Transaction
 
 BLOCK_TAG = b"dfl/block/v1"
@@ -33,6 +34,14 @@ ENDORSE_TAG = b"dfl/endorse/v1"
 REPUTATION_TAG = b"dfl/reputation/v1"
 
 _UNSIGNED = bytes(SIGNATURE_SIZE)
+
+# Where a receipt's encoding holds its receiver: after the tag and the tx_id blob, past the
+# receiver's own length prefix (the layout of `Receipt.signing_bytes`).
+_RECEIVER_AT = slice(1 + len(RECEIPT_TAG) + 4 + DIGEST_SIZE + 4,
+                     1 + len(RECEIPT_TAG) + 4 + DIGEST_SIZE + 4 + PUBLIC_KEY_SIZE)
+
+# Cached properties of the signed header, which endorsements do not change.
+_HEADER_CACHE = ("_signing_bytes", "_signed_bytes", "hash")
 
 
 def _short(data: bytes) -> str:
@@ -72,6 +81,24 @@ class BlockEntry:
             raise TypeError("entry receipts must be a tuple of Receipt")
         if len(self.receipts) > MAX_COUNT:
             raise ValueError(f"an entry holds at most {MAX_COUNT} receipts")
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a block claims from one receipt signer: the block's hash and its receipts naming
+    the signer (in block order), which is all the signer needs to endorse it."""
+
+    block_hash: bytes
+    signer: bytes
+    receipts: tuple[Receipt, ...]
+
+    def __post_init__(self) -> None:
+        require_bytes("block_hash", self.block_hash, (DIGEST_SIZE,))
+        require_bytes("signer", self.signer, (PUBLIC_KEY_SIZE,))
+        if not isinstance(self.receipts, tuple) or not all(
+            isinstance(r, Receipt) and r.receiver == self.signer for r in self.receipts
+        ):
+            raise TypeError("claims must be a tuple of Receipt naming the signer")
 
 
 @dataclass(frozen=True)
@@ -138,7 +165,10 @@ class Block:
             reputation_digest=reputation_digest,
             signature=_UNSIGNED,
         )
-        return replace(unsigned, signature=identity.sign(unsigned.signing_bytes()))
+        signing = unsigned.signing_bytes()
+        block = replace(unsigned, signature=identity.sign(signing))
+        remember(block, _signing_bytes=signing)
+        return block
 
     def with_endorsements(self, endorsements: Iterable[Endorsement]) -> Block:
         """This block with `endorsements` (sorted by signer; exact repeats dropped).
@@ -149,7 +179,11 @@ class Block:
         signers = [e.signer for e in unique]
         if len(set(signers)) != len(signers):
             raise ValueError("two different endorsements from the same signer")
-        return replace(self, endorsements=tuple(unique))
+        endorsed = replace(self, endorsements=tuple(unique))
+        # Endorsements lie outside the signed header, so its bytes and hash carry over.
+        known = vars(self)
+        remember(endorsed, **{k: known[k] for k in _HEADER_CACHE if k in known})
+        return endorsed
 
     def signing_bytes(self) -> bytes:
         """The header the creator signs: every field except the signature and endorsements."""
@@ -189,6 +223,8 @@ class Block:
 
     @classmethod
     def decode(cls, data: bytes) -> Block:
+        """The block `data` encodes; it and its objects keep their slices of `data` as their
+        encodings, so hashing it or building on it re-encodes nothing."""
         r = Reader(data, BLOCK_TAG)
         with decoding("block"):
             height, prev_hash, genesis_hash, creator, created_at = (
@@ -199,21 +235,67 @@ class Block:
                 tx = Transaction.decode(r.blob())
                 receipts = tuple(Receipt.decode(r.blob()) for _ in range(r.count()))
                 entries.append(BlockEntry(tx, receipts))
-            model_digest_after, reputation_digest, signature = r.blob(), r.blob(), r.blob()
+            model_digest_after, reputation_digest = r.blob(), r.blob()
+            signing_end = r.offset
+            signature = r.blob()
+            signed_end = r.offset
             endorsements = tuple(Endorsement(r.blob(), r.blob()) for _ in range(r.count()))
             r.finish()
-            return cls(
+            block = cls(
                 height, prev_hash, genesis_hash, creator, created_at, tuple(entries),
                 model_digest_after, reputation_digest, signature, endorsements,
             )  # fmt: skip
+        raw = r.data
+        remember(block, _signing_bytes=raw[:signing_end], _signed_bytes=raw[:signed_end])
+        return block
 
     def receipts(self) -> Iterator[Receipt]:
         """Every receipt in the block, entry by entry."""
         for entry in self.entries:
             yield from entry.receipts
 
+    def claims(self, signer: bytes) -> Claims:
+        """This block's hash and its receipts naming `signer`."""
+        return Claims(self.hash, signer, tuple(r for r in self.receipts() if r.receiver == signer))
 
-def verify_block(block: Block, *, genesis_hash: bytes, prev_hash: bytes, height: int) -> None:
+    @classmethod
+    def read_claims(cls, data: bytes, signer: bytes) -> Claims:
+        """`decode(data).claims(signer)`, decoding only the receipts that name `signer`.
+
+        Reads every length prefix and count of the block as `decode` does (truncated or
+        ill-framed input raises `DecodeError`), and picks `signer`'s receipts by the receiver
+        field, which every receipt holds at the same offset. An endorser needs no more: for
+        any `data` that decodes, the claims are exactly those of the decoded block, and a block
+        that does not decode can never enter a verified chain, so an endorsement of it vouches
+        for nothing. This spares the endorser decoding the other signers' receipts (90 of them
+        in a block of 10 transactions with 9 receipts each).
+        """
+        require_bytes("signer", signer, (PUBLIC_KEY_SIZE,))
+        r = Reader(data, BLOCK_TAG)
+        r.u64(), r.blob(), r.blob(), r.blob(), r.f64()  # height, links, creator, created_at
+        mine: list[Receipt] = []
+        for _ in range(r.count()):
+            r.blob()  # the transaction: not this signer's to vouch for
+            for _ in range(r.count()):
+                receipt = r.blob()
+                if receipt[_RECEIVER_AT] == signer:
+                    mine.append(Receipt.decode(receipt))
+        r.blob(), r.blob(), r.blob()  # model digest, reputation digest, signature
+        signed_end = r.offset
+        for _ in range(r.count()):
+            r.blob(), r.blob()
+        r.finish()
+        return Claims(digest(r.data[:signed_end]), signer, tuple(mine))
+
+
+def verify_block(
+    block: Block,
+    *,
+    genesis_hash: bytes,
+    prev_hash: bytes,
+    height: int,
+    signatures_checked: bool = False,
+) -> None:
     """Check a block where it claims to sit; raise the first `ValidationError`, change nothing.
 
     `height` and `prev_hash` are where the block must go: height 0 follows the genesis, so its
@@ -221,6 +303,11 @@ def verify_block(block: Block, *, genesis_hash: bytes, prev_hash: bytes, height:
     signature; per entry, the transaction's creator, genesis and signature, a seq used once,
     and every receipt (for this transaction, signed, one per receiver); then every endorsement
     (signed, by a receipt signer of this block).
+
+    `signatures_checked=True` skips the Ed25519 checks (about 110 for a block of 10
+    transactions with 9 receipts each) and keeps every other check. Only for a caller that
+    made or verified each signature in the block itself: a node sealing its own block from
+    the records it verified when it stored them.
     """
     if block.genesis_hash != genesis_hash:
         raise ValidationError(
@@ -234,11 +321,12 @@ def verify_block(block: Block, *, genesis_hash: bytes, prev_hash: bytes, height:
             "broken_link", f"block prev_hash {_short(block.prev_hash)} is not the tip "
             f"{_short(prev_hash)}"
         )
-    if not verify_signature(block.creator, block.signature, block.signing_bytes()):
+    check = not signatures_checked
+    if check and not verify_signature(block.creator, block.signature, block.signing_bytes()):
         raise ValidationError("bad_signature", "block is not signed by its creator")
     seqs: set[int] = set()
     for i, entry in enumerate(block.entries):
-        _verify_entry(i, entry, block.creator, genesis_hash, seqs)
+        _verify_entry(i, entry, block.creator, genesis_hash, seqs, check)
     receivers = {r.receiver for r in block.receipts()}
     message = endorsement_message(block.hash)
     for e in block.endorsements:
@@ -246,14 +334,14 @@ def verify_block(block: Block, *, genesis_hash: bytes, prev_hash: bytes, height:
             raise ValidationError(
                 "bad_endorsement", f"endorser {_short(e.signer)} signed no receipt in this block"
             )
-        if not verify_signature(e.signer, e.signature, message):
+        if check and not verify_signature(e.signer, e.signature, message):
             raise ValidationError(
                 "bad_endorsement", f"endorsement by {_short(e.signer)} has a bad signature"
             )
 
 
 def _verify_entry(
-    i: int, entry: BlockEntry, creator: bytes, genesis_hash: bytes, seqs: set[int]
+    i: int, entry: BlockEntry, creator: bytes, genesis_hash: bytes, seqs: set[int], check: bool
 ) -> None:
     tx = entry.tx
     if tx.creator != creator:
@@ -264,7 +352,8 @@ def _verify_entry(
     if tx.genesis_hash != genesis_hash:
         raise ValidationError("wrong_genesis", f"entry {i}: transaction of another genesis")
     try:
-        tx.verify()
+        if check:
+            tx.verify()
     except ValidationError as err:
         raise ValidationError(err.reason, f"entry {i}: {err.detail}") from err
     if tx.seq in seqs:
@@ -275,7 +364,9 @@ def _verify_entry(
         where = f"entry {i} receipt {j}"
         if receipt.tx_id != tx.tx_id:
             raise ValidationError("bad_receipt", f"{where} is for another transaction")
-        if not verify_signature(receipt.receiver, receipt.signature, receipt.signing_bytes()):
+        if check and not verify_signature(
+            receipt.receiver, receipt.signature, receipt.signing_bytes()
+        ):
             raise ValidationError("bad_receipt", f"{where} is not signed by its receiver")
         if receipt.receiver in receivers:
             raise ValidationError("bad_receipt", f"{where} repeats receiver "
@@ -283,14 +374,20 @@ def _verify_entry(
         receivers.add(receipt.receiver)
 
 
-def endorse(identity: Identity, block: Block, issued_receipt_ids: Collection[bytes]) -> Endorsement:
+def endorse(
+    identity: Identity, block: Block | Claims, issued_receipt_ids: Collection[bytes]
+) -> Endorsement:
     """`identity`'s endorsement of `block`, confirming the receipts it holds in `identity`'s name.
 
     Refuses (`bad_endorsement`) when the block claims a receipt from this signer that is not
     among `issued_receipt_ids` (the ids of receipts it really issued), or holds none from it.
-    The endorser vouches for its own receipts only, not for the rest of the block.
+    The endorser vouches for its own receipts only, not for the rest of the block, so the
+    block may also be given as its `Claims` on this signer (see `Block.read_claims`).
     """
-    mine = [r for r in block.receipts() if r.receiver == identity.public_key]
+    claims = block if isinstance(block, Claims) else block.claims(identity.public_key)
+    if claims.signer != identity.public_key:
+        raise ValueError("the claims are on another signer than the endorsing identity")
+    mine = claims.receipts
     if not mine:
         raise ValidationError("bad_endorsement", "the block holds no receipt from this signer")
     for receipt in mine:
@@ -299,7 +396,7 @@ def endorse(identity: Identity, block: Block, issued_receipt_ids: Collection[byt
                 "bad_endorsement", f"the block claims receipt {_short(receipt.id)} for tx "
                 f"{_short(receipt.tx_id)}, which this signer never issued"
             )
-    return Endorsement(identity.public_key, identity.sign(endorsement_message(block.hash)))
+    return Endorsement(identity.public_key, identity.sign(endorsement_message(claims.block_hash)))
 
 
 def reputation_digest(reputations: Mapping[str, float]) -> bytes:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
+from operator import itemgetter
+from types import TracebackType
 
 from dfl_ray.ledger.errors import DecodeError
 
@@ -98,30 +98,52 @@ class Reader:
     def __init__(self, data: bytes, tag: bytes) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise DecodeError(f"expected bytes to decode, got {type(data).__name__}")
-        try:
-            self._view = memoryview(data).cast("B")
-        except TypeError as err:
-            raise DecodeError(f"input is not a contiguous byte buffer: {err}") from err
+        if isinstance(data, bytes):
+            self._data = data
+        else:
+            # One copy of a small object up front lets every field be read straight from
+            # `bytes`, and lets decoders keep slices of the input as their cached encoding.
+            try:
+                self._data = memoryview(data).cast("B").tobytes()
+            except TypeError as err:
+                raise DecodeError(f"input is not a contiguous byte buffer: {err}") from err
         self._pos = 0
         got = self._take(self._unpack(_U8))
         if got != tag:
-            raise DecodeError(f"expected tag {tag!r}, got {bytes(got)!r}")
+            raise DecodeError(f"expected tag {tag!r}, got {got!r}")
+
+    @property
+    def data(self) -> bytes:
+        """The whole input, as bytes."""
+        return self._data
+
+    @property
+    def offset(self) -> int:
+        """Bytes read so far: `data[:offset]` is the encoding of the fields read."""
+        return self._pos
 
     @property
     def remaining(self) -> int:
-        return len(self._view) - self._pos
+        return len(self._data) - self._pos
 
-    def _take(self, n: int) -> bytes:
-        if n > self.remaining:
+    def _need(self, n: int) -> int:
+        end = self._pos + n
+        if end > len(self._data):
             raise DecodeError(
                 f"truncated input: need {n} bytes at offset {self._pos}, {self.remaining} left"
             )
-        out = bytes(self._view[self._pos : self._pos + n])
-        self._pos += n
+        return end
+
+    def _take(self, n: int) -> bytes:
+        end = self._need(n)
+        out = self._data[self._pos : end]
+        self._pos = end
         return out
 
     def _unpack(self, fmt: struct.Struct) -> int:
-        value: int = fmt.unpack(self._take(fmt.size))[0]
+        end = self._need(fmt.size)
+        value: int = fmt.unpack_from(self._data, self._pos)[0]
+        self._pos = end
         return value
 
     def u32(self) -> int:
@@ -131,7 +153,9 @@ class Reader:
         return self._unpack(_U64)
 
     def f64(self) -> float:
-        value: float = _F64.unpack(self._take(_F64.size))[0]
+        end = self._need(_F64.size)
+        value: float = _F64.unpack_from(self._data, self._pos)[0]
+        self._pos = end
         return value
 
     def blob(self) -> bytes:
@@ -160,15 +184,92 @@ class Reader:
             raise DecodeError(f"{self.remaining} trailing bytes after the encoded object")
 
 
-@contextmanager
-def decoding(kind: str) -> Iterator[None]:
-    """Turn a field check that fails while decoding `kind` into a `DecodeError`."""
-    try:
-        yield
-    except DecodeError:
-        raise
-    except (ValueError, TypeError) as err:
-        raise DecodeError(f"{kind}: {err}") from err
+Field = int | str
+"""A field of a `FixedLayout`: "u32", "u64", "f64", or a blob of exactly that many bytes."""
+
+_FIXED_CODES = {"u32": "I", "u64": "Q", "f64": "d"}
+
+
+class FixedLayout:
+    """The encoding of an object whose fields all have fixed sizes, read in one struct call.
+
+    Many ledger objects (receipts always, transactions in two variants) encode to a fixed
+    layout once every blob has its required size. `unpack` reads such an encoding field by
+    field without a `Reader`: it returns the field values when `data` is exactly this layout
+    (size, tag and every blob's length prefix), else None, and the caller falls back to the
+    `Reader`, which then names what is wrong. An object whose blobs have the sizes listed here
+    encodes to exactly this layout, so both paths accept the same inputs.
+    """
+
+    def __init__(self, tag: bytes, fields: tuple[Field, ...]) -> None:
+        Writer(tag)  # the same tag rules
+        fmt = [">B", f"{len(tag)}s"]
+        constants: list[tuple[int, object]] = [(0, len(tag)), (1, tag)]
+        values: list[int] = []
+        for field in fields:
+            if isinstance(field, str):
+                if field not in _FIXED_CODES:
+                    raise ValueError(f"unknown fixed field {field!r}")
+                fmt.append(_FIXED_CODES[field])
+            else:
+                require_uint("blob size", field, MAX_FIELD_BYTES)
+                constants.append((len(fmt), field))
+                fmt += ["I", f"{field}s"]
+            values.append(len(fmt) - 1)
+        self._struct = struct.Struct("".join(fmt))
+        self._constants = tuple(value for _, value in constants)
+        self._get_constants = itemgetter(*(i for i, _ in constants))
+        self._get_values = itemgetter(*values)
+
+    @property
+    def size(self) -> int:
+        return self._struct.size
+
+    def unpack(self, data: object) -> tuple[object, ...] | None:
+        if type(data) is not bytes or len(data) != self._struct.size:
+            return None
+        raw = self._struct.unpack(data)
+        if self._get_constants(raw) != self._constants:
+            return None
+        values: tuple[object, ...] = self._get_values(raw)
+        return values
+
+
+def remember(obj: object, **cached: object) -> None:
+    """Fill `obj`'s cached properties with values already known (encodings of decoded bytes).
+
+    `functools.cached_property` keeps its value in the instance `__dict__`, which a frozen
+    dataclass leaves writable, so this is exactly what computing them would store. Each value
+    must be what the property would compute; decoders pass slices of the very bytes they
+    decoded, which re-encode to themselves (see the module docstring).
+    """
+    vars(obj).update(cached)
+
+
+class decoding:
+    """Turn a field check that fails while decoding `kind` into a `DecodeError`.
+
+    Named and used like a function (`with decoding("receipt"):`), but a class: it wraps every
+    object a block decodes (a hundred per block), where a generator-based context manager
+    costs more than the field checks it wraps.
+    """
+
+    __slots__ = ("_kind",)
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, ValueError | TypeError) and not isinstance(exc, DecodeError):
+            raise DecodeError(f"{self._kind}: {exc}") from exc
 
 
 def require_bytes(name: str, value: object, sizes: tuple[int, ...]) -> None:

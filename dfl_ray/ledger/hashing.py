@@ -40,6 +40,12 @@ def model_digest(spec_id: bytes, vec: np.ndarray) -> bytes:
     The vector is hashed through a memoryview, so a read-only array (a view of Ray's object
     store) works and no copy of the 1.72 MB payload is made.
     """
+    require_model_vector(vec)
+    return payload_digest(spec_id, vec)
+
+
+def require_model_vector(vec: object) -> None:
+    """`vec` must be a 1-D, C-contiguous, little-endian float32 numpy array."""
     if not isinstance(vec, np.ndarray):
         raise TypeError(f"model vector must be a numpy array, got {type(vec).__name__}")
     if vec.dtype != np.dtype("<f4") or vec.ndim != 1:
@@ -47,7 +53,6 @@ def model_digest(spec_id: bytes, vec: np.ndarray) -> bytes:
                          f"with shape {vec.shape}")
     if not vec.flags.c_contiguous:
         raise ValueError("model vector must be C-contiguous")
-    return payload_digest(spec_id, vec)
 
 
 def byte_view(data: Buffer) -> memoryview:

@@ -7,9 +7,11 @@ from functools import cached_property
 
 from dfl_ray.ledger.encoding import (
     MAX_U32,
+    FixedLayout,
     Reader,
     Writer,
     decoding,
+    remember,
     require_bytes,
     require_finite,
     require_uint,
@@ -21,6 +23,13 @@ from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, v
 RECEIPT_TAG = b"dfl/receipt/v1"
 
 _UNSIGNED = bytes(SIGNATURE_SIZE)
+
+# Every well-formed receipt has this one layout (175 bytes); the signature field (u32 prefix
+# + 64 bytes) ends it.
+_LAYOUT = FixedLayout(
+    RECEIPT_TAG, (DIGEST_SIZE, PUBLIC_KEY_SIZE, "f64", "f64", "u32", SIGNATURE_SIZE)
+)
+_SIGNATURE_FIELD = 4 + SIGNATURE_SIZE
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,10 @@ class Receipt:
     ) -> Receipt:
         """A receipt issued and signed by `identity`."""
         unsigned = cls(tx_id, identity.public_key, score, received_at, hop, _UNSIGNED)
-        return replace(unsigned, signature=identity.sign(unsigned.signing_bytes()))
+        signing = unsigned.signing_bytes()
+        receipt = replace(unsigned, signature=identity.sign(signing))
+        remember(receipt, _signing_bytes=signing)
+        return receipt
 
     def signing_bytes(self) -> bytes:
         return self._signing_bytes
@@ -74,11 +86,17 @@ class Receipt:
 
     @classmethod
     def decode(cls, data: bytes) -> Receipt:
-        r = Reader(data, RECEIPT_TAG)
-        fields = (r.blob(), r.blob(), r.f64(), r.f64(), r.u32(), r.blob())
-        r.finish()
+        """The receipt `data` encodes; it keeps `data` as its encoding (no re-encoding)."""
+        fields = _LAYOUT.unpack(data)
+        if fields is None:
+            r = Reader(data, RECEIPT_TAG)
+            fields = (r.blob(), r.blob(), r.f64(), r.f64(), r.u32(), r.blob())
+            r.finish()
+            data = r.data
         with decoding("receipt"):
-            return cls(*fields)
+            receipt = cls(*fields)  # type: ignore[arg-type]
+        remember(receipt, _encoded=data, _signing_bytes=data[:-_SIGNATURE_FIELD])
+        return receipt
 
     @cached_property
     def id(self) -> bytes:

@@ -10,6 +10,8 @@ from ledger_factories import Net
 
 from dfl_ray.ledger import (
     Block,
+    BlockEntry,
+    Claims,
     DecodeError,
     Genesis,
     Receipt,
@@ -23,6 +25,7 @@ from dfl_ray.ledger import (
     verify_block,
 )
 from dfl_ray.ledger.errors import REASONS, ChainError
+from dfl_ray.ledger.transaction import is_finite
 
 
 def test_genesis_round_trip_and_hash(net: Net) -> None:
@@ -341,3 +344,117 @@ def test_invalid_check_arguments_are_programming_errors(net: Net) -> None:
                           max_clock_skew=-1.0)
     with pytest.raises(ValueError, match="spec_id"):
         check_payload(tx, spec_id=b"", expected_size=net.size, vec=net.vector(1))
+
+
+# -- decoded objects keep their bytes; endorsing from the encoding ---------------------------
+
+
+def test_decoded_objects_keep_their_bytes(net: Net) -> None:
+    block = net.chain(1)[0]
+    tx = block.entries[0].tx
+    bare_tx = Transaction.create(
+        net.owner, genesis_hash=net.genesis.hash, seq=0, created_at=1.0, expires_at=2.0, ttl=1,
+        model_digest=b"\1" * 32, self_score=0.0, n_samples=0,
+    )  # fmt: skip
+    receipt = block.entries[0].receipts[0]
+    for obj in (tx, bare_tx, receipt, block):
+        data = obj.encode()
+        decoded = type(obj).decode(data)
+        assert decoded == obj and decoded.encode() == data
+        assert decoded.signing_bytes() == obj.signing_bytes()
+        assert data.startswith(decoded.signing_bytes())
+        for view in (bytearray(data), memoryview(data)):  # a copy of the input is kept as bytes
+            again = type(obj).decode(view)  # type: ignore[arg-type]
+            assert again == obj and type(again.encode()) is bytes and again.encode() == data
+    decoded_block = Block.decode(block.encode())
+    assert decoded_block.hash == block.hash
+    assert decoded_block.with_endorsements([]).hash == block.hash
+
+
+def test_transaction_id_of_its_encoding(net: Net) -> None:
+    tx = net.tx(4)
+    assert Transaction.id_of(tx.encode()) == tx.tx_id == Transaction.decode(tx.encode()).tx_id
+    with pytest.raises(DecodeError, match="expected bytes"):
+        Transaction.id_of(bytearray(tx.encode()))  # type: ignore[arg-type]
+
+
+def test_read_claims_match_the_decoded_block(net: Net) -> None:
+    block = net.chain(1, txs_per_block=3)[0]
+    data = block.encode()
+    for who in [*net.peers, net.owner, net.identity(9)]:
+        claims = Block.read_claims(data, who.public_key)
+        assert claims == Block.decode(data).claims(who.public_key) == block.claims(who.public_key)
+        assert claims.block_hash == block.hash
+    assert len(Block.read_claims(data, net.peers[0].public_key).receipts) == 3
+    assert Block.read_claims(data, net.owner.public_key).receipts == ()
+
+
+def test_endorse_from_claims_equals_endorse_of_the_block(net: Net) -> None:
+    block = net.chain(1)[0]
+    peer = net.peers[1]
+    issued = {r.id for r in block.receipts() if r.receiver == peer.public_key}
+    claims = Block.read_claims(block.encode(), peer.public_key)
+    assert endorse(peer, claims, issued) == endorse(peer, block, issued)
+
+
+def test_invalid_endorse_claims_of_a_receipt_never_issued(net: Net) -> None:
+    peer = net.peers[0]
+    block = net.chain(1)[0]
+    issued = {r.id for r in block.receipts() if r.receiver == peer.public_key}
+    data = block.encode()
+    with pytest.raises(ValidationError) as err:
+        endorse(peer, Block.read_claims(data, peer.public_key), issued - {next(iter(issued))})
+    assert err.value.reason == "bad_endorsement" and "never issued" in err.value.detail
+    # A receipt in the peer's name that the peer never signed (another key signed it).
+    tx = net.tx(7)
+    forged = replace(net.receipts(tx, [net.peers[1]])[0], receiver=peer.public_key)
+    forged_block = net.block(1, block.hash, [BlockEntry(tx, (forged,))], endorsed=False)
+    claims = Block.read_claims(forged_block.encode(), peer.public_key)
+    assert claims.receipts == (forged,)
+    with pytest.raises(ValidationError) as err:
+        endorse(peer, claims, issued)
+    assert err.value.reason == "bad_endorsement" and "never issued" in err.value.detail
+    with pytest.raises(ValidationError) as err:
+        endorse(net.identity(9), Block.read_claims(data, net.identity(9).public_key), set())
+    assert err.value.reason == "bad_endorsement" and "no receipt" in err.value.detail
+
+
+def test_invalid_claims_on_another_signer(net: Net) -> None:
+    block = net.chain(1)[0]
+    claims = Block.read_claims(block.encode(), net.peers[0].public_key)
+    with pytest.raises(ValueError, match="another signer"):
+        endorse(net.peers[1], claims, set())
+    with pytest.raises(TypeError, match="naming the signer"):
+        Claims(block.hash, net.peers[1].public_key, claims.receipts)
+
+
+# -- finiteness without a temporary array ------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("position", [0, 1, 7, 8, 15, 16, 515, 1029, 1030])
+def test_invalid_non_finite_value_at_any_position(bad: float, position: int) -> None:
+    # 1031 values: SIMD reductions take blocks of 4, 8 or 16 lanes plus a tail, so these
+    # positions hit the first lane, lane boundaries, the middle and the scalar tail.
+    vec = np.random.default_rng(position).standard_normal(1031).astype(np.float32)
+    assert is_finite(vec)
+    vec[position] = bad
+    assert not is_finite(vec)
+    assert not bool(np.isfinite(vec).all())  # the reference it replaces agrees
+
+
+def test_is_finite_accepts_extreme_finite_values() -> None:
+    info = np.finfo(np.float32)
+    vec = np.array([info.max, -info.max, info.tiny, info.smallest_subnormal, -0.0, 0.0],
+                   dtype=np.float32)
+    assert is_finite(vec)
+    assert is_finite(np.zeros(0, np.float32))
+    both = np.array([np.inf, -np.inf], dtype=np.float32)  # min and max both non-finite
+    assert not is_finite(both)
+
+
+def test_invalid_payload_non_finite_first_and_last(net: Net) -> None:
+    for position in (0, net.size - 1):
+        vec = net.vector(6).copy()
+        vec[position] = np.nan
+        assert _payload_reason(net, _signed_for(net, vec), vec) == "non_finite"
