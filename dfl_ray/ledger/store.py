@@ -7,6 +7,7 @@ Layout of a store folder:
   transactions), `issued_receipts` (receipts this node signed), `payloads` (which model payload
   files are kept, in put order), `meta` (owner key, schema version, retention).
 - `payloads/<hex digest>`: raw model bytes, written to a temporary file and renamed into place.
+  `payloads/.spare` is the file of a dropped payload, kept to be overwritten by the next one.
 - `lock`: held (flock) by the one process that has the store open for writing.
 
 Durability: WAL journal with `synchronous=NORMAL`. In WAL mode every commit is atomic whatever
@@ -38,7 +39,12 @@ from dfl_ray.ledger.block import Block, verify_block
 from dfl_ray.ledger.encoding import require_bytes, require_uint
 from dfl_ray.ledger.errors import DecodeError, StoreError, ValidationError
 from dfl_ray.ledger.genesis import Genesis
-from dfl_ray.ledger.hashing import DIGEST_SIZE, byte_view, model_digest, payload_digest
+from dfl_ray.ledger.hashing import (
+    DIGEST_SIZE,
+    byte_view,
+    payload_digest,
+    require_model_vector,
+)
 from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE
 from dfl_ray.ledger.receipt import Receipt
 from dfl_ray.ledger.transaction import Transaction
@@ -46,6 +52,7 @@ from dfl_ray.ledger.transaction import Transaction
 DB_NAME = "chain.sqlite"
 PAYLOAD_DIR = "payloads"
 LOCK_NAME = "lock"
+SPARE_NAME = ".spare"
 SCHEMA_VERSION = 1
 WRITER_CACHE_KIB = 256
 
@@ -471,12 +478,17 @@ class ChainStore:
             )
             return cur.rowcount == 1
 
-    def append_block(self, block: Block) -> None:
+    def append_block(self, block: Block, *, verified: bool = False) -> None:
         """Verify `block` as the next block of this chain and store it, atomically.
 
         Besides `verify_block` against the tip: the creator must be the owner, and no seq may
         already be sealed in an earlier block or belong to another stored own transaction.
         Transactions of the block become sealed (no longer pending).
+
+        `verified=True`: the caller made or checked every signature in the block itself (the
+        owner sealing its own transactions with receipts this store holds, which were verified
+        when they were added, and endorsements it has just verified), so the Ed25519 checks
+        are not repeated; every other check still runs.
         """
         if not isinstance(block, Block):
             raise TypeError(f"expected a Block, got {type(block).__name__}")
@@ -488,6 +500,7 @@ class ChainStore:
                 genesis_hash=self._genesis.hash,
                 prev_hash=self.tip_hash,
                 height=self.height + 1,
+                signatures_checked=verified,
             )
             for entry in block.entries:
                 self._check_sealable(entry.tx)
@@ -504,19 +517,23 @@ class ChainStore:
                         (tx.tx_id, tx.seq, block.height, tx.encode()),
                     )
 
-    def put_payload(self, digest: bytes, data: PayloadData) -> None:
+    def put_payload(self, digest: bytes, data: PayloadData, *, verified: bool = False) -> None:
         """Keep a model payload under its digest (a float32 vector or its raw bytes).
 
         The data must hash to `digest` under this network's model spec (`digest_mismatch`
         otherwise). With `keep_payloads=K`, the oldest payloads beyond the last K are removed;
         with K = 0 the payload is checked and nothing is written at all.
+
+        `verified=True`: the caller has just computed `digest` from these very bytes with this
+        network's model spec (a node publishing its model), so they are not hashed again.
         """
         require_bytes("digest", digest, (DIGEST_SIZE,))
         spec_id = self._genesis.model_spec_id
         if isinstance(data, np.ndarray):
-            got = model_digest(spec_id, data)
+            require_model_vector(data)
+            got = digest if verified else payload_digest(spec_id, data)
         elif isinstance(data, bytes | bytearray | memoryview):
-            got = payload_digest(spec_id, data)
+            got = digest if verified else payload_digest(spec_id, data)
         else:
             raise TypeError(f"payload must be a numpy array or bytes, got {type(data).__name__}")
         if got != digest:
@@ -625,7 +642,17 @@ class ChainStore:
         for digest in digests:
             listed = self._conn.execute("SELECT 1 FROM payloads WHERE digest = ?", (digest,))
             if listed.fetchone() is None:
-                (self._folder / PAYLOAD_DIR / digest.hex()).unlink(missing_ok=True)
+                self._discard_payload_file(self._folder / PAYLOAD_DIR / digest.hex())
+
+    def _discard_payload_file(self, path: Path) -> None:
+        spare = path.with_name(SPARE_NAME)
+        if not spare.exists():
+            # Kept for the next payload to overwrite: rewriting pages the file already has
+            # costs half as much as freeing them here and allocating new ones for a new file.
+            with suppress(FileNotFoundError):
+                os.replace(path, spare)
+                return
+        path.unlink(missing_ok=True)
 
     def _write_payload_file(self, digest: bytes, data: PayloadData) -> None:
         final = self._folder / PAYLOAD_DIR / digest.hex()
@@ -635,14 +662,24 @@ class ChainStore:
             existing = final.read_bytes()
             if payload_digest(self._genesis.model_spec_id, existing) == digest:
                 return
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.{next(self._tmp_counter)}.tmp")
+        view = byte_view(data)
+        spare = final.with_name(SPARE_NAME)
         try:
-            with open(tmp, "xb") as out:
-                out.write(byte_view(data))
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            # The spare is an unlisted dot file, which nothing reads as a payload: a write torn
+            # here is never trusted, and the rename publishes the file whole.
+            with open(spare, "r+b") as out:
+                out.write(view)
+                out.truncate()
+            os.replace(spare, final)
+        except FileNotFoundError:
+            tmp = final.with_name(f".{final.name}.{os.getpid()}.{next(self._tmp_counter)}.tmp")
+            try:
+                with open(tmp, "xb") as out:
+                    out.write(view)
+                os.replace(tmp, final)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         self._effects[-1].created.append(final)
 
 

@@ -245,6 +245,37 @@ def test_invalid_blocks_are_not_stored(filled: ChainStore, net: Net, state: Stat
     assert filled.height == 1
 
 
+def test_invalid_blocks_with_trusted_signatures_still_checked(filled: ChainStore, net: Net,
+                                                            state: State) -> None:
+    # verified=True spares only the Ed25519 checks: every other rejection still happens.
+    good = _next_block(net, filled)
+    tx2 = net.tx(2)
+    twice = net.receipts(tx2, [net.peers[0]])[0]
+    outsider = net.identity(9)
+    cases: dict[str, Block] = {
+        "wrong_genesis": _next_block(net, filled, genesis_hash=b"\x09" * 32),
+        "bad_height": _next_block(net, filled, height=2),
+        "broken_link": _next_block(net, filled, prev_hash=b"\x07" * 32),
+        "wrong_creator": _next_block(net, filled, creator=net.peers[0]),
+        "wrong_creator ": _next_block(net, filled, entries=[
+            BlockEntry(net.tx(2, creator=net.peers[0]), ())]),
+        "bad_receipt": _next_block(net, filled, entries=[
+            BlockEntry(tx2, (net.receipts(net.tx(3))[0],))]),
+        "bad_receipt ": _next_block(net, filled, entries=[BlockEntry(tx2, (twice, twice))]),
+        "replayed_seq": _next_block(net, filled, entries=[net.entry(1)]),
+        "replayed_seq ": _next_block(net, filled, entries=[net.entry(3), net.entry(3)]),
+        "bad_endorsement": good.with_endorsements([Endorsement(
+            outsider.public_key, outsider.sign(endorsement_message(good.hash)))]),
+    }
+    for expected, block in cases.items():
+        reason = _rejected(
+            filled, state, lambda block=block: filled.append_block(block, verified=True)
+        )
+        assert reason == expected.strip(), expected
+    filled.append_block(good, verified=True)
+    assert filled.height == 1 and filled.tip() == good
+
+
 def test_batch_commits_once_and_is_invisible_until_then(filled: ChainStore, net: Net) -> None:
     reader = sqlite3.connect(filled.path / "chain.sqlite")
     count = "SELECT COUNT(*) FROM own_txs"
@@ -323,5 +354,7 @@ def test_retention_keeps_the_last_k_payloads(tmp_path: Path, net: Net) -> None:
         s.put_payload(digests[3], net.vector(3))  # re-putting refreshes, so 4 is now oldest
         s.put_payload(model_digest(net.spec_id, net.vector(9)), net.vector(9))
         kept = sorted(p.name for p in (s.path / "payloads").iterdir())
-        assert kept == sorted([digests[3].hex(), model_digest(net.spec_id, net.vector(9)).hex()])
+        # One dropped payload's file stays as the unlisted spare the next payload overwrites.
+        assert kept == sorted([".spare", digests[3].hex(),
+                               model_digest(net.spec_id, net.vector(9)).hex()])
         assert s.get_payload(digests[0]) is None and s.get_payload(digests[3]) is not None
