@@ -253,7 +253,7 @@ class DFLNode:
                 with self.store.batch():
                     self.store.add_own_transaction(tx, verified=True)  # signed just above
                     if self.store.keep_payloads != 0:
-                        self.store.put_payload(digest, vec)
+                        self.store.put_payload(digest, vec, verified=True)  # hashed just above
             self._forget_expired(now)
         self.seq += 1
         self.last_digest = digest
@@ -327,13 +327,14 @@ class DFLNode:
         """Spec 5.3: dedup, then genesis, signature, time, replay, digest, shape/dtype, finiteness."""
         with self.timer.time("ledger"):
             try:
+                # A duplicate is dropped on the id alone; decoding waits for a new transaction.
+                tx_id = Transaction.id_of(msg.header)
+                if tx_id in self.seen:
+                    self.counters["duplicates"] += 1
+                    return
                 tx = Transaction.decode(msg.header)
             except DecodeError:
                 self.rejected["malformed"] += 1
-                return
-            tx_id = tx.tx_id
-            if tx_id in self.seen:
-                self.counters["duplicates"] += 1
                 return
             try:
                 check_transaction(
@@ -480,17 +481,20 @@ class DFLNode:
         """Endorse a peer's block if every receipt it attributes to us is one we really issued."""
         with self.timer.time("ledger"):
             try:
-                block = Block.decode(msg.block)
+                # Only the receipts naming this node are decoded: they are all it vouches for.
+                claims = Block.read_claims(msg.block, self.identity.public_key)
             except DecodeError:
                 self.rejected["malformed"] += 1
                 return
             issued = self.store.issued_receipt_ids() if self.store is not None else set()
             try:
-                endorsement = endorse(self.identity, block, issued)
-                reply = EndorseReply(block.hash, endorsement.signer, endorsement.signature)
+                endorsement = endorse(self.identity, claims, issued)
+                reply = EndorseReply(claims.block_hash, endorsement.signer, endorsement.signature)
             except ValidationError as err:
                 self.rejected[err.reason] += 1
-                reply = EndorseReply(block.hash, self.identity.public_key, None, err.reason)
+                reply = EndorseReply(
+                    claims.block_hash, self.identity.public_key, None, err.reason
+                )
         with self.timer.time("transport"):
             self.transport.send(msg.requester, reply)
 
@@ -526,7 +530,11 @@ class DFLNode:
         with self.timer.time("ledger"):
             endorsements = tuple(sorted(self.endorsements, key=lambda e: e.signer))
             try:
-                self.store.append_block(self.candidate.with_endorsements(endorsements))
+                # Every signature in it was made or verified by this node: its own, its
+                # transactions', the receipts' when they were stored, the endorsements' on reply.
+                self.store.append_block(
+                    self.candidate.with_endorsements(endorsements), verified=True
+                )
                 self.counters["blocks"] += 1
             except LedgerError as err:  # the store is unchanged; count it and move on
                 self.rejected[f"own_block_{getattr(err, 'reason', 'rejected')}"] += 1
