@@ -63,6 +63,8 @@ def byte_view(data: Buffer) -> memoryview:
     # The blake3 binding accepts only byte-formatted buffers; casting a memoryview re-labels
     # the same memory (it refuses non-contiguous input instead of copying it).
     view = data.data if isinstance(data, np.ndarray) else memoryview(data)
+    if not view.c_contiguous:
+        raise ValueError("cannot hash a non-contiguous buffer in place")
     if view.format == "B" and view.ndim == 1:
         return view
     try:

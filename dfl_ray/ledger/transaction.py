@@ -158,11 +158,14 @@ class Transaction:
 
         Encodings are canonical, so whenever `data` decodes this equals `decode(data).tx_id`;
         gossip drops a duplicate on it before paying for a decode. Raises `DecodeError` only
-        for input that is not bytes.
+        for input that `decode` would refuse whatever its content: not a contiguous buffer.
         """
-        if not isinstance(data, bytes):
+        if not isinstance(data, bytes | bytearray | memoryview):
             raise DecodeError(f"expected bytes to decode, got {type(data).__name__}")
-        return digest(data)
+        try:
+            return digest(data)
+        except ValueError as err:
+            raise DecodeError(f"input is not a contiguous byte buffer: {err}") from err
 
     @cached_property
     def tx_id(self) -> bytes:

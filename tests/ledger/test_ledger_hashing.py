@@ -64,3 +64,10 @@ def test_invalid_model_vector(bad: np.ndarray) -> None:
 def test_invalid_spec_id_length() -> None:
     with pytest.raises(ValueError, match="spec_id must be 32 bytes"):
         model_digest(b"short", np.zeros(4, dtype=np.float32))
+
+
+def test_invalid_non_contiguous_byte_buffer() -> None:
+    strided = memoryview(bytes(range(64)))[::2]  # 1-D bytes, but every other one
+    with pytest.raises(ValueError, match="non-contiguous"):
+        digest(strided)
+    assert digest(memoryview(bytes(range(64)))[::2].tobytes()) == digest(bytes(range(0, 64, 2)))

@@ -374,8 +374,14 @@ def test_decoded_objects_keep_their_bytes(net: Net) -> None:
 def test_transaction_id_of_its_encoding(net: Net) -> None:
     tx = net.tx(4)
     assert Transaction.id_of(tx.encode()) == tx.tx_id == Transaction.decode(tx.encode()).tx_id
+    assert Transaction.id_of(bytearray(tx.encode())) == tx.tx_id  # type: ignore[arg-type]
     with pytest.raises(DecodeError, match="expected bytes"):
-        Transaction.id_of(bytearray(tx.encode()))  # type: ignore[arg-type]
+        Transaction.id_of("text")  # type: ignore[arg-type]
+    strided = memoryview(tx.encode() * 2)[::2]
+    with pytest.raises(DecodeError, match="contiguous"):
+        Transaction.id_of(strided)  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="contiguous"):
+        Transaction.decode(strided)  # type: ignore[arg-type]
 
 
 def test_read_claims_match_the_decoded_block(net: Net) -> None:
