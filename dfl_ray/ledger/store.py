@@ -164,6 +164,9 @@ class ChainStore:
     just verified a receipt itself (the receive path), or that signed the record itself (its
     own transactions and the receipts it issues), passes `verified=True` so the Ed25519 check
     runs once, not twice; the remaining checks (owner, genesis, known transaction) always run.
+    The same holds for a block the owner seals from records it verified when it stored them,
+    and for a payload whose digest the caller has just computed. `verify_chain` trusts none of
+    this and checks every signature and payload again.
     """
 
     def __init__(
