@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dfl_ray.attacks import Attack
-from dfl_ray.defense import AggregationInput, get_rule
+from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base
 from dfl_ray.ledger import (
     Block,
     ChainStore,
@@ -136,13 +136,15 @@ class DFLNode:
         self.attack = attack
         self.clock = clock
         self.rule = get_rule(params.rule)
+        self.rule_uses_base = rule_uses_base(params.rule, params.rule_params)
+        self.keeps_base = self.rule_uses_base or attack is not None
         self.rng = np.random.default_rng([params.seed, params.node_id])
         self.attack_rng = np.random.default_rng([params.seed, params.node_id, 1])
 
         self.seq = -1
         self.turn = 0
-        # Only attacks derive their model from the round's starting point; an honest node
-        # keeps no second copy of its model.
+        # The model before the latest local training: kept only for attacks (they publish a
+        # function of it) and rules that compare update directions; others keep no second copy.
         self.round_base: np.ndarray | None = None
         self.own_score = 0.0
         self.last_digest = b""
@@ -192,8 +194,8 @@ class DFLNode:
     # ----------------------------------------------------------------- local work
 
     def train(self) -> None:
-        """Local SGD on the node's shard (a free-rider skips it); attackers keep the round's start."""
-        if self.attack is not None:
+        """Local SGD on the node's shard (a free-rider skips it), keeping the start when needed."""
+        if self.keeps_base:
             self.round_base = model_to_vector(self.model)
         if self.attack is not None and not self.attack.trains:
             return
@@ -422,6 +424,7 @@ class DFLNode:
                 senders=tuple(c.hex() for c in creators),
                 scores=np.array([self.buffer[c].score for c in creators], dtype=np.float64),
                 reputations=self.reputations,
+                base=self.round_base if self.rule_uses_base else None,
             )
             result = self.rule(inp, self.params.rule_params)
             vector_to_model(result.model, self.model)

@@ -97,6 +97,22 @@ def test_training_changes_the_model_and_aggregation_moves_it(host: NodeHost) -> 
     assert not np.array_equal(trained, node.get_vector())
 
 
+def test_a_rule_reading_the_round_start_gets_the_model_before_training(tmp_path: Path) -> None:
+    config = small_config(defense={"rule": "dfl_guard", "buffer_size": 2,
+                                   "params": {"oppose": 0.4}})
+    host = local_host(config, tmp_path)
+    node = host.nodes[0]
+    before = node.get_vector()
+    host.begin_round(0)
+    assert node.round_base is not None and np.array_equal(node.round_base, before)
+    host.end_round(0)
+    assert node.counters["aggregations"] == 1
+    # without the opposition test an honest node keeps no second copy of its model
+    plain = local_host(small_config(), tmp_path / "plain")
+    plain.begin_round(0)
+    assert plain.nodes[0].round_base is None
+
+
 def test_invalid_duplicate_is_dropped_silently(host: NodeHost) -> None:
     msgs = published(host)
     target = host.nodes[1]

@@ -69,6 +69,15 @@ def check_rule_params(name: str, params: Mapping[str, Any]) -> None:
         _PARAM_CHECKS[name](**params)
 
 
+def rule_uses_base(name: str, params: Mapping[str, Any]) -> bool:
+    """Whether rule `name` with `params` reads `AggregationInput.base` (the round-start model).
+
+    Nodes keep no second copy of their model unless their rule reads it.
+    """
+    _get(name)
+    return name == "dfl_guard" and float(params.get("oppose", 1.0)) < 1.0
+
+
 def get_rule(name: str) -> Callable[[AggregationInput, Mapping[str, Any]], AggregationResult]:
     """Rule `name` as a function of (input, parameter mapping); raises ValueError if unknown."""
     rule = _get(name)
@@ -98,5 +107,6 @@ __all__ = [
     "median",
     "multi_krum",
     "rule_params",
+    "rule_uses_base",
     "trimmed_mean",
 ]

@@ -28,6 +28,11 @@ class AggregationInput:
     """float64 [k]: this node's accuracy of each received model on its validation data, in [0, 1]."""
     reputations: Mapping[str, float]
     """Current reputation per sender, in [0, 1]; a missing sender has the rule's initial value."""
+    base: np.ndarray | None = None
+    """float32 [d] or None: this node's model at the start of the round, before its local training.
+
+    Rules that compare update directions (model minus base) need it; the others ignore it.
+    """
 
     def __post_init__(self) -> None:
         own, models, scores = self.own, self.models, self.scores
@@ -59,6 +64,14 @@ class AggregationInput:
             if not isinstance(sender, str) or not _is_unit(value):
                 raise ValueError(f"reputations must map sender strings to values in [0, 1], "
                                  f"got {sender!r}: {value!r}")
+        if self.base is not None and (
+            not isinstance(self.base, np.ndarray) or self.base.dtype != np.float32
+            or self.base.shape != own.shape
+        ):
+            raise ValueError(f"base must be a float32 array shaped like own {own.shape}, "
+                             f"got {_describe(self.base)}")
+        if self.base is not None and not np.isfinite(self.base).all():
+            raise ValueError("base contains NaN or infinite values")
         if not np.isfinite(own).all():
             raise ValueError("own contains NaN or infinite values")
         if not np.isfinite(models).all():

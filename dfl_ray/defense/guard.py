@@ -18,21 +18,38 @@ receiver's own model, whereas a random, noisy or boosted model lies tens of upda
    Jaggi, "Learning from History for Byzantine Robust Optimization", ICML 2021), so no single
    accepted model can move the result far; honest models of nodes with large shards are left whole
    because clip is well above the median distance;
-3. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average), with
-   q = 1 for an accepted model scoring at least s_med - margin, where s_med is the median score of
-   the accepted received models this round, and q = 0 otherwise. Nobody is penalised for merely
-   being the lowest of a good lot, one bad round is forgotten, and the wide margin keeps
-   label-skewed honest peers trusted (early on they all score low on my data, together) while a
-   model that keeps scoring far below the rest (label flipping) sinks below `floor` over rounds;
-4. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the accepted models whose
-   reputation is at least `floor` (trust-weighted averaging as in FLTrust, Cao et al., NDSS 2021,
-   with the trust earned over rounds instead of from a root data set).
+3. opposition (optional, off by default): with the round-start model b
+   (`AggregationInput.base`), u_i = m_i - b is the update a sender proposes and u = w - b my own.
+   A sign-flipped update lies at an ordinary distance, so gating cannot see it, but it points
+   against the updates of honest nodes that hold the same labels. With `oppose` < 1, a model
+   whose update has cosine below -oppose with my own update counts for nothing this round.
+   Measured on MNIST, 10 nodes, three sign-flippers, from round 5 on: on Dirichlet(0.1) shards
+   the 10th percentile of that cosine is -0.2 to -0.26 for honest senders and -0.66 to -0.69 for
+   sign-flippers, and oppose = 0.4 lifted the honest accuracy after 40 rounds from 0.70 to 0.87
+   at no cost without attack (0.25 cost 6 points). On 2-labels-per-node shards honest updates
+   oppose each other almost as much (10th percentile -0.57); there the test split the honest
+   nodes apart (0.77 instead of 0.91 after 30 rounds without attack), which is why it is off by
+   default. Receivers that hold none of a sign-flipper's labels cannot see it this way at all.
+   The cosine is taken on `coords` coordinates drawn afresh each aggregation (a seed from the
+   own model, which no sender knows before it publishes), so it costs well under a millisecond;
+4. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average), with
+   q = 1 for a model that passed the distance and opposition tests (and, when `margin` < 1,
+   scores at least s_med - margin, s_med the median score of the accepted received models),
+   q = 0 otherwise. Nobody is penalised for merely being the lowest of a good lot, one bad round
+   is forgotten, and a sender that keeps failing sinks below `floor` over rounds. The score test
+   is off by default: under label skew honest peers' scores on my data spread over most of
+   [0, 1], and on Dirichlet(0.1) shards the test cost 1.3 points of final accuracy;
+5. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that pass
+   this round and whose reputation is at least `floor` (trust-weighted averaging as in FLTrust,
+   Cao et al., NDSS 2021, with the trust earned over rounds instead of from a root data set).
 
 With no attacker in the buffer this is close to a plain average of the own and received models,
 which is what makes it as accurate as FedAvg on non-IID shards.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
@@ -41,8 +58,9 @@ from dfl_ray.defense.base import AggregationInput, AggregationResult, check_numb
 
 
 def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float = 0.3,
-                           margin: float = 0.4, initial: float = 1.0, floor: float = 0.3,
-                           own_weight: float = 1.0) -> None:
+                           margin: float = 1.0, initial: float = 1.0, floor: float = 0.3,
+                           own_weight: float = 1.0, oppose: float = 1.0,
+                           coords: int = 32768) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("gate", gate, 0.0, allow_inf=True)
     check_number("clip", clip, 0.0, allow_inf=True)
@@ -51,11 +69,16 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     check_number("initial", initial, 0.0, 1.0)
     check_number("floor", floor, 0.0, 1.0)
     check_number("own_weight", own_weight, 0.0, low_open=True)
+    check_number("oppose", oppose, 0.0, 1.0)
+    if isinstance(coords, bool) or not isinstance(coords, int | float) or coords != int(coords) \
+            or coords < 0:
+        raise ValueError(f"coords must be a whole number >= 0 (0: all coordinates), got {coords!r}")
 
 
 def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, beta: float = 0.3,
-              margin: float = 0.4, initial: float = 1.0, floor: float = 0.3,
-              own_weight: float = 1.0) -> AggregationResult:
+              margin: float = 1.0, initial: float = 1.0, floor: float = 0.3,
+              own_weight: float = 1.0, oppose: float = 1.0,
+              coords: int = 32768) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -63,13 +86,17 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     clip: pull accepted models to within clip * D of the own model; math.inf disables clipping.
     beta: reputation learning rate in (0, 1]; a single bad round costs beta of the reputation and
         each good round after it recovers the factor (1 - beta) of the loss.
-    margin: a model scoring more than `margin` below the round's median score observes q = 0.
+    margin: a model scoring more than `margin` below the round's median score observes q = 0
+        (1, the default, turns the score test off: accuracies lie in [0, 1]).
     initial: reputation of a sender seen for the first time.
     floor: accepted models whose updated reputation is below it get weight 0.
     own_weight: weight of the own model (a fully trusted peer has weight 1).
+    oppose: a model whose update has cosine below -oppose with the own update counts for nothing
+        this round (needs `inp.base`; 1, the default, turns the test off).
+    coords: coordinates sampled for that cosine (0: all of them).
     """
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
-                           floor=floor, own_weight=own_weight)
+                           floor=floor, own_weight=own_weight, oppose=oppose, coords=coords)
     own, models, k = inp.own, inp.models, inp.k
     dist = distances_to(models, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -79,6 +106,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     # The own score is left out of the reference: under label skew the own model, trained on the
     # very data it is scored on, scores far above every honest peer.
     reference = float(np.median(inp.scores[accepted])) if accepted.any() else inp.own_score
+    if inp.base is not None and oppose < 1.0:
+        accepted &= own_update_cosines(inp, int(coords)) >= -oppose
     observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
     reputation = (1.0 - beta) * prior + beta * observed
     weights = np.where(accepted & (reputation >= floor), reputation, 0.0)
@@ -95,3 +124,27 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
     return AggregationResult(model.astype(np.float32, copy=False), reputations, shares)
+
+
+def own_update_cosines(inp: AggregationInput, coords: int) -> np.ndarray:
+    """float64 [k]: cosine of each received update m_i - base with the own update own - base.
+
+    Taken on `coords` coordinates (0 or >= d: all of them) drawn with a seed from the own model,
+    which no sender knows before it publishes. A zero update has cosine 0.
+    """
+    if inp.base is None:
+        raise ValueError("own_update_cosines needs AggregationInput.base")
+    d = inp.own.shape[0]
+    if 0 < coords < d:
+        seed = int.from_bytes(hashlib.blake2b(inp.own[:4096].tobytes(), digest_size=8).digest(),
+                              "little")
+        idx = np.sort(np.random.default_rng(seed).choice(d, size=coords, replace=False))
+        base, own, models = inp.base[idx], inp.own[idx], inp.models[:, idx]
+    else:
+        base, own, models = inp.base, inp.own, inp.models
+    updates = models - base
+    mine = own - base
+    products = updates @ mine
+    norms = np.linalg.norm(updates, axis=1) * float(np.linalg.norm(mine))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norms > 0.0, products / norms, 0.0).astype(np.float64)

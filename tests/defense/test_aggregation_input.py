@@ -54,6 +54,9 @@ def test_valid_input_accepts_read_only_models() -> None:
         ({"reputations": [("a", 1.0)]}, "reputations"),
         ({"own": np.array([0, 0, np.inf, 0], dtype=np.float32)}, "own"),
         ({"models": np.array([[0, 0, 0, 0], [0, np.nan, 0, 0]], dtype=np.float32)}, "rows [1]"),
+        ({"base": np.zeros(5, dtype=np.float32)}, "base"),
+        ({"base": np.zeros(4, dtype=np.float64)}, "base"),
+        ({"base": np.array([0, np.nan, 0, 0], dtype=np.float32)}, "base"),
     ],
 )
 def test_invalid_input_names_the_field(changes: dict[str, object], field: str) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfl_ray.defense import AggregationInput, get_rule
-from dfl_ray.defense.guard import dfl_guard
+from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base
+from dfl_ray.defense.guard import dfl_guard, own_update_cosines
 
 RNG = np.random.default_rng(7)
 D = 40
 
 
 def make_input(models: np.ndarray, scores: list[float], reps: dict[str, float] | None = None,
-               own: np.ndarray | None = None) -> AggregationInput:
+               own: np.ndarray | None = None, base: np.ndarray | None = None) -> AggregationInput:
     k = len(models)
     return AggregationInput(
         own=(own if own is not None else np.zeros(D, dtype=np.float32)),
@@ -22,6 +22,7 @@ def make_input(models: np.ndarray, scores: list[float], reps: dict[str, float] |
         senders=tuple(f"n{i}" for i in range(k)),
         scores=np.array(scores, dtype=np.float64),
         reputations=reps or {},
+        base=base,
     )
 
 
@@ -62,7 +63,7 @@ def test_clipping_bounds_the_pull_of_an_accepted_model() -> None:
     assert not np.allclose(clipped.model, free.model)
 
 
-def test_honest_reputation_recovers_and_a_persistent_low_scorer_sinks() -> None:
+def test_with_the_score_test_on_a_persistent_low_scorer_sinks_and_honest_ones_recover() -> None:
     reps: dict[str, float] = {}
     weights = []
     for step in range(30):
@@ -71,11 +72,69 @@ def test_honest_reputation_recovers_and_a_persistent_low_scorer_sinks() -> None:
         scores = [0.8, 0.7, 0.75, 0.72, 0.05]
         if step == 3:
             scores[0] = 0.0
-        result = dfl_guard(make_input(models, scores, reps))
+        result = dfl_guard(make_input(models, scores, reps), margin=0.4)
         reps = result.reputations
         weights.append(result.weights)
     assert reps["n0"] > 0.99 and min(reps[f"n{i}"] for i in range(4)) > 0.99
     assert reps["n4"] < 0.01 and weights[-1][4] == 0.0
+
+
+def test_the_score_test_is_off_by_default() -> None:
+    result = dfl_guard(make_input(honest(5), [0.8, 0.7, 0.75, 0.72, 0.05]))
+    assert all(v == 1.0 for v in result.reputations.values())
+    assert np.all(result.weights > 0)
+
+
+def opposing_round(scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """base, own model, received models: 5 updates along the own one, the last 2 reversed."""
+    base = honest(1)[0]
+    step = honest(1)[0] * 0.1
+    # noise as large as the step keeps every model at a similar distance: gating passes them all
+    own = base + step + honest(1)[0] * 0.1
+    along = base + step + honest(4) * 0.1
+    reversed_ = base - scale * (step + honest(2) * 0.1)
+    return base, own, np.vstack([along, reversed_]).astype(np.float32)
+
+
+def test_rejects_updates_that_oppose_the_own_update() -> None:
+    base, own, models = opposing_round()
+    result = dfl_guard(make_input(models, [0.5] * 6, own=own, base=base), oppose=0.4)
+    assert np.all(result.weights[:4] > 0)
+    assert result.weights[4] == 0 and result.weights[5] == 0
+    assert result.reputations["n4"] < 1.0 and result.reputations["n0"] == 1.0
+
+
+def test_without_a_base_or_by_default_there_is_no_direction_test() -> None:
+    base, own, models = opposing_round()
+    assert np.all(dfl_guard(make_input(models, [0.5] * 6, own=own), oppose=0.4).weights > 0)
+    assert np.all(dfl_guard(make_input(models, [0.5] * 6, own=own, base=base)).weights > 0)
+
+
+def test_only_the_opposition_test_makes_a_node_keep_its_round_start() -> None:
+    assert rule_uses_base("dfl_guard", {"oppose": 0.4})
+    assert not rule_uses_base("dfl_guard", {})
+    assert not rule_uses_base("fedavg", {})
+    with pytest.raises(ValueError, match="unknown aggregation rule"):
+        rule_uses_base("nope", {})
+
+
+def test_sampled_cosines_track_the_exact_ones() -> None:
+    d = 20_000
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal(d).astype(np.float32)
+    step = rng.standard_normal(d).astype(np.float32) * 0.1
+    own = base + step
+    mix = np.array([1.0, 0.5, 0.0, -0.5, -1.0], dtype=np.float32)[:, None]
+    noise = rng.standard_normal((5, d)).astype(np.float32) * 0.1
+    models = (base + mix * step + noise).astype(np.float32)
+    inp = AggregationInput(own=own, own_score=0.5, models=models,
+                           senders=tuple(f"n{i}" for i in range(5)), scores=np.full(5, 0.5),
+                           reputations={}, base=base)
+    exact = own_update_cosines(inp, 0)
+    sampled = own_update_cosines(inp, 4_000)
+    assert exact[0] > 0.6 and exact[-1] < -0.6  # the cases differ clearly
+    np.testing.assert_allclose(sampled, exact, atol=0.05)
+    assert np.array_equal(sampled, own_update_cosines(inp, 4_000))  # same input, same sample
 
 
 def test_label_skewed_peers_scoring_low_together_are_not_penalised() -> None:
@@ -99,5 +158,9 @@ def test_invalid_parameter_is_named() -> None:
     inp = make_input(honest(2), [0.5, 0.5])
     with pytest.raises(ValueError, match="beta"):
         rule(inp, {"beta": 0.0})
+    with pytest.raises(ValueError, match="coords"):
+        rule(inp, {"coords": 2.5})
+    with pytest.raises(ValueError, match="oppose"):
+        rule(inp, {"oppose": 1.5})
     with pytest.raises(ValueError, match="no parameter 'radius'"):
         rule(inp, {"radius": 1.0})
