@@ -12,7 +12,7 @@ import pytest
 from dfl_ray.actors.host import NodeHost
 from dfl_ray.ledger import Transaction, model_digest, verify_chain
 from dfl_ray.messages import TxMessage
-from dfl_ray.node import DFLNode
+from dfl_ray.node import DFLNode, stack_rows
 from tests.helpers import local_host, small_config
 
 
@@ -191,3 +191,15 @@ def test_receipt_for_unknown_transaction_is_rejected(host: NodeHost) -> None:
     receipt_msg = next(m for d, m in host.transport.take_inbox() if d == 0)
     host.nodes[2].on_receipt(receipt_msg)  # node 2 never published that transaction
     assert host.nodes[2].rejected == {"unknown_tx": 1}
+
+
+def test_stack_rows_reuses_one_scratch_and_grows_when_needed() -> None:
+    rng = np.random.default_rng(0)
+    rows = [rng.standard_normal(16).astype(np.float32) for _ in range(3)]
+    first = stack_rows(rows)
+    assert np.array_equal(first, np.stack(rows))
+    again = stack_rows(rows[:2])
+    assert np.shares_memory(first, again)  # the same scratch, no new allocation
+    more = [rng.standard_normal(16).astype(np.float32) for _ in range(5)]
+    grown = stack_rows(more)
+    assert grown.shape == (5, 16) and np.array_equal(grown, np.stack(more))

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dfl_ray.ledger.transaction import is_finite
+
 
 @dataclass(frozen=True, eq=False)
 class AggregationInput:
@@ -70,11 +72,11 @@ class AggregationInput:
         ):
             raise ValueError(f"base must be a float32 array shaped like own {own.shape}, "
                              f"got {_describe(self.base)}")
-        if self.base is not None and not np.isfinite(self.base).all():
+        if self.base is not None and not is_finite(self.base):
             raise ValueError("base contains NaN or infinite values")
-        if not np.isfinite(own).all():
+        if not is_finite(own):
             raise ValueError("own contains NaN or infinite values")
-        if not np.isfinite(models).all():
+        if not is_finite(models):
             bad = sorted({int(i) for i in np.nonzero(~np.isfinite(models))[0]})
             raise ValueError(f"models contains NaN or infinite values in rows {bad}")
 
