@@ -101,6 +101,46 @@ def stack_rows(rows: list[np.ndarray]) -> np.ndarray:
     return np.stack(rows, out=buf[:k])
 
 
+class CheckMemo:
+    """Verdicts of receive checks on immutable inputs, shared by the nodes of one process.
+
+    Every node of a host receives the same transactions with the same payloads. Each still runs
+    every check of spec 5.3 in order against its own state (genesis, expiry, replay), but the
+    two verdicts that depend on the bytes alone are computed once per process: a transaction's
+    signature (keyed by its id, the hash of its whole signed encoding) and a payload's digest,
+    shape, dtype and finiteness (keyed by the payload handle, whose array is read-only, and the
+    digest the transaction claims). A node alone in its process gets a memo of its own, which
+    changes nothing. The host calls `forget` after each wave of deliveries, which bounds it.
+    """
+
+    def __init__(self) -> None:
+        self.signed_ids: set[bytes] = set()
+        # id(handle) -> (handle, claimed digest, error or None); the handle is held so that its
+        # id cannot be reused by another object while the entry lives.
+        self._payloads: dict[tuple[int, bytes], tuple[Any, ValidationError | None]] = {}
+
+    def check_payload(self, handle: Any, tx: Transaction, *, spec_id: bytes, expected_size: int,
+                      vec: np.ndarray) -> None:
+        """`check_payload` for the array behind `handle`, run once per (handle, claimed digest)."""
+        key = (id(handle), tx.model_digest)
+        entry = self._payloads.get(key)
+        if entry is None:
+            error: ValidationError | None = None
+            try:
+                check_payload(tx, spec_id=spec_id, expected_size=expected_size, vec=vec)
+            except ValidationError as err:
+                error = err
+            self._payloads[key] = (handle, error)
+        else:
+            error = entry[1]
+        if error is not None:
+            raise error
+
+    def forget(self) -> None:
+        self.signed_ids.clear()
+        self._payloads.clear()
+
+
 @dataclass
 class Buffered:
     vec: np.ndarray
@@ -131,6 +171,7 @@ class DFLNode:
         attack: Attack | None = None,
         scorer: nn.Module | None = None,
         clock: Callable[[], float] = time.time,
+        memo: CheckMemo | None = None,
     ) -> None:
         if spec.size != len(initial):
             raise ValueError(f"initial model has {len(initial)} values, spec needs {spec.size}")
@@ -155,6 +196,7 @@ class DFLNode:
         self.store = store
         self.attack = attack
         self.clock = clock
+        self.memo = memo if memo is not None else CheckMemo()
         self.rule = get_rule(params.rule)
         self.rule_uses_base = rule_uses_base(params.rule, params.rule_params)
         self.keeps_base = self.rule_uses_base or attack is not None
@@ -365,6 +407,7 @@ class DFLNode:
                     now=self.clock(),
                     last_seq=self.last_seq.get(tx.creator),
                     max_clock_skew=self.params.max_clock_skew_s,
+                    signed_ids=self.memo.signed_ids,
                 )
             except ValidationError as err:
                 self.rejected[err.reason] += 1
@@ -377,7 +420,9 @@ class DFLNode:
                 return
         with self.timer.time("ledger"):
             try:
-                check_payload(tx, spec_id=self.spec.id, expected_size=self.spec.size, vec=vec)
+                self.memo.check_payload(
+                    msg.payload, tx, spec_id=self.spec.id, expected_size=self.spec.size, vec=vec
+                )
             except ValidationError as err:
                 self.rejected[err.reason] += 1
                 return

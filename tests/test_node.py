@@ -203,3 +203,54 @@ def test_stack_rows_reuses_one_scratch_and_grows_when_needed() -> None:
     more = [rng.standard_normal(16).astype(np.float32) for _ in range(5)]
     grown = stack_rows(more)
     assert grown.shape == (5, 16) and np.array_equal(grown, np.stack(more))
+
+
+def test_nodes_of_one_process_verify_a_signature_and_a_payload_once(
+    host: NodeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dfl_ray.ledger.transaction as transaction
+
+    calls = {"verify": 0, "payload": 0}
+    real_verify, real_payload = transaction.verify_signature, transaction.check_payload
+
+    def counting_verify(*args: Any) -> bool:
+        calls["verify"] += 1
+        return real_verify(*args)
+
+    def counting_payload(*args: Any, **kwargs: Any) -> None:
+        calls["payload"] += 1
+        real_payload(*args, **kwargs)
+
+    monkeypatch.setattr(transaction, "verify_signature", counting_verify)
+    monkeypatch.setattr("dfl_ray.node.check_payload", counting_payload)
+    sender = host.nodes[0]
+    msg = forge(sender, sender.get_vector())
+    for node_id in (1, 2, 3):
+        host.nodes[node_id].on_transaction(msg)
+        assert host.nodes[node_id].counters["accepted"] == 1
+    assert calls == {"verify": 1, "payload": 1}
+    # each node still runs its own state checks: a replay is caught by every node
+    host.memo.forget()
+    again = forge(sender, sender.get_vector(), seq=0, self_score=0.4)  # a new tx, the same seq
+    for node_id in (1, 2):
+        host.nodes[node_id].on_transaction(again)
+        assert host.nodes[node_id].rejected == {"replayed_seq": 1}
+
+
+def test_a_cached_payload_verdict_is_per_claimed_digest(host: NodeHost) -> None:
+    sender = host.nodes[0]
+    vec = sender.get_vector()
+    good = forge(sender, vec)
+    host.nodes[1].on_transaction(good)
+    assert host.nodes[1].counters["accepted"] == 1
+    # the same payload handle under a transaction claiming another digest is checked anew
+    lying = forge(sender, vec, seq=sender.seq + 2, model_digest=b"\x05" * 32)
+    lying = TxMessage(lying.header, good.payload, 1, 0)
+    for node_id in (2, 3):
+        host.nodes[node_id].on_transaction(lying)
+        assert host.nodes[node_id].rejected == {"digest_mismatch": 1}
+    bad = vec.copy()
+    bad[3] = np.inf
+    for node_id in (2, 3):  # a failing verdict is shared too, with its reason
+        host.nodes[node_id].on_transaction(forge(sender, bad, seq=sender.seq + 3))
+    assert host.nodes[2].rejected["non_finite"] == 1 and host.nodes[3].rejected["non_finite"] == 1

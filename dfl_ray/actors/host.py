@@ -22,7 +22,7 @@ from dfl_ray.messages import Message
 from dfl_ray.models.flat import ModelSpec, as_tensor_readonly
 from dfl_ray.models.registry import build_model
 from dfl_ray.models.training import SGDSettings, steps_per_epoch
-from dfl_ray.node import DFLNode, NodeData, NodeParams
+from dfl_ray.node import CheckMemo, DFLNode, NodeData, NodeParams
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,8 @@ class NodeHost:
             n: node_identity(self.network_id, cfg.experiment.seed, n) for n in setup.node_ids
         }
         self.transport = HostTransport(set(setup.node_ids))
+        # The nodes of this process verify each signature and payload once between them.
+        self.memo = CheckMemo()
         self.nodes: dict[int, DFLNode] = {}
         self.peer_hosts: dict[int, Any] = {}
         self.host_of: dict[int, int] = {}
@@ -184,6 +186,7 @@ class NodeHost:
                 store=store,
                 attack=attack,
                 scorer=scorer,
+                memo=self.memo,
             )
             self.rounds_done[n] = 0
         self.host_of = dict(host_of or {})
@@ -210,6 +213,7 @@ class NodeHost:
             for dest, messages in by_dest.items():
                 self.nodes[dest].on_messages(messages)
         self.transport.forget_fetched()
+        self.memo.forget()
         return self.transport.take_outbox()
 
     def begin_round(self, round_index: int) -> list[tuple[int, Message]]:

@@ -7,6 +7,7 @@ checks first, then the payload, so a bad transaction costs as little as possible
 
 from __future__ import annotations
 
+from collections.abc import MutableSet
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -187,12 +188,18 @@ def check_transaction(
     now: float,
     last_seq: int | None,
     max_clock_skew: float = 5.0,
+    signed_ids: MutableSet[bytes] | None = None,
 ) -> None:
     """Receive checks on a transaction header, in order; raises the first failure, changes nothing.
 
     Order: wrong genesis, bad signature, expired (`now > expires_at`) or from the future
     (`created_at > now + max_clock_skew`), replayed seq (`seq <= last_seq`, the highest seq
     accepted from this creator so far, None if none).
+
+    `signed_ids`, when given, holds ids of transactions whose signature already verified: the
+    signature check is skipped for them and a newly verified id is added. Sound because
+    `tx_id` is the hash of the whole signed encoding, so one id means the same bytes and the
+    same verdict; nodes that share a process share one set and verify each signature once.
     """
     require_bytes("genesis_hash", genesis_hash, (DIGEST_SIZE,))
     require_finite("now", now)
@@ -206,7 +213,10 @@ def check_transaction(
             "wrong_genesis", f"transaction genesis {tx.genesis_hash.hex()[:16]}.. is not "
             f"{genesis_hash.hex()[:16]}.."
         )
-    tx.verify()
+    if signed_ids is None or tx.tx_id not in signed_ids:
+        tx.verify()
+        if signed_ids is not None:
+            signed_ids.add(tx.tx_id)
     if now > tx.expires_at:
         raise ValidationError(
             "expired", f"transaction expired at {tx.expires_at:.3f}, now is {now:.3f}"

@@ -160,6 +160,24 @@ def test_invalid_transaction_bad_signature(net: Net) -> None:
     assert err.value.reason == "bad_signature"
 
 
+def test_shared_signature_verdicts_are_keyed_by_the_whole_signed_encoding(net: Net) -> None:
+    signed: set[bytes] = set()
+    tx = net.tx(1)
+    check_transaction(tx, genesis_hash=net.genesis.hash, now=net.now + 1, last_seq=None,
+                      signed_ids=signed)
+    assert signed == {tx.tx_id}
+    forged = replace(tx, self_score=0.99)  # same signature, other content: another id
+    assert forged.tx_id not in signed
+    with pytest.raises(ValidationError) as err:
+        check_transaction(forged, genesis_hash=net.genesis.hash, now=net.now + 1,
+                          last_seq=None, signed_ids=signed)
+    assert err.value.reason == "bad_signature" and signed == {tx.tx_id}
+    with pytest.raises(ValidationError) as err:  # the later checks still run for a known id
+        check_transaction(tx, genesis_hash=net.genesis.hash, now=net.now + 1, last_seq=1,
+                          signed_ids=signed)
+    assert err.value.reason == "replayed_seq"
+
+
 def test_invalid_transaction_expired(net: Net) -> None:
     tx = net.tx(1)
     with pytest.raises(ValidationError) as err:
