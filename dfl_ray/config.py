@@ -492,6 +492,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, base: Config | None = 
     for section in SECTIONS:
         group = parser.add_argument_group(f"{section} options")
         cls = SECTIONS[section]
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             dotted = f"{section}.{f.name}"
             default = getattr(getattr(base, section), f.name)
@@ -499,12 +500,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, base: Config | None = 
             names = [f"--{dotted}"]
             if dotted in by_target:
                 names.insert(0, f"--{by_target[dotted]}")
+            # A yes/no option works as a bare switch too: `--overwrite` means `--overwrite true`.
+            switch: dict[str, Any] = {"nargs": "?", "const": "true"} if hints[f.name] is bool else {}
             group.add_argument(
                 *names,
                 dest=dotted,
                 default=argparse.SUPPRESS,
                 metavar="V",
                 help=f"{doc} (default: {_show_default(default)})".strip(),
+                **switch,
             )
 
 

@@ -40,6 +40,14 @@ def test_flags_and_aliases_override_defaults() -> None:
     assert dict(cfg.attack.params) == {"scale": 2.0}
 
 
+def test_yes_no_options_work_as_bare_switches() -> None:
+    assert parse(["--overwrite"]).experiment.overwrite is True
+    assert parse(["--overwrite", "false", "--seed", "3"]).experiment.overwrite is False
+    assert parse(["--experiment.progress", "--seed", "3"]).experiment.progress is True
+    with pytest.raises(ConfigError, match="experiment.overwrite"):
+        parse(["--overwrite", "maybe"])
+
+
 def test_yaml_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  partition: iid\nexperiment:\n  rounds: 7\n")
