@@ -490,6 +490,8 @@ class DFLNode:
                 scores=np.array([self.buffer[c].score for c in creators], dtype=np.float64),
                 reputations=self.reputations,
                 base=self.round_base if self.rule_uses_base else None,
+                # Every buffered row passed check_payload (finiteness included) on receipt.
+                checked_rows=True,
             )
             result = self.rule(inp, self.params.rule_params)
             vector_to_model(result.model, self.model)

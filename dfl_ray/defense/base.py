@@ -35,6 +35,14 @@ class AggregationInput:
 
     Rules that compare update directions (model minus base) need it; the others ignore it.
     """
+    checked_rows: bool = False
+    """True when every row of `models` is known finite already, so construction skips only
+    the finiteness scan of `models` (every other check still runs).
+
+    A node buffers a received model only after `check_payload` found it finite on receipt,
+    and rows are read-only from then on; scanning them again costs about 1 ms per
+    aggregation of eight LeNets. Anyone else leaves it False.
+    """
 
     def __post_init__(self) -> None:
         own, models, scores = self.own, self.models, self.scores
@@ -76,7 +84,9 @@ class AggregationInput:
             raise ValueError("base contains NaN or infinite values")
         if not is_finite(own):
             raise ValueError("own contains NaN or infinite values")
-        if not is_finite(models):
+        if not isinstance(self.checked_rows, bool):
+            raise ValueError(f"checked_rows must be a bool, got {_describe(self.checked_rows)}")
+        if not self.checked_rows and not is_finite(models):
             bad = sorted({int(i) for i in np.nonzero(~np.isfinite(models))[0]})
             raise ValueError(f"models contains NaN or infinite values in rows {bad}")
 

@@ -57,8 +57,20 @@ def test_valid_input_accepts_read_only_models() -> None:
         ({"base": np.zeros(5, dtype=np.float32)}, "base"),
         ({"base": np.zeros(4, dtype=np.float64)}, "base"),
         ({"base": np.array([0, np.nan, 0, 0], dtype=np.float32)}, "base"),
+        ({"checked_rows": 1}, "checked_rows"),
+        ({"checked_rows": True, "own": np.array([0, np.nan, 0, 0], dtype=np.float32)}, "own"),
+        ({"checked_rows": True, "scores": np.array([0.4, np.nan])}, "scores"),
     ],
 )
 def test_invalid_input_names_the_field(changes: dict[str, object], field: str) -> None:
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
         make_input(**changes)
+
+
+def test_checked_rows_skips_only_the_row_finiteness_scan() -> None:
+    bad_rows = np.array([[0, 0, 0, 0], [0, np.inf, 0, 0]], dtype=np.float32)
+    with pytest.raises(ValueError, match=r"rows \[1\]"):
+        make_input(models=bad_rows)  # the default still scans every row
+    inp = make_input(models=bad_rows, checked_rows=True)
+    assert inp.checked_rows is True
+    assert inp.k == 2
