@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from dfl_ray.actors.host import NodeHost
-from dfl_ray.ledger import Transaction, model_digest, verify_chain
+from dfl_ray.ledger import Transaction, model_digest, transaction, verify_chain
 from dfl_ray.messages import TxMessage
+from dfl_ray.models.flat import vector_to_model
 from dfl_ray.node import DFLNode, stack_rows
 from tests.helpers import local_host, small_config
 
@@ -254,3 +255,37 @@ def test_a_cached_payload_verdict_is_per_claimed_digest(host: NodeHost) -> None:
     for node_id in (2, 3):  # a failing verdict is shared too, with its reason
         host.nodes[node_id].on_transaction(forge(sender, bad, seq=sender.seq + 3))
     assert host.nodes[2].rejected["non_finite"] == 1 and host.nodes[3].rejected["non_finite"] == 1
+
+
+def test_peers_in_the_process_do_not_hash_a_published_model_again(
+    host: NodeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hashed: list[int] = []
+    real_digest = transaction.payload_digest
+
+    def counting_digest(*args: Any) -> bytes:
+        hashed.append(1)
+        return real_digest(*args)
+
+    monkeypatch.setattr(transaction, "payload_digest", counting_digest)
+    deliveries = published(host, 0)
+    assert deliveries
+    for dest, message in deliveries:
+        host.nodes[dest].on_message(message)
+        assert host.nodes[dest].counters["accepted"] == 1
+    assert hashed == []  # the publisher's own digest stood for the payload check
+
+
+def test_a_published_non_finite_model_is_still_rejected_by_peers(host: NodeHost) -> None:
+    sender = host.nodes[0]
+    bad = sender.get_vector()
+    bad[7] = np.nan
+    vector_to_model(bad, sender.model)
+    sender.publish()
+    deliveries = host.transport.take_inbox()
+    assert deliveries
+    for dest, message in deliveries:
+        before = state(host.nodes[dest])
+        host.nodes[dest].on_message(message)
+        assert host.nodes[dest].rejected == {"non_finite": 1}
+        assert state(host.nodes[dest]) == before

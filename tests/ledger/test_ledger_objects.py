@@ -282,6 +282,31 @@ def test_invalid_payload_non_finite(net: Net) -> None:
     check_payload(_signed_for(net, huge), spec_id=net.spec_id, expected_size=net.size, vec=huge)
 
 
+
+def test_check_payload_with_known_digest_compares_it_and_runs_the_other_checks(net: Net) -> None:
+    vec = net.vector(5)
+    tx = net.tx(5)
+    known = payload_digest(net.spec_id, vec)
+    check_payload(tx, spec_id=net.spec_id, expected_size=net.size, vec=vec, known_digest=known)
+    with pytest.raises(ValidationError) as err:
+        check_payload(tx, spec_id=net.spec_id, expected_size=net.size, vec=vec,
+                      known_digest=b"\x01" * 32)
+    assert err.value.reason == "digest_mismatch"
+    bad = vec.copy()
+    bad[10] = np.nan
+    bad_tx = _signed_for(net, bad)
+    with pytest.raises(ValidationError) as err:
+        check_payload(bad_tx, spec_id=net.spec_id, expected_size=net.size, vec=bad,
+                      known_digest=bad_tx.model_digest)
+    assert err.value.reason == "non_finite"
+
+
+def test_invalid_check_payload_known_digest_of_wrong_size(net: Net) -> None:
+    with pytest.raises(ValueError, match="known_digest"):
+        check_payload(net.tx(5), spec_id=net.spec_id, expected_size=net.size,
+                      vec=net.vector(5), known_digest=b"\x01" * 5)
+
+
 # -- endorsements ----------------------------------------------------------------------------
 
 
