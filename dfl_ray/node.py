@@ -488,10 +488,14 @@ class DFLNode:
             if self.store is None:
                 self.counters["receipts"] += 1
                 return
-            if not self.store.has_transaction(receipt.tx_id):
-                self.rejected["unknown_tx"] += 1
+            try:
+                # The store checks the transaction is an own one in the same statement as the
+                # insert; why it refused is looked up only then.
+                self.store.add_receipt(receipt, verified=True)  # receipt.verify() above
+            except ValidationError as err:
+                known = self.store.has_transaction(receipt.tx_id)
+                self.rejected[err.reason if known else "unknown_tx"] += 1
                 return
-            self.store.add_receipt(receipt, verified=True)  # receipt.verify() above
             self.counters["receipts"] += 1
 
     # ----------------------------------------------------------------- aggregate

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dfl_ray.actors.host import NodeHost
-from dfl_ray.ledger import Transaction, model_digest, transaction, verify_chain
-from dfl_ray.messages import TxMessage
+from dfl_ray.ledger import Receipt, Transaction, model_digest, transaction, verify_chain
+from dfl_ray.messages import ReceiptMessage, TxMessage
 from dfl_ray.models.flat import vector_to_model
 from dfl_ray.node import DFLNode, stack_rows
 from tests.helpers import local_host, small_config
@@ -192,6 +192,23 @@ def test_receipt_for_unknown_transaction_is_rejected(host: NodeHost) -> None:
     receipt_msg = next(m for d, m in host.transport.take_inbox() if d == 0)
     host.nodes[2].on_receipt(receipt_msg)  # node 2 never published that transaction
     assert host.nodes[2].rejected == {"unknown_tx": 1}
+
+
+def test_receipts_are_stored_once_and_a_self_signed_one_is_rejected(host: NodeHost) -> None:
+    msgs = published(host, 0)
+    host.nodes[1].on_transaction(next(m for d, m in msgs if d == 1))
+    receipt_msg = next(m for d, m in host.transport.take_inbox() if d == 0)
+    owner = host.nodes[0]
+    assert owner.store is not None
+    owner.on_receipt(receipt_msg)
+    owner.on_receipt(receipt_msg)  # a second copy is counted, not stored twice
+    assert owner.counters["receipts"] == 2 and owner.rejected == {}
+    (_, receipts), = owner.store.pending_transactions()
+    assert len(receipts) == 1
+    tx_id = Transaction.id_of(next(m for _, m in msgs).header)
+    own = Receipt.create(owner.identity, tx_id=tx_id, score=0.5, received_at=time.time(), hop=1)
+    owner.on_receipt(ReceiptMessage(own.encode()))  # a node does not receipt its own transaction
+    assert owner.rejected == {"bad_receipt": 1}
 
 
 def test_stack_rows_reuses_one_scratch_and_grows_when_needed() -> None:
