@@ -11,6 +11,7 @@ import pytest
 
 from dfl_ray.actors.host import NodeHost
 from dfl_ray.ledger import Receipt, Transaction, model_digest, transaction, verify_chain
+from dfl_ray.ledger import receipt as receipt_module
 from dfl_ray.messages import ReceiptMessage, TxMessage
 from dfl_ray.models.flat import vector_to_model
 from dfl_ray.node import DFLNode, stack_rows
@@ -306,3 +307,29 @@ def test_a_published_non_finite_model_is_still_rejected_by_peers(host: NodeHost)
         host.nodes[dest].on_message(message)
         assert host.nodes[dest].rejected == {"non_finite": 1}
         assert state(host.nodes[dest]) == before
+
+
+def test_a_receipt_signed_in_the_process_is_not_verified_again(
+    host: NodeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    msgs = published(host, 0)
+    host.nodes[1].on_transaction(next(m for d, m in msgs if d == 1))
+    receipt_msg = next(m for d, m in host.transport.take_inbox() if d == 0)
+    verified: list[bytes] = []
+    real_verify = receipt_module.verify_signature
+
+    def counting_verify(*args: Any) -> bool:
+        verified.append(args[0])
+        return real_verify(*args)
+
+    monkeypatch.setattr(receipt_module, "verify_signature", counting_verify)
+    # a copy with one byte of its score changed has another id, so its signature is checked
+    tampered = bytearray(receipt_msg.receipt)
+    tampered[90] ^= 1
+    host.nodes[0].on_receipt(ReceiptMessage(bytes(tampered)))
+    assert host.nodes[0].rejected == {"bad_signature": 1} and len(verified) == 1
+    host.nodes[0].on_receipt(receipt_msg)
+    assert host.nodes[0].counters["receipts"] == 1 and len(verified) == 1
+    host.memo.forget()  # a memo that no longer holds it verifies the signature again
+    host.nodes[0].on_receipt(receipt_msg)
+    assert len(verified) == 2 and host.nodes[0].counters["receipts"] == 2
