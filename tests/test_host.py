@@ -11,7 +11,7 @@ import torch
 
 from dfl_ray.actors.host import NodeHost
 from dfl_ray.config import Config
-from dfl_ray.messages import TxMessage
+from dfl_ray.messages import Message, TxMessage
 from dfl_ray.node import DFLNode
 from tests.helpers import local_host, small_config
 
@@ -129,14 +129,18 @@ def test_seen_set_forgets_expired_transactions(tmp_path: Path) -> None:
     assert node.rejected == {"expired": 1} and node.counters["accepted"] == accepted
 
 
-def test_a_wave_of_messages_commits_once(tmp_path: Path) -> None:
+def first_wave(tmp_path: Path) -> tuple[DFLNode, list[Message]]:
+    """Node 0 of a fresh host and the messages every node's first publication sends it."""
     h = big_host(regular_config(SMALL), tmp_path)
     for node in h.nodes.values():
         node.train()
         node.publish()
     inbox = h.transport.take_inbox()
-    node = h.nodes[0]
-    mine = [m for dest, m in inbox if dest == 0]
+    return h.nodes[0], [m for dest, m in inbox if dest == 0]
+
+
+def test_a_wave_of_messages_commits_once(tmp_path: Path) -> None:
+    node, mine = first_wave(tmp_path)
     assert len(mine) == DEGREE
     assert node.store is not None
     statements: list[str] = []
@@ -148,13 +152,7 @@ def test_a_wave_of_messages_commits_once(tmp_path: Path) -> None:
 
 
 def test_invalid_message_in_a_wave_is_counted_and_the_rest_stored(tmp_path: Path) -> None:
-    h = big_host(regular_config(SMALL), tmp_path)
-    for node in h.nodes.values():
-        node.train()
-        node.publish()
-    inbox = h.transport.take_inbox()
-    node = h.nodes[0]
-    mine = [m for dest, m in inbox if dest == 0]
+    node, mine = first_wave(tmp_path)
     assert all(isinstance(m, TxMessage) for m in mine)
     broken = TxMessage(b"not a transaction", mine[0].payload, 1, mine[0].sender)
     node.on_messages([broken, *mine])

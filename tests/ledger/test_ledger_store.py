@@ -208,51 +208,15 @@ def test_append_a_valid_next_block(filled: ChainStore, net: Net) -> None:
     assert filled.height == 1 and filled.tip() == block and filled.pending_transactions() == []
 
 
-def test_invalid_blocks_are_not_stored(filled: ChainStore, net: Net, state: State) -> None:
-    good = _next_block(net, filled)
-    forged_tx = BlockEntry(replace(net.tx(3), self_score=0.0), ())
-    other_tx = net.tx(2, creator=net.peers[0])
-    tx2 = net.tx(2)
-    r_other = net.receipts(net.tx(3))[0]
-    forged_receipt = replace(net.receipts(tx2)[0], score=0.0)
-    twice = net.receipts(tx2, [net.peers[0]])[0]
-    outsider = net.identity(9)
-    cases: dict[str, Block] = {
-        "wrong_genesis": _next_block(net, filled, genesis_hash=b"\x09" * 32),
-        "bad_height": _next_block(net, filled, height=2),
-        "broken_link": _next_block(net, filled, prev_hash=b"\x07" * 32),
-        "bad_signature": replace(good, created_at=good.created_at + 1),
-        "wrong_creator": _next_block(net, filled, creator=net.peers[0]),
-        "wrong_creator ": _next_block(net, filled, entries=[BlockEntry(other_tx, ())]),
-        "bad_signature ": _next_block(net, filled, entries=[forged_tx]),
-        "wrong_genesis ": _next_block(net, filled, entries=[
-            BlockEntry(net.tx(3, genesis_hash=b"\x09" * 32), ())]),
-        "bad_receipt": _next_block(net, filled, entries=[BlockEntry(tx2, (r_other,))]),
-        "bad_receipt ": _next_block(net, filled, entries=[BlockEntry(tx2, (forged_receipt,))]),
-        "bad_receipt  ": _next_block(net, filled, entries=[BlockEntry(tx2, (twice, twice))]),
-        "replayed_seq": _next_block(net, filled, entries=[net.entry(1)]),
-        "replayed_seq ": _next_block(net, filled, entries=[net.entry(3), net.entry(3)]),
-        "replayed_seq  ": _next_block(net, filled, entries=[BlockEntry(net.tx(2, vec_seed=5), ())]),
-        "bad_endorsement": good.with_endorsements([Endorsement(
-            outsider.public_key, outsider.sign(endorsement_message(good.hash)))]),
-        "bad_endorsement ": good.with_endorsements([Endorsement(
-            net.peers[0].public_key, net.peers[0].sign(endorsement_message(b"\0" * 32)))]),
-    }
-    for expected, block in cases.items():
-        reason = _rejected(filled, state, lambda block=block: filled.append_block(block))
-        assert reason == expected.strip(), expected
-    filled.append_block(good)  # and the store still accepts the right block afterwards
-    assert filled.height == 1
+def _structural_block_cases(net: Net, filled: ChainStore, good: Block) -> dict[str, Block]:
+    """Blocks the store must refuse whatever it trusts about signatures, by expected reason.
 
-
-def test_invalid_blocks_with_trusted_signatures_still_checked(filled: ChainStore, net: Net,
-                                                            state: State) -> None:
-    # verified=True spares only the Ed25519 checks: every other rejection still happens.
-    good = _next_block(net, filled)
+    Reasons repeat with trailing spaces to keep the keys distinct.
+    """
     tx2 = net.tx(2)
     twice = net.receipts(tx2, [net.peers[0]])[0]
     outsider = net.identity(9)
-    cases: dict[str, Block] = {
+    return {
         "wrong_genesis": _next_block(net, filled, genesis_hash=b"\x09" * 32),
         "bad_height": _next_block(net, filled, height=2),
         "broken_link": _next_block(net, filled, prev_hash=b"\x07" * 32),
@@ -267,6 +231,36 @@ def test_invalid_blocks_with_trusted_signatures_still_checked(filled: ChainStore
         "bad_endorsement": good.with_endorsements([Endorsement(
             outsider.public_key, outsider.sign(endorsement_message(good.hash)))]),
     }
+
+
+def test_invalid_blocks_are_not_stored(filled: ChainStore, net: Net, state: State) -> None:
+    good = _next_block(net, filled)
+    forged_tx = BlockEntry(replace(net.tx(3), self_score=0.0), ())
+    tx2 = net.tx(2)
+    forged_receipt = replace(net.receipts(tx2)[0], score=0.0)
+    cases: dict[str, Block] = {
+        **_structural_block_cases(net, filled, good),
+        "bad_signature": replace(good, created_at=good.created_at + 1),
+        "bad_signature ": _next_block(net, filled, entries=[forged_tx]),
+        "wrong_genesis ": _next_block(net, filled, entries=[
+            BlockEntry(net.tx(3, genesis_hash=b"\x09" * 32), ())]),
+        "bad_receipt  ": _next_block(net, filled, entries=[BlockEntry(tx2, (forged_receipt,))]),
+        "replayed_seq  ": _next_block(net, filled, entries=[BlockEntry(net.tx(2, vec_seed=5), ())]),
+        "bad_endorsement ": good.with_endorsements([Endorsement(
+            net.peers[0].public_key, net.peers[0].sign(endorsement_message(b"\0" * 32)))]),
+    }
+    for expected, block in cases.items():
+        reason = _rejected(filled, state, lambda block=block: filled.append_block(block))
+        assert reason == expected.strip(), expected
+    filled.append_block(good)  # and the store still accepts the right block afterwards
+    assert filled.height == 1
+
+
+def test_invalid_blocks_with_trusted_signatures_still_checked(filled: ChainStore, net: Net,
+                                                            state: State) -> None:
+    # verified=True spares only the Ed25519 checks: every other rejection still happens.
+    good = _next_block(net, filled)
+    cases = _structural_block_cases(net, filled, good)
     for expected, block in cases.items():
         reason = _rejected(
             filled, state, lambda block=block: filled.append_block(block, verified=True)
