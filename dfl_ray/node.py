@@ -96,8 +96,7 @@ def stack_rows(rows: list[np.ndarray]) -> np.ndarray:
     k, d = len(rows), rows[0].shape[0]
     buf: np.ndarray | None = getattr(_scratch, "buf", None)
     if buf is None or buf.shape[1] != d or buf.shape[0] < k:
-        buf = np.empty((max(k, 1 if buf is None else buf.shape[0]), d), dtype=np.float32)
-        _scratch.buf = buf
+        buf = _scratch.buf = np.empty((k, d), dtype=np.float32)
     return np.stack(rows, out=buf[:k])
 
 
@@ -121,24 +120,17 @@ class CheckMemo:
     def __init__(self) -> None:
         self.signed_ids: set[bytes] = set()
         self.signed_receipts: set[bytes] = set()
-        # id(handle) -> (handle, claimed digest, error or None); the handle is held so that its
-        # id cannot be reused by another object while the entry lives.
+        # (id(handle), claimed digest) -> (handle, error or None); the handle is held so that
+        # its id cannot be reused by another object while the entry lives.
         self._payloads: dict[tuple[int, bytes], tuple[Any, ValidationError | None]] = {}
 
     def check_payload(self, handle: Any, tx: Transaction, *, spec_id: bytes, expected_size: int,
                       vec: np.ndarray) -> None:
         """`check_payload` for the array behind `handle`, run once per (handle, claimed digest)."""
-        key = (id(handle), tx.model_digest)
-        entry = self._payloads.get(key)
-        if entry is None:
-            error: ValidationError | None = None
-            try:
-                check_payload(tx, spec_id=spec_id, expected_size=expected_size, vec=vec)
-            except ValidationError as err:
-                error = err
-            self._payloads[key] = (handle, error)
-        else:
-            error = entry[1]
+        entry = self._payloads.get((id(handle), tx.model_digest))
+        error = (entry[1] if entry is not None
+                 else self._record(handle, tx, spec_id=spec_id, expected_size=expected_size,
+                                   vec=vec))
         if error is not None:
             raise error
 
@@ -150,14 +142,20 @@ class CheckMemo:
         of `check_payload` runs here, and a failing one is recorded for them to count.
         """
         self.signed_ids.add(tx.tx_id)  # signed by a node of this process just now
-        key = (id(handle), tx.model_digest)
+        self._record(handle, tx, spec_id=spec_id, expected_size=expected_size, vec=vec,
+                     known_digest=digest)
+
+    def _record(self, handle: Any, tx: Transaction, *, spec_id: bytes, expected_size: int,
+                vec: np.ndarray, known_digest: bytes | None = None) -> ValidationError | None:
+        """Run `check_payload` once and keep its verdict (None: passed) for the handle."""
         error: ValidationError | None = None
         try:
             check_payload(tx, spec_id=spec_id, expected_size=expected_size, vec=vec,
-                          known_digest=digest)
+                          known_digest=known_digest)
         except ValidationError as err:
             error = err
-        self._payloads[key] = (handle, error)
+        self._payloads[(id(handle), tx.model_digest)] = (handle, error)
+        return error
 
     def forget(self) -> None:
         self.signed_ids.clear()
