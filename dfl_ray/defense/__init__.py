@@ -74,8 +74,11 @@ def rule_uses_base(name: str, params: Mapping[str, Any]) -> bool:
 
     Nodes keep no second copy of their model unless their rule reads it.
     """
-    _get(name)
-    return name == "dfl_guard" and float(params.get("oppose", 1.0)) < 1.0
+    if name != "dfl_guard":
+        _get(name)  # unknown names still raise
+        return False
+    # dfl_guard reads it only for its opposition test, which oppose = 1 turns off.
+    return float(params.get("oppose", rule_params(name)["oppose"])) < 1.0
 
 
 def get_rule(name: str) -> Callable[[AggregationInput, Mapping[str, Any]], AggregationResult]:
