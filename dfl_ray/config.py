@@ -160,9 +160,19 @@ class DefenseConfig:
     """Aggregate once this many received models are buffered (one per sender, newest kept)."""
     params: Mapping[str, float] = field(default_factory=dict)
     """Rule parameters (flag form: name=value,name=value)."""
+    momentum: float | None = None
+    """Server momentum beta in [0, 1) on each aggregation's result (FedAvgM); none: 0.5 for dfl_guard, 0 for the other rules."""
+
+    @property
+    def effective_momentum(self) -> float:
+        """The momentum nodes apply: `momentum` when set, else the rule's default."""
+        from dfl_ray.defense.momentum import default_momentum
+
+        return default_momentum(self.rule) if self.momentum is None else float(self.momentum)
 
     def __post_init__(self) -> None:
         from dfl_ray.defense import RULES, check_rule_params, rule_params
+        from dfl_ray.defense.momentum import check_momentum
 
         _check_choice("defense.rule", self.rule, sorted(RULES))
         _check_range("defense.buffer_size", self.buffer_size, 1)
@@ -171,6 +181,11 @@ class DefenseConfig:
             check_rule_params(self.rule, self.params)
         except ValueError as exc:
             raise ConfigError(f"defense.params: {exc}") from exc
+        if self.momentum is not None:
+            try:
+                check_momentum(self.momentum)
+            except ValueError as exc:
+                raise ConfigError(f"defense.{exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from torch import nn
 
 from dfl_ray.attacks import Attack
 from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base
+from dfl_ray.defense.momentum import check_momentum, momentum_step
 from dfl_ray.ledger import (
     Block,
     ChainStore,
@@ -64,6 +65,8 @@ class NodeParams:
     rule: str = "dfl_trust"
     rule_params: Mapping[str, float] = field(default_factory=dict)
     buffer_size: int = 4
+    momentum: float = 0.0
+    """Server momentum applied to the rule's result (dfl_ray.defense.momentum); 0 turns it off."""
     max_clock_skew_s: float = 5.0
     seed: int = 0
     device: str = "cpu"
@@ -230,6 +233,13 @@ class DFLNode:
         # The model before the latest local training: kept only for attacks (they publish a
         # function of it) and rules that compare update directions; others keep no second copy.
         self.round_base: np.ndarray | None = None
+        self.momentum = check_momentum(params.momentum)
+        # With momentum: the model the node left its last aggregation with, and the velocity.
+        self.anchor: np.ndarray | None = None
+        self.velocity: np.ndarray | None = None
+        if self.momentum > 0.0:
+            self.anchor = np.array(initial, dtype=np.float32)
+            self.velocity = np.zeros_like(self.anchor)
         self.own_score = 0.0
         self.last_digest = b""
         # tx_id -> expires_at of every transaction seen, forgotten once expired: a copy that
@@ -526,7 +536,11 @@ class DFLNode:
                 checked_rows=True,
             )
             result = self.rule(inp, self.params.rule_params)
-            vector_to_model(result.model, self.model)
+            model = result.model
+            if self.anchor is not None and self.velocity is not None:
+                model = momentum_step(self.anchor, model, self.velocity, self.momentum)
+                self.anchor = model
+            vector_to_model(model, self.model)
             self.reputations = dict(result.reputations)
             self.buffer.clear()
             self.counters["aggregations"] += 1

@@ -148,6 +148,7 @@ class NodeHost:
                 rule=cfg.defense.rule,
                 rule_params=dict(cfg.defense.params),
                 buffer_size=cfg.defense.buffer_size,
+                momentum=cfg.defense.effective_momentum,
                 max_clock_skew_s=cfg.ledger.max_clock_skew_s,
                 seed=cfg.experiment.seed,
                 device=self.device,
