@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import heapq
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -19,6 +18,7 @@ from torch import nn
 
 from dfl_ray.attacks import Attack
 from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base
+from dfl_ray.defense.aggregate import stack_rows as stack_rows  # moved there; still importable here
 from dfl_ray.defense.momentum import check_momentum, momentum_step
 from dfl_ray.ledger import (
     Block,
@@ -83,24 +83,6 @@ class NodeData:
     val_images: torch.Tensor
     val_labels: torch.Tensor
     num_classes: int = 10
-
-
-_scratch = threading.local()
-
-
-def stack_rows(rows: list[np.ndarray]) -> np.ndarray:
-    """float32 [k, d]: the rows stacked into this thread's reusable scratch array.
-
-    A fresh [k, d] array per aggregation (15 MB for nine LeNets) costs more in page faults
-    than the copy itself (measured 3-5 ms against 1 ms); every node a thread runs aggregates
-    in turn, and rules return fresh arrays that alias no input, so one scratch per thread
-    serves them all. The result is valid until the thread's next call.
-    """
-    k, d = len(rows), rows[0].shape[0]
-    buf: np.ndarray | None = getattr(_scratch, "buf", None)
-    if buf is None or buf.shape[1] != d or buf.shape[0] < k:
-        buf = _scratch.buf = np.empty((k, d), dtype=np.float32)
-    return np.stack(rows, out=buf[:k])
 
 
 class CheckMemo:

@@ -3,33 +3,117 @@
 Rows are float32 model vectors. With d = 431,080 and a few dozen rows a float64 copy of all rows
 would cost tens of megabytes per aggregation, so the kernels keep [n, d] work in float32 and use
 float64 only for [d] vectors and for sums of squares, where float32 would lose precision.
+
+Kernels that only sum rows or measure them (`weighted_sum`, `weighted_mean`, `distances_to`)
+take n rows as an [n, d] array or as n separate [d] arrays, and read each row where it lies
+(read-only Ray object-store views included). Kernels that sort or compare across rows take an
+[n, d] array, which `stack_candidates` builds in a per-thread scratch.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+from collections.abc import Sequence
+
 import numpy as np
+import torch
+
+from dfl_ray.models.flat import as_tensor_readonly
+
+# Elements per block of the blocked kernels: a 512 KiB float32 block stays in a core's L2 cache
+# while every row adds to it. Measured on 8 LeNet rows (431,080 floats), 2^16 to 2^18 are
+# equally good; whole-row passes (2^20) cost 40 % more.
+_BLOCK = 1 << 17
+
+_scratch = threading.local()
+
+Rows = np.ndarray | Sequence[np.ndarray]
+"""n float32 [d] rows: an [n, d] array, or a sequence of separate [d] arrays."""
 
 
-def stack_candidates(own: np.ndarray, models: np.ndarray) -> np.ndarray:
-    """float32 [k + 1, d]: a fresh array holding the own model (row 0) and the received ones."""
-    return np.concatenate([own[None, :], models], axis=0)
+def stack_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """float32 [n, d]: the rows stacked into this thread's reusable scratch array.
+
+    A fresh [n, d] array per aggregation (15 MB for nine LeNets) costs more in page faults
+    than the copy itself (measured 3-5 ms against 1 ms); the nodes a thread runs aggregate in
+    turn, and rules return fresh arrays that alias no input, so one scratch per thread serves
+    them all. The result is valid until the thread's next call. Rows that may lie in the
+    scratch themselves (a caller stacking an earlier result) are stacked into a fresh array,
+    since stacking them in place would overwrite them while they are read.
+    """
+    if len(rows) == 0:
+        raise ValueError("stack_rows needs at least one row")
+    n, d = len(rows), rows[0].shape[0]
+    buf: np.ndarray | None = getattr(_scratch, "buf", None)
+    if buf is None or buf.shape[1] != d or buf.shape[0] < n:
+        buf = _scratch.buf = np.empty((n, d), dtype=np.float32)
+    elif any(np.may_share_memory(row, buf) for row in rows):
+        return np.stack(rows).astype(np.float32, copy=False)
+    return np.stack(rows, out=buf[:n])
 
 
-def weighted_mean(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """float32 [d]: sum(w_i x_i) / sum(w_i) as a fresh array.
+def stack_candidates(own: np.ndarray, rows: Rows) -> np.ndarray:
+    """float32 [k + 1, d]: the own model (row 0) and the received rows, in one copy.
 
-    The weights are normalised in float64 and the product is a float32 matrix-vector product,
-    so no [n, d] temporary is made.
+    The array is this thread's scratch (see `stack_rows`): valid until the thread stacks again.
+    """
+    return stack_rows((own, *rows))
+
+
+def weighted_sum(rows: Rows, weights: np.ndarray) -> np.ndarray:
+    """float32 [d]: sum(w_i x_i) as a fresh array, reading each row where it lies.
+
+    The sum is taken block by block: a 512 KiB block of the float32 result stays in cache
+    while every row adds its part with one fused multiply-add pass (torch's `add_` with
+    `alpha`; numpy would need a multiply and an add). Measured on 8 LeNet rows (431,080
+    floats, one thread): 0.69 ms, against 0.95 ms for whole-row passes and 1.5 ms for
+    stacking the rows and taking a matrix-vector product.
     """
     w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (rows.shape[0],):
-        raise ValueError(f"weights must have shape ({rows.shape[0]},), got {w.shape}")
+    n = len(rows)
+    if n == 0:
+        raise ValueError("weighted_sum needs at least one row")
+    if w.shape != (n,):
+        raise ValueError(f"weights must have shape ({n},), got {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"weights must be finite, got {w.tolist()}")
+    d = _check_rows(rows)
+    # torch cannot view arrays with negative strides; rows from a strided view are copied.
+    tensors = [as_tensor_readonly(row if row.flags.c_contiguous else np.ascontiguousarray(row))
+               for row in rows]
+    alphas = w.tolist()
+    out = np.empty(d, dtype=np.float32)
+    acc = torch.from_numpy(out)
+    for start in range(0, d, _BLOCK):
+        stop = start + _BLOCK
+        block = acc[start:stop]
+        torch.mul(tensors[0][start:stop], alphas[0], out=block)
+        for tensor, alpha in zip(tensors[1:], alphas[1:], strict=True):
+            block.add_(tensor[start:stop], alpha=alpha)
+    return out
+
+
+def weighted_mean(rows: Rows, weights: np.ndarray) -> np.ndarray:
+    """float32 [d]: sum(w_i x_i) / sum(w_i) as a fresh array.
+
+    The weights are normalised in float64. An [n, d] array is reduced with one float32
+    matrix-vector product (once rows are stacked, that beats one pass per row: 0.58 ms against
+    0.69 ms for 8 LeNets); a sequence of rows goes through `weighted_sum` and is read in place.
+    Neither makes an [n, d] temporary.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    n = len(rows)
+    if w.shape != (n,):
+        raise ValueError(f"weights must have shape ({n},), got {w.shape}")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError(f"weights must be finite and non-negative, got {w.tolist()}")
     total = float(w.sum())
     if total <= 0.0:
         raise ValueError("weights must not all be zero")
-    return (w / total).astype(np.float32) @ rows
+    if isinstance(rows, np.ndarray) and rows.ndim == 2:
+        return (w / total).astype(np.float32) @ rows
+    return weighted_sum(rows, w / total)
 
 
 def coordinate_median(rows: np.ndarray) -> np.ndarray:
@@ -99,12 +183,26 @@ def coordinate_trimmed_mean(rows: np.ndarray, trim: int) -> tuple[np.ndarray, np
     return mean, counts / counts.sum()
 
 
-def distances_to(rows: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """float64 [n]: Euclidean distance of each row to `centre`, one row at a time."""
-    out = np.empty(rows.shape[0], dtype=np.float64)
-    for i in range(rows.shape[0]):
-        diff = np.subtract(rows[i], centre, dtype=np.float64)
-        out[i] = np.sqrt(diff @ diff)
+def distances_to(rows: Rows, centre: np.ndarray) -> np.ndarray:
+    """float64 [n]: Euclidean distance of each row to `centre`, reading each row where it lies.
+
+    Differences and squares are float64, taken block by block into one 512 KiB buffer that
+    stays in cache: 2.6 ms for 8 LeNet rows, against 6 ms for a fresh float64 difference per
+    row. Only the order of the float64 sum differs between the two (relative 1e-14).
+    """
+    d = centre.shape[0]
+    _check_rows(rows, d)
+    out = np.empty(len(rows), dtype=np.float64)
+    step = _BLOCK // 2  # float64 elements in 512 KiB
+    buf = np.empty(min(d, step), dtype=np.float64)
+    for i, row in enumerate(rows):
+        total = 0.0
+        for start in range(0, d, step):
+            diff = buf[: min(step, d - start)]
+            np.subtract(row[start : start + step], centre[start : start + step], out=diff,
+                        dtype=np.float64)
+            total += float(diff @ diff)
+        out[i] = math.sqrt(total)
     return out
 
 
@@ -153,3 +251,17 @@ def clip_factors(distances: np.ndarray, radius: float) -> np.ndarray:
     far = d > radius
     out[far] = radius / d[far]
     return out
+
+
+def _check_rows(rows: Rows, d: int | None = None) -> int:
+    """The length shared by float32 [d] rows (`d` itself if given); ValueError names the first
+    row that is not a float32 array of that length."""
+    for i, row in enumerate(rows):
+        if d is None and isinstance(row, np.ndarray) and row.ndim == 1:
+            d = row.shape[0]
+        if not isinstance(row, np.ndarray) or row.dtype != np.float32 or row.shape != (d,):
+            got = (f"{row.dtype} array of shape {row.shape}" if isinstance(row, np.ndarray)
+                   else type(row).__name__)
+            want = "1-D float32 arrays" if d is None else f"float32 arrays of shape ({d},)"
+            raise ValueError(f"rows must be {want}; row {i} is {got}")
+    return 0 if d is None else d

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dfl_ray.defense import aggregate
 from dfl_ray.defense.aggregate import (
     clip_factors,
     coordinate_median,
@@ -13,8 +14,10 @@ from dfl_ray.defense.aggregate import (
     krum_scores,
     pairwise_sq_distances,
     stack_candidates,
+    stack_rows,
     weighted_coordinate_median,
     weighted_mean,
+    weighted_sum,
 )
 
 RNG_SEED = 7
@@ -24,11 +27,93 @@ def rows(n: int, d: int = 9) -> np.ndarray:
     return np.random.default_rng(RNG_SEED).standard_normal((n, d)).astype(np.float32)
 
 
-def test_stack_candidates_puts_own_first_in_a_fresh_array() -> None:
+def read_only_rows(n: int, d: int) -> tuple[np.ndarray, ...]:
+    """n separate read-only rows, as a node's buffered models are."""
+    out = tuple(np.random.default_rng(RNG_SEED + i).standard_normal(d).astype(np.float32)
+                for i in range(n))
+    for row in out:
+        row.flags.writeable = False
+    return out
+
+
+# Long enough to span three blocks of the blocked kernels, the last one partial.
+LONG = 2 * aggregate._BLOCK + 3
+
+
+def test_stack_candidates_puts_own_first_in_one_copy() -> None:
     own, models = np.zeros(3, np.float32), np.ones((2, 3), np.float32)
     out = stack_candidates(own, models)
     assert out.tolist() == [[0, 0, 0], [1, 1, 1], [1, 1, 1]]
-    assert not np.shares_memory(out, models)
+    assert not np.shares_memory(out, models) and not np.shares_memory(out, own)
+    rows = read_only_rows(2, 3)
+    assert stack_candidates(own, rows).tolist() == [own.tolist(), *(r.tolist() for r in rows)]
+
+
+def test_stack_rows_reuses_one_scratch_and_grows_when_needed() -> None:
+    rows = read_only_rows(3, 16)
+    first = stack_rows(rows)
+    assert np.array_equal(first, np.stack(rows))
+    again = stack_rows(rows[:2])
+    assert np.shares_memory(first, again)  # the same scratch, no new allocation
+    more = read_only_rows(5, 16)
+    grown = stack_rows(more)
+    assert grown.shape == (5, 16) and np.array_equal(grown, np.stack(more))
+
+
+def test_stack_rows_of_rows_in_the_scratch_copies_them_out_first() -> None:
+    rows = read_only_rows(3, 16)
+    expected = np.stack(rows[::-1])
+    stacked = stack_rows(rows)
+    # Stacking the scratch's own rows in another order must not overwrite them while read.
+    again = stack_rows((stacked[2], stacked[1], stacked[0]))
+    np.testing.assert_array_equal(again, expected)
+
+
+def test_invalid_stack_rows_of_nothing() -> None:
+    with pytest.raises(ValueError, match="at least one row"):
+        stack_rows(())
+
+
+def test_weighted_sum_reads_separate_rows_across_blocks() -> None:
+    rows = read_only_rows(4, LONG)
+    weights = np.array([0.5, -1.25, 0.0, 3.0])
+    expected = weights @ np.stack(rows).astype(np.float64)
+    out = weighted_sum(rows, weights)
+    assert out.dtype == np.float32 and out.shape == (LONG,) and out.flags.writeable
+    assert not any(np.shares_memory(out, row) for row in rows)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_weighted_sum_of_strided_rows_matches_contiguous_ones() -> None:
+    matrix = rows(3, 40)
+    strided = (matrix[0, ::2], matrix[1, ::-2], matrix[2, 1::2])
+    weights = np.array([1.0, 2.0, -0.5])
+    expected = weighted_sum(tuple(np.ascontiguousarray(r) for r in strided), weights)
+    np.testing.assert_array_equal(weighted_sum(strided, weights), expected)
+
+
+@pytest.mark.parametrize(
+    ("rows_in", "weights", "message"),
+    [
+        ((np.ones(3, np.float32),) * 2, [1.0], "weights must have shape"),
+        ((np.ones(3, np.float32),) * 2, [1.0, np.inf], "weights must be finite"),
+        ((), [], "at least one row"),
+        (([1.0, 2.0], np.ones(2, np.float32)), [1.0, 1.0], "1-D float32 arrays; row 0 is list"),
+        ((np.ones(3, np.float32), np.ones(3, np.float64)), [1.0, 1.0], "row 1 is float64"),
+        ((np.ones(3, np.float32), np.ones(4, np.float32)), [1.0, 1.0], r"shape \(3,\); row 1"),
+    ],
+)
+def test_invalid_weighted_sum(rows_in: tuple[np.ndarray, ...], weights: list[float],
+                              message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        weighted_sum(rows_in, np.array(weights))
+
+
+def test_weighted_mean_of_rows_matches_the_matrix_product() -> None:
+    separate = read_only_rows(5, LONG)
+    weights = np.array([3.0, 1.0, 0.0, 2.0, 0.5])
+    np.testing.assert_allclose(weighted_mean(separate, weights),
+                               weighted_mean(np.stack(separate), weights), rtol=1e-5, atol=1e-6)
 
 
 def test_weighted_mean_normalises_weights() -> None:
@@ -104,6 +189,18 @@ def test_distances_to_matches_norm() -> None:
     centre = x[0] * 0.5
     np.testing.assert_allclose(distances_to(x, centre), np.linalg.norm(x - centre, axis=1),
                                rtol=1e-6)
+
+
+def test_distances_to_reads_separate_rows_across_blocks() -> None:
+    separate = read_only_rows(3, LONG)
+    centre = (separate[0] * np.float32(0.5)).astype(np.float32)
+    expected = np.linalg.norm(np.stack(separate).astype(np.float64) - centre, axis=1)
+    np.testing.assert_allclose(distances_to(separate, centre), expected, rtol=1e-12)
+
+
+def test_invalid_distances_to_row_length() -> None:
+    with pytest.raises(ValueError, match=r"shape \(4,\); row 1 is float32 array of shape \(3,\)"):
+        distances_to((np.ones(4, np.float32), np.ones(3, np.float32)), np.zeros(4, np.float32))
 
 
 def test_pairwise_sq_distances_matches_brute_force() -> None:
