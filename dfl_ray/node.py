@@ -509,7 +509,7 @@ class DFLNode:
             inp = AggregationInput(
                 own=own,
                 own_score=float(self.own_score),
-                models=stack_rows([self.buffer[c].vec for c in creators]),
+                models=tuple(self.buffer[c].vec for c in creators),
                 senders=tuple(c.hex() for c in creators),
                 scores=np.array([self.buffer[c].score for c in creators], dtype=np.float64),
                 reputations=self.reputations,

@@ -34,7 +34,7 @@ def centered_clipping(inp: AggregationInput, *, tau: float | None = None,
     received models). Reputations pass through unchanged.
     """
     check_centered_clipping_params(tau=tau, iters=iters)
-    rows = stack_candidates(inp.own, inp.models)
+    rows = stack_candidates(inp.own, inp.rows)
     n = rows.shape[0]
     # v is tracked as coefficients over the rows and rebuilt from them, so no error accumulates
     # across iterations and the weights come out exact.

@@ -53,7 +53,7 @@ import hashlib
 
 import numpy as np
 
-from dfl_ray.defense.aggregate import distances_to
+from dfl_ray.defense.aggregate import distances_to, weighted_sum
 from dfl_ray.defense.base import AggregationInput, AggregationResult, check_number
 
 
@@ -97,8 +97,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     """
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords)
-    own, models, k = inp.own, inp.models, inp.k
-    dist = distances_to(models, own)
+    own, k = inp.own, inp.k
+    dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
     accepted = dist <= gate * spread if np.isfinite(gate) else np.ones(k, dtype=bool)
 
@@ -119,11 +119,11 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         pull = np.where(dist > radius, radius / dist, 1.0) if np.isfinite(radius) else np.ones(k)
     # A clipped model is w + p_i (m_i - w) = p_i m_i + (1 - p_i) w: mix rows and the own model.
     coeffs = shares * pull
-    model = (coeffs.astype(np.float32) @ models) + np.float32(1.0 - coeffs.sum()) * own
+    model = weighted_sum((*inp.rows, own), np.append(coeffs, 1.0 - coeffs.sum()))
 
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
-    return AggregationResult(model.astype(np.float32, copy=False), reputations, shares)
+    return AggregationResult(model, reputations, shares)
 
 
 def own_update_cosines(inp: AggregationInput, coords: int) -> np.ndarray:
@@ -139,9 +139,10 @@ def own_update_cosines(inp: AggregationInput, coords: int) -> np.ndarray:
         seed = int.from_bytes(hashlib.blake2b(inp.own[:4096].tobytes(), digest_size=8).digest(),
                               "little")
         idx = np.sort(np.random.default_rng(seed).choice(d, size=coords, replace=False))
-        base, own, models = inp.base[idx], inp.own[idx], inp.models[:, idx]
+        # Gathered row by row: a [k, coords] sample, never the [k, d] matrix.
+        base, own, models = inp.base[idx], inp.own[idx], np.stack([r[idx] for r in inp.rows])
     else:
-        base, own, models = inp.base, inp.own, inp.models
+        base, own, models = inp.base, inp.own, inp.matrix
     updates = models - base
     mine = own - base
     products = updates @ mine

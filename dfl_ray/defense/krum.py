@@ -62,7 +62,7 @@ def multi_krum(inp: AggregationInput, *, f: int | None = None,
     chosen_count = min(n, n - tolerated if m is None else int(m))
     chosen_count = max(chosen_count, 1)
 
-    rows = stack_candidates(inp.own, inp.models)
+    rows = stack_candidates(inp.own, inp.rows)
     scores = krum_scores(pairwise_sq_distances(rows), tolerated)
     chosen = np.argsort(scores, kind="stable")[:chosen_count]
     selection = np.zeros(n)

@@ -18,6 +18,6 @@ def median(inp: AggregationInput) -> AggregationResult:
     coordinates in which it is the median (half a coordinate for each of two middle values).
     Reputations pass through unchanged.
     """
-    rows = stack_candidates(inp.own, inp.models)
+    rows = stack_candidates(inp.own, inp.rows)
     model, shares = coordinate_trimmed_mean(rows, (rows.shape[0] - 1) // 2)
     return AggregationResult(model, dict(inp.reputations), shares[1:])

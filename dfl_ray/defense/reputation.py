@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dfl_ray.defense.aggregate import weighted_mean
+from dfl_ray.defense.aggregate import weighted_sum
 from dfl_ray.defense.base import AggregationInput, AggregationResult, check_number
 
 
@@ -39,13 +39,8 @@ def dfl_reputation(inp: AggregationInput, *, delta: float = 0.05,
     updated = np.where(penalised, np.maximum(prior - float(delta), 0.0), prior)
 
     raw = inp.scores * prior
-    if raw.sum() > 0.0:
-        shares = 0.5 * raw / raw.sum()
-        mixed = weighted_mean(inp.models, raw)
-    else:
-        shares = np.full(inp.k, 0.5 / inp.k)
-        mixed = weighted_mean(inp.models, np.ones(inp.k))
-    model = (0.5 * (inp.own.astype(np.float64) + mixed)).astype(np.float32)
+    shares = 0.5 * raw / raw.sum() if raw.sum() > 0.0 else np.full(inp.k, 0.5 / inp.k)
+    model = weighted_sum((inp.own, *inp.rows), np.append(0.5, shares))
 
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, updated.tolist(), strict=True))

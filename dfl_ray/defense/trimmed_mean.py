@@ -29,7 +29,7 @@ def trimmed_mean(inp: AggregationInput, *, trim: float = 0.2) -> AggregationResu
     Weights: each received model's share of w' averaged over coordinates. Reputations pass through.
     """
     check_trimmed_mean_params(trim=trim)
-    rows = stack_candidates(inp.own, inp.models)
+    rows = stack_candidates(inp.own, inp.rows)
     # The epsilon keeps e.g. 0.29 * 100 = 28.999999999999996 from trimming one value too few.
     count = math.floor(float(trim) * rows.shape[0] + 1e-9)
     model, shares = coordinate_trimmed_mean(rows, count)

@@ -93,7 +93,7 @@ def dfl_trust(inp: AggregationInput, *, gate: float = 2.5, clip: float = 1.0, be
     votes = np.append(min(float(own_weight), float(prior.sum())), prior)
     if votes.sum() <= 0.0:
         votes = np.ones_like(votes)
-    rows = stack_candidates(inp.own, inp.models)
+    rows = stack_candidates(inp.own, inp.rows)
     centre = weighted_coordinate_median(rows, votes)
     dist = distances_to(rows, centre)
     # The own model is honest and freshly trained like the honest peers, so its distance is a

@@ -74,3 +74,66 @@ def test_checked_rows_skips_only_the_row_finiteness_scan() -> None:
     inp = make_input(models=bad_rows, checked_rows=True)
     assert inp.checked_rows is True
     assert inp.k == 2
+
+
+def row_tuple(k: int = 2, d: int = 4) -> tuple[np.ndarray, ...]:
+    rows = tuple(np.full(d, i + 1.0, dtype=np.float32) for i in range(k))
+    for row in rows:
+        row.flags.writeable = False  # as buffered rows from the object store are
+    return rows
+
+
+def test_row_input_is_read_in_place() -> None:
+    rows = row_tuple()
+    inp = make_input(models=rows)
+    assert inp.k == 2
+    assert all(a is b for a, b in zip(inp.rows, rows, strict=True))
+
+
+def test_matrix_of_row_input_is_stacked_once_and_read_only() -> None:
+    rows = row_tuple()
+    inp = make_input(models=rows)
+    matrix = inp.matrix
+    assert matrix.tolist() == [[1.0] * 4, [2.0] * 4]
+    assert inp.matrix is matrix  # cached: a second use does not stack again
+    assert not matrix.flags.writeable
+    assert not any(np.shares_memory(matrix, row) for row in rows)
+
+
+def test_rows_of_matrix_input_are_views_of_it() -> None:
+    models = np.arange(8, dtype=np.float32).reshape(2, 4)
+    inp = make_input(models=models)
+    assert inp.matrix is models
+    assert [row.tolist() for row in inp.rows] == models.tolist()
+    assert all(np.shares_memory(row, models) for row in inp.rows)
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ((np.ones(4, np.float32), np.ones(4, np.float64)), r"models row 1 must be a 1-D float32"),
+        ((np.ones(4, np.float32), np.ones(5, np.float32)),
+         r"models row 1 has length 5 but own has length 4"),
+        ((np.ones((1, 4), np.float32), np.ones(4, np.float32)),
+         r"models row 0 must be a 1-D float32"),
+        ((np.ones(4, np.float32), [1.0, 1.0, 1.0, 1.0]), r"models row 1 must be a 1-D float32"),
+        ([np.ones(4, np.float32), np.ones(4, np.float32)], r"2-D float32 array \[k, d\] or a tuple"),
+        ((), r"at least one received model"),
+        ((np.ones(4, np.float32), np.array([0, 0, np.nan, 0], np.float32)),
+         r"NaN or infinite values in rows \[1\]"),
+        ((np.array([np.inf, 0, 0, 0], np.float32), np.array([0, 0, np.nan, 0], np.float32)),
+         r"NaN or infinite values in rows \[0, 1\]"),
+    ],
+)
+def test_invalid_row_input_names_the_row(models: object, message: str) -> None:
+    senders = ("a", "b")[: len(models)]  # type: ignore[arg-type]
+    scores = np.array([0.4, 0.6])[: len(senders)]
+    with pytest.raises(ValueError, match=message):
+        make_input(models=models, senders=senders, scores=scores)
+
+
+def test_checked_rows_skips_only_the_finiteness_scan_of_row_input() -> None:
+    bad = (np.zeros(4, np.float32), np.array([0, np.inf, 0, 0], np.float32))
+    assert make_input(models=bad, checked_rows=True).k == 2
+    with pytest.raises(ValueError, match="models row 1 has length 3"):
+        make_input(models=(bad[0], np.zeros(3, np.float32)), checked_rows=True)

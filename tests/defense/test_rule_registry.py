@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dfl_ray.defense import RULES, AggregationInput, check_rule_params, get_rule, rule_params
+from dfl_ray.defense.aggregate import stack_rows
 
 ALL_RULES = sorted(RULES)
 
@@ -104,3 +105,60 @@ def test_rule_keeps_own_model_when_all_agree(name: str) -> None:
     inp = AggregationInput(own, 0.9, models, ("a", "b", "c"), np.full(3, 0.9), {})
     out = get_rule(name)(inp, {})
     np.testing.assert_allclose(out.model, own, rtol=1e-6)
+
+
+# Each rule with its defaults, plus the settings that take other paths through the code.
+RULE_SETTINGS = [(name, {}) for name in ALL_RULES] + [
+    ("dfl_guard", {"oppose": 0.4}),
+    ("dfl_guard", {"oppose": 0.4, "coords": 100}),
+    ("dfl_guard", {"margin": 0.2, "clip": 1.0, "gate": 1.5}),
+    ("centered_clipping", {"iters": 3}),
+    ("multi_krum", {"f": 1, "m": 2}),
+    ("dfl_trust", {"initial": 0.9}),
+]
+
+
+def as_separate_rows(inp: AggregationInput) -> AggregationInput:
+    """The same input with each received model in its own read-only array."""
+    rows = tuple(np.array(row) for row in inp.matrix)
+    for row in rows:
+        row.flags.writeable = False
+    return AggregationInput(inp.own, inp.own_score, rows, inp.senders, inp.scores,
+                            inp.reputations, base=inp.base)
+
+
+@pytest.mark.parametrize(("name", "params"), RULE_SETTINGS)
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_rule_gives_the_same_result_for_rows_and_for_their_matrix(
+    name: str, params: dict[str, float], k: int
+) -> None:
+    rng = np.random.default_rng(k)
+    base = rng.standard_normal(1000).astype(np.float32)
+    own = (base + 0.05 * rng.standard_normal(1000)).astype(np.float32)
+    models = (base + 0.05 * rng.standard_normal((k, 1000))).astype(np.float32)
+    models[-1] = 2 * base - models[-1]  # an opposed update, for the rules that look
+    senders = tuple(f"s{i}" for i in range(k))
+    stacked = AggregationInput(own, 0.8, models, senders, rng.uniform(0.3, 1.0, k),
+                               {senders[0]: 0.5, "gone": 0.2}, base=base)
+    separate = as_separate_rows(stacked)
+    by_matrix = get_rule(name)(stacked, params)
+    by_rows = get_rule(name)(separate, params)
+    np.testing.assert_array_equal(by_rows.model, by_matrix.model)
+    np.testing.assert_array_equal(by_rows.weights, by_matrix.weights)
+    assert by_rows.reputations == by_matrix.reputations
+    assert not any(np.shares_memory(by_rows.model, row) for row in separate.rows)
+    np.testing.assert_array_equal(np.stack(separate.rows), models)  # the rows are untouched
+
+
+@pytest.mark.parametrize("name", ALL_RULES)
+def test_rule_reads_models_held_in_the_stacking_scratch(name: str) -> None:
+    # Rules that sort stack own + received models in a per-thread scratch; models that a
+    # caller stacked there must not be overwritten while they are read.
+    inp = sample_input(4)
+    expected = get_rule(name)(inp, {})
+    in_scratch = stack_rows(inp.rows)
+    held = AggregationInput(inp.own, inp.own_score, in_scratch, inp.senders, inp.scores,
+                            inp.reputations)
+    out = get_rule(name)(held, {})
+    np.testing.assert_array_equal(out.model, expected.model)
+    np.testing.assert_array_equal(in_scratch, inp.matrix)
