@@ -18,7 +18,6 @@ from torch import nn
 
 from dfl_ray.attacks import Attack
 from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base
-from dfl_ray.defense.aggregate import stack_rows as stack_rows  # moved there; still importable here
 from dfl_ray.defense.momentum import check_momentum, momentum_step
 from dfl_ray.ledger import (
     Block,

@@ -14,7 +14,7 @@ from dfl_ray.ledger import Receipt, Transaction, model_digest, transaction, veri
 from dfl_ray.ledger import receipt as receipt_module
 from dfl_ray.messages import ReceiptMessage, TxMessage
 from dfl_ray.models.flat import vector_to_model
-from dfl_ray.node import DFLNode, stack_rows
+from dfl_ray.node import DFLNode
 from tests.helpers import local_host, small_config
 
 
@@ -210,18 +210,6 @@ def test_receipts_are_stored_once_and_a_self_signed_one_is_rejected(host: NodeHo
     own = Receipt.create(owner.identity, tx_id=tx_id, score=0.5, received_at=time.time(), hop=1)
     owner.on_receipt(ReceiptMessage(own.encode()))  # a node does not receipt its own transaction
     assert owner.rejected == {"bad_receipt": 1}
-
-
-def test_stack_rows_reuses_one_scratch_and_grows_when_needed() -> None:
-    rng = np.random.default_rng(0)
-    rows = [rng.standard_normal(16).astype(np.float32) for _ in range(3)]
-    first = stack_rows(rows)
-    assert np.array_equal(first, np.stack(rows))
-    again = stack_rows(rows[:2])
-    assert np.shares_memory(first, again)  # the same scratch, no new allocation
-    more = [rng.standard_normal(16).astype(np.float32) for _ in range(5)]
-    grown = stack_rows(more)
-    assert grown.shape == (5, 16) and np.array_equal(grown, np.stack(more))
 
 
 def test_nodes_of_one_process_verify_a_signature_and_a_payload_once(
