@@ -30,6 +30,8 @@ receiver's own model, whereas a random, noisy or boosted model lies tens of upda
    oppose each other almost as much (10th percentile -0.57); there the test split the honest
    nodes apart (0.77 instead of 0.91 after 30 rounds without attack), which is why it is off by
    default. Receivers that hold none of a sign-flipper's labels cannot see it this way at all.
+   (These figures are without server momentum; with the node's default momentum of 0.5,
+   oppose = 0.4 left 2-labels-per-node shards at 0.872 after 40 rounds instead of 0.946.)
    The cosine is taken on `coords` coordinates drawn afresh each aggregation (a seed from the
    own model, which no sender knows before it publishes), so it costs well under a millisecond;
 4. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average), with
