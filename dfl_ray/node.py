@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dfl_ray.attacks import Attack
-from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base
+from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base, rule_uses_head
 from dfl_ray.defense.momentum import check_momentum, momentum_step
 from dfl_ray.ledger import (
     Block,
@@ -206,6 +206,13 @@ class DFLNode:
         self.rule = get_rule(params.rule)
         self.rule_uses_base = rule_uses_base(params.rule, params.rule_params)
         self.keeps_base = self.rule_uses_base or attack is not None
+        # The output layer's bias (the model's last tensor), for rules that read the
+        # classifier's update; they then get its round-start values instead of a whole base.
+        classes = data.num_classes
+        self.head = (slice(spec.size - classes, spec.size)
+                     if spec.shapes and tuple(spec.shapes[-1]) == (classes,) else None)
+        self.keeps_head = self.head is not None and rule_uses_head(params.rule, params.rule_params)
+        self.round_head: np.ndarray | None = None
         self.rng = np.random.default_rng([params.seed, params.node_id])
         self.attack_rng = np.random.default_rng([params.seed, params.node_id, 1])
 
@@ -272,6 +279,9 @@ class DFLNode:
         """Local SGD on the node's shard (a free-rider skips it), keeping the start when needed."""
         if self.keeps_base:
             self.round_base = model_to_vector(self.model)
+        if self.keeps_head:
+            last = list(self.model.parameters())[-1]
+            self.round_head = last.detach().to("cpu", copy=True).numpy().astype(np.float32, copy=False)
         if self.attack is not None and not self.attack.trains:
             return
         poison = None
@@ -513,6 +523,8 @@ class DFLNode:
                 scores=np.array([self.buffer[c].score for c in creators], dtype=np.float64),
                 reputations=self.reputations,
                 base=self.round_base if self.rule_uses_base else None,
+                head=self.head,
+                head_base=self.round_head,
                 # Every buffered row passed check_payload (finiteness included) on receipt.
                 checked_rows=True,
             )

@@ -62,6 +62,8 @@ def owned_bytes(node: DFLNode) -> int:
     total += node.data.train_idx.nbytes
     if node.round_base is not None:
         total += node.round_base.nbytes
+    if node.round_head is not None:
+        total += node.round_head.nbytes
     return total
 
 

@@ -109,10 +109,22 @@ def test_a_rule_reading_the_round_start_gets_the_model_before_training(tmp_path:
     assert node.round_base is not None and np.array_equal(node.round_base, before)
     host.end_round(0)
     assert node.counters["aggregations"] == 1
-    # without the opposition test an honest node keeps no second copy of its model
-    plain = local_host(small_config(), tmp_path / "plain")
+    # without the opposition test an honest node keeps no second copy of its model, only
+    # the round-start output bias that the reversal test reads (one value per class)
+    plain = local_host(small_config(defense={"rule": "dfl_guard"}), tmp_path / "plain")
+    node = plain.nodes[0]
+    bias = [p for p in node.model.parameters()][-1].detach().numpy().copy()
     plain.begin_round(0)
-    assert plain.nodes[0].round_base is None
+    assert node.round_base is None
+    assert node.round_head is not None and np.array_equal(node.round_head, bias)
+    assert node.head == slice(node.spec.size - 10, node.spec.size)
+    assert not np.array_equal(node.get_vector()[node.head], bias)  # training moved it
+    plain.end_round(0)
+    assert node.counters["aggregations"] == 1
+    off = local_host(small_config(defense={"rule": "dfl_guard", "params": {"reversal": 1.0}}),
+                     tmp_path / "off")
+    off.begin_round(0)
+    assert off.nodes[0].round_head is None and off.nodes[0].round_base is None
 
 
 def test_invalid_duplicate_is_dropped_silently(host: NodeHost) -> None:

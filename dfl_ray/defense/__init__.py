@@ -74,11 +74,25 @@ def rule_uses_base(name: str, params: Mapping[str, Any]) -> bool:
 
     Nodes keep no second copy of their model unless their rule reads it.
     """
+    # dfl_guard reads it only for its opposition test, which oppose = 1 turns off.
+    return _test_on(name, params, "oppose")
+
+
+def rule_uses_head(name: str, params: Mapping[str, Any]) -> bool:
+    """Whether rule `name` with `params` reads the output-layer bias update
+    (`AggregationInput.head` with `head_base` or `base`).
+
+    Nodes then keep the round-start bias (one value per class) instead of a whole model.
+    """
+    return _test_on(name, params, "reversal")
+
+
+def _test_on(name: str, params: Mapping[str, Any], test: str) -> bool:
+    """Whether dfl_guard's `test` (a threshold that 1 turns off) is on; False for other rules."""
     if name != "dfl_guard":
         _get(name)  # unknown names still raise
         return False
-    # dfl_guard reads it only for its opposition test, which oppose = 1 turns off.
-    return float(params.get("oppose", rule_params(name)["oppose"])) < 1.0
+    return float(params.get(test, rule_params(name)[test])) < 1.0
 
 
 def get_rule(name: str) -> Callable[[AggregationInput, Mapping[str, Any]], AggregationResult]:
@@ -111,5 +125,6 @@ __all__ = [
     "multi_krum",
     "rule_params",
     "rule_uses_base",
+    "rule_uses_head",
     "trimmed_mean",
 ]

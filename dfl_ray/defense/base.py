@@ -40,6 +40,14 @@ class AggregationInput:
 
     Rules that compare update directions (model minus base) need it; the others ignore it.
     """
+    head: slice | None = None
+    """Where the output layer's bias lies in the model vector (one coordinate per class), or
+    None. Rules that read the classifier's update need it; a node sets it when its model's last
+    tensor is that bias (every model in the registry)."""
+    head_base: np.ndarray | None = None
+    """float32 [len(head)] or None: the round-start model on the `head` coordinates, for rules
+    that read only the classifier's update (a node then keeps these few values instead of a
+    whole `base`). `start_head` falls back to `base[head]`."""
     checked_rows: bool = False
     """True when every received model is known finite already, so construction skips only
     the finiteness scan of `models` (every other check still runs).
@@ -102,6 +110,22 @@ class AggregationInput:
             raise ValueError("base contains NaN or infinite values")
         if not is_finite(own):
             raise ValueError("own contains NaN or infinite values")
+        head = self.head
+        if head is not None and not (
+            isinstance(head, slice) and head.step in (None, 1)
+            and isinstance(head.start, int) and isinstance(head.stop, int)
+            and head.start >= 0 and head.start + 2 <= head.stop <= d
+        ):
+            raise ValueError(f"head must be a slice of at least 2 coordinates within the model's "
+                             f"{d}, got {head!r}")
+        if self.head_base is not None:
+            if head is None:
+                raise ValueError("head_base needs head (the coordinates it covers)")
+            n = head.stop - head.start
+            if (not isinstance(self.head_base, np.ndarray) or self.head_base.dtype != np.float32
+                    or self.head_base.shape != (n,) or not is_finite(self.head_base)):
+                raise ValueError(f"head_base must be a finite float32 array of shape ({n},), "
+                                 f"got {_describe(self.head_base)}")
         if not isinstance(self.checked_rows, bool):
             raise ValueError(f"checked_rows must be a bool, got {_describe(self.checked_rows)}")
         if not self.checked_rows:
@@ -134,6 +158,16 @@ class AggregationInput:
         matrix = np.stack(self.models)
         matrix.flags.writeable = False
         return matrix
+
+    @property
+    def start_head(self) -> np.ndarray | None:
+        """The round-start model on the `head` coordinates (`head_base`, else `base[head]`), or
+        None when `head` or both sources are missing."""
+        if self.head is None:
+            return None
+        if self.head_base is not None:
+            return self.head_base
+        return None if self.base is None else self.base[self.head]
 
     def get_reputations(self, initial: float) -> np.ndarray:
         """float64 [k]: each sender's current reputation, `initial` for senders not yet known."""

@@ -34,14 +34,33 @@ receiver's own model, whereas a random, noisy or boosted model lies tens of upda
    oppose = 0.4 left 2-labels-per-node shards at 0.872 after 40 rounds instead of 0.946.)
    The cosine is taken on `coords` coordinates drawn afresh each aggregation (a seed from the
    own model, which no sender knows before it publishes), so it costs well under a millisecond;
-4. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average), with
-   q = 1 for a model that passed the distance and opposition tests (and, when `margin` < 1,
+4. reversal (on by default): a sign-flipped update also reverses the output layer's bias
+   update, and that one has a sign a receiver can read without holding the sender's labels.
+   Softmax cross-entropy moves the bias of class c by the mean of y_c - p_c, which sums to
+   zero over the classes, so training on a node's shard raises the bias of the classes it
+   holds by much and lowers every other class by little: on the head coordinates
+   (`AggregationInput.head`, one per class) the update m_i - b has skew
+   (max + min) / (max - min) above 0 when its data held a few classes, and a reversed update
+   the mirror image, below 0. A model whose skew is below -`reversal` counts for nothing this
+   round. Measured on MNIST, 10 nodes, three sign-flippers, in every round of 20: on
+   Dirichlet(0.1) shards 96-100 % of honest updates had skew >= 0 (1st percentile -0.09) and
+   every sign-flipped one < 0 (99th percentile -0.38); on 2-labels-per-node shards honest
+   >= -0.02 in 99 % and every flipped one < 0. On IID shards the skew is noise (30 % of honest
+   updates and 50-78 % of flipped ones < 0): there the test drops some honest models at random,
+   which IID data can afford, and still removes most flipped ones. In the robustness table
+   (40 rounds, dfl10) it lifted three sign-flippers from 0.910 to 0.948 on IID shards, 0.715 to
+   0.946 on Dirichlet(0.1) and 0.855 to 0.939 on 2 labels per node; without attack IID went from
+   0.969 to 0.965. It reads 10 values per model and keeps 10 per node. An attacker who knows
+   the test can leave the head unflipped and pass it: this test answers the plain sign flip,
+   not an adaptive one;
+5. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average), with
+   q = 1 for a model that passed the distance, opposition and reversal tests (and, when `margin` < 1,
    scores at least s_med - margin, s_med the median score of the accepted received models),
    q = 0 otherwise. Nobody is penalised for merely being the lowest of a good lot, one bad round
    is forgotten, and a sender that keeps failing sinks below `floor` over rounds. The score test
    is off by default: under label skew honest peers' scores on my data spread over most of
    [0, 1], and on Dirichlet(0.1) shards the test cost 1.3 points of final accuracy;
-5. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that pass
+6. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that pass
    this round and whose reputation is at least `floor` (trust-weighted averaging as in FLTrust,
    Cao et al., NDSS 2021, with the trust earned over rounds instead of from a root data set).
 
@@ -62,7 +81,7 @@ from dfl_ray.defense.base import AggregationInput, AggregationResult, check_numb
 def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float = 0.3,
                            margin: float = 1.0, initial: float = 1.0, floor: float = 0.3,
                            own_weight: float = 1.0, oppose: float = 1.0,
-                           coords: int = 32768) -> None:
+                           coords: int = 32768, reversal: float = 0.0) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("gate", gate, 0.0, allow_inf=True)
     check_number("clip", clip, 0.0, allow_inf=True)
@@ -72,6 +91,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     check_number("floor", floor, 0.0, 1.0)
     check_number("own_weight", own_weight, 0.0, low_open=True)
     check_number("oppose", oppose, 0.0, 1.0)
+    check_number("reversal", reversal, 0.0, 1.0)
     if isinstance(coords, bool) or not isinstance(coords, int | float) or coords != int(coords) \
             or coords < 0:
         raise ValueError(f"coords must be a whole number >= 0 (0: all coordinates), got {coords!r}")
@@ -80,7 +100,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
 def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, beta: float = 0.3,
               margin: float = 1.0, initial: float = 1.0, floor: float = 0.3,
               own_weight: float = 1.0, oppose: float = 1.0,
-              coords: int = 32768) -> AggregationResult:
+              coords: int = 32768, reversal: float = 0.0) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -96,9 +116,13 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     oppose: a model whose update has cosine below -oppose with the own update counts for nothing
         this round (needs `inp.base`; 1, the default, turns the test off).
     coords: coordinates sampled for that cosine (0: all of them).
+    reversal: a model whose output-bias update has head skew below -reversal (see `head_skew`)
+        counts for nothing this round (needs `inp.head` and `inp.head_base` or `inp.base`,
+        skipped without them; 1 turns the test off).
     """
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
-                           floor=floor, own_weight=own_weight, oppose=oppose, coords=coords)
+                           floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
+                           reversal=reversal)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -110,6 +134,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     reference = float(np.median(inp.scores[accepted])) if accepted.any() else inp.own_score
     if inp.base is not None and oppose < 1.0:
         accepted &= own_update_cosines(inp, int(coords)) >= -oppose
+    if inp.start_head is not None and reversal < 1.0:
+        accepted &= head_skew(inp) >= -reversal
     observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
     reputation = (1.0 - beta) * prior + beta * observed
     weights = np.where(accepted & (reputation >= floor), reputation, 0.0)
@@ -126,6 +152,30 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
     return AggregationResult(model, reputations, shares)
+
+
+def head_skew(inp: AggregationInput) -> np.ndarray:
+    """float64 [k]: (max + min) / (max - min) of each received model's output-bias update.
+
+    The update is m_i - base on the `inp.head` coordinates (one per class), base the round-start
+    model (`inp.start_head`). Softmax
+    cross-entropy moves the bias of class c by the mean of (y_c - p_c), which sums to zero over
+    the classes: training raises the bias of the classes a node holds and lowers all the others
+    by less, so an update learnt from label-skewed data has one or a few large positive entries
+    (skew near +1), and a sign-flipped one the mirror image (skew near -1). A zero update has
+    skew 0.
+    """
+    start = inp.start_head
+    if start is None:
+        raise ValueError("head_skew needs AggregationInput.head and its head_base or base")
+    base = start.astype(np.float64)
+    skew = np.zeros(inp.k)
+    for i, row in enumerate(inp.rows):
+        u = row[inp.head].astype(np.float64) - base
+        top, bottom = float(u.max()), float(u.min())
+        if top > bottom:
+            skew[i] = (top + bottom) / (top - bottom)
+    return skew
 
 
 def own_update_cosines(inp: AggregationInput, coords: int) -> np.ndarray:

@@ -57,6 +57,14 @@ def test_valid_input_accepts_read_only_models() -> None:
         ({"base": np.zeros(5, dtype=np.float32)}, "base"),
         ({"base": np.zeros(4, dtype=np.float64)}, "base"),
         ({"base": np.array([0, np.nan, 0, 0], dtype=np.float32)}, "base"),
+        ({"head": slice(3, 5)}, "head"),
+        ({"head": slice(3, 4)}, "head"),
+        ({"head": slice(0, 4, 2)}, "head"),
+        ({"head": (2, 4)}, "head"),
+        ({"head_base": np.zeros(2, dtype=np.float32)}, "head_base needs head"),
+        ({"head": slice(2, 4), "head_base": np.zeros(3, dtype=np.float32)}, "head_base"),
+        ({"head": slice(2, 4), "head_base": np.zeros(2, dtype=np.float64)}, "head_base"),
+        ({"head": slice(2, 4), "head_base": np.array([0, np.inf], dtype=np.float32)}, "head_base"),
         ({"checked_rows": 1}, "checked_rows"),
         ({"checked_rows": True, "own": np.array([0, np.nan, 0, 0], dtype=np.float32)}, "own"),
         ({"checked_rows": True, "scores": np.array([0.4, np.nan])}, "scores"),
@@ -65,6 +73,16 @@ def test_valid_input_accepts_read_only_models() -> None:
 def test_invalid_input_names_the_field(changes: dict[str, object], field: str) -> None:
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
         make_input(**changes)
+
+
+def test_start_head_reads_head_base_else_base() -> None:
+    base = np.arange(4, dtype=np.float32)
+    assert make_input(base=base).start_head is None  # no head
+    assert make_input(head=slice(2, 4)).start_head is None  # no base
+    assert make_input(head=slice(2, 4), base=base).start_head.tolist() == [2.0, 3.0]
+    head_base = np.array([7, 8], dtype=np.float32)
+    inp = make_input(head=slice(2, 4), base=base, head_base=head_base)
+    assert inp.start_head.tolist() == [7.0, 8.0]
 
 
 def test_checked_rows_skips_only_the_row_finiteness_scan() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base
-from dfl_ray.defense.guard import dfl_guard, own_update_cosines
+from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base, rule_uses_head
+from dfl_ray.defense.guard import dfl_guard, head_skew, own_update_cosines
 
 RNG = np.random.default_rng(7)
 D = 40
@@ -162,5 +162,100 @@ def test_invalid_parameter_is_named() -> None:
         rule(inp, {"coords": 2.5})
     with pytest.raises(ValueError, match="oppose"):
         rule(inp, {"oppose": 1.5})
+    with pytest.raises(ValueError, match="reversal"):
+        rule(inp, {"reversal": -0.1})
     with pytest.raises(ValueError, match="no parameter 'radius'"):
         rule(inp, {"radius": 1.0})
+
+
+# ------------------------------------------------------------------ reversal test (head skew)
+
+CLASSES = 10
+HEAD = slice(D - CLASSES, D)
+
+
+def skewed_round() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """base, own model, received models: 4 label-skewed updates, the last 2 of them reversed.
+
+    On the head (the last 10 coordinates) each update raises one or two classes a lot and
+    lowers the others a little, as cross-entropy training on a few classes does.
+    """
+    base = honest(1)[0]
+    updates = honest(6) * 0.01
+    for i, held in enumerate([(0,), (1, 2), (3,), (4, 5), (6,), (7, 8)]):
+        bias = np.full(CLASSES, -0.02, dtype=np.float32)
+        bias[list(held)] = 0.2 / len(held)
+        updates[i, HEAD] = bias
+    updates[4:] *= -1.0
+    own = base + honest(1)[0] * 0.01
+    return base, own.astype(np.float32), (base + updates).astype(np.float32)
+
+
+def head_input(models: np.ndarray, own: np.ndarray, base: np.ndarray,
+               head_base: bool = False) -> AggregationInput:
+    k = len(models)
+    return AggregationInput(
+        own=own, own_score=0.9, models=models, senders=tuple(f"n{i}" for i in range(k)),
+        scores=np.full(k, 0.5), reputations={}, head=HEAD,
+        **({"head_base": base[HEAD].copy()} if head_base else {"base": base}),
+    )
+
+
+def test_head_skew_is_positive_for_learnt_and_negative_for_reversed_updates() -> None:
+    base, own, models = skewed_round()
+    skew = head_skew(head_input(models, own, base))
+    assert np.all(skew[:4] > 0.5) and np.all(skew[4:] < -0.5)
+    # Only the head and the round start are read: the same from head_base as from base.
+    assert np.array_equal(skew, head_skew(head_input(models, own, base, head_base=True)))
+    # A zero update has skew 0.
+    assert head_skew(head_input(np.stack([base, base]), own, base)).tolist() == [0.0, 0.0]
+
+
+def test_head_skew_of_real_cross_entropy_training_and_its_sign_flip() -> None:
+    """A softmax layer trained on two classes: its bias update has positive skew, the flipped
+    update negative skew, which is what the reversal test relies on."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, CLASSES)
+    start = torch.cat([layer.weight.detach().flatten(), layer.bias.detach()]).numpy().copy()
+    x = torch.randn(256, 8)
+    y = torch.randint(3, 5, (256,))  # classes 3 and 4 only
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(20):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(layer(x), y).backward()
+        opt.step()
+    trained = torch.cat([layer.weight.detach().flatten(), layer.bias.detach()]).numpy()
+    flipped = start - (trained - start)
+    d = start.shape[0]
+    inp = AggregationInput(
+        own=start.astype(np.float32), own_score=0.5,
+        models=np.stack([trained, flipped]).astype(np.float32), senders=("honest", "flipper"),
+        scores=np.full(2, 0.5), reputations={}, base=start.astype(np.float32),
+        head=slice(d - CLASSES, d),
+    )
+    skew = head_skew(inp)
+    assert skew[0] > 0.5 and skew[1] < -0.5
+    assert dfl_guard(inp, gate=np.inf).weights.tolist()[1] == 0.0
+
+
+def test_rejects_reversed_updates_by_default() -> None:
+    base, own, models = skewed_round()
+    result = dfl_guard(head_input(models, own, base, head_base=True))
+    assert np.all(result.weights[:4] > 0)
+    assert result.weights[4] == 0 and result.weights[5] == 0
+    assert result.reputations["n4"] < 1.0 and result.reputations["n0"] == 1.0
+
+
+def test_reversal_one_or_no_head_turns_the_reversal_test_off() -> None:
+    base, own, models = skewed_round()
+    assert np.all(dfl_guard(head_input(models, own, base), reversal=1.0).weights > 0)
+    assert np.all(dfl_guard(make_input(models, [0.5] * 6, own=own, base=base)).weights > 0)
+
+
+def test_the_reversal_test_keeps_only_the_round_start_head() -> None:
+    assert rule_uses_head("dfl_guard", {}) and not rule_uses_base("dfl_guard", {})
+    assert not rule_uses_head("dfl_guard", {"reversal": 1.0})
+    assert not rule_uses_head("median", {})
+    with pytest.raises(ValueError, match="unknown aggregation rule"):
+        rule_uses_head("nope", {})
