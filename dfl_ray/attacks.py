@@ -136,17 +136,28 @@ class BlankImages(Attack):
 
 @dataclass(frozen=True)
 class SignFlip(Attack):
-    """Publish base - scale * (trained - base): the update reversed (and scaled)."""
+    """Publish base - scale * (trained - base): the update reversed (and scaled).
+
+    keep_last > 0 leaves the last `keep_last` weights as trained: with 10 (LeNet's output bias)
+    this is an attacker who knows dfl_guard's reversal test and hides from it.
+    """
 
     name: ClassVar[str] = "sign_flip"
     scale: float = 1.0
+    keep_last: int = 0
 
     def __post_init__(self) -> None:
         _check_positive("scale", self.scale)
+        if (isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int | np.integer)
+                or self.keep_last < 0):
+            raise ValueError(f"keep_last must be an integer >= 0, got {self.keep_last!r}")
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int) -> np.ndarray:
-        return base - np.float32(self.scale) * (trained - base)
+        out = base - np.float32(self.scale) * (trained - base)
+        if self.keep_last:
+            out[-self.keep_last:] = trained[-self.keep_last:]
+        return out
 
 
 @dataclass(frozen=True)

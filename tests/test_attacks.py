@@ -114,6 +114,13 @@ def test_sign_flip_reverses_the_update() -> None:
     np.testing.assert_allclose(out - base, -(trained - base), rtol=1e-4, atol=1e-6)
 
 
+def test_sign_flip_can_leave_the_last_weights_as_trained() -> None:
+    out, trained, base = publish(make_attack("sign_flip", keep_last=3))
+    np.testing.assert_array_equal(out[-3:], trained[-3:])
+    np.testing.assert_allclose(out[:-3] - base[:-3], -(trained[:-3] - base[:-3]),
+                               rtol=1e-4, atol=1e-6)
+
+
 def test_scaled_update_boosts_the_update() -> None:
     out, trained, base = publish(make_attack("scaled_update"))
     np.testing.assert_allclose(out - base, 10.0 * (trained - base), rtol=1e-4, atol=1e-5)
@@ -158,7 +165,7 @@ def test_blank_images_zeroes_pixels_only() -> None:
 
 def test_attack_params_list_defaults() -> None:
     assert attack_params("none") == {}
-    assert attack_params("sign_flip") == {"scale": 1.0}
+    assert attack_params("sign_flip") == {"scale": 1.0, "keep_last": 0}
     assert attack_params("scaled_update") == {"scale": 10.0}
     assert attack_params("gaussian_noise") == {"std": 0.1}
 
@@ -178,6 +185,8 @@ def test_invalid_attack_param_is_named() -> None:
 
 
 @pytest.mark.parametrize(("kind", "params"), [("sign_flip", {"scale": 0.0}),
+                                              ("sign_flip", {"keep_last": -1}),
+                                              ("sign_flip", {"keep_last": 2.5}),
                                               ("scaled_update", {"scale": -2.0}),
                                               ("gaussian_noise", {"std": float("nan")}),
                                               ("gaussian_noise", {"std": "0.1"})])
