@@ -64,14 +64,19 @@ def removed_config(args: argparse.Namespace, part: str, malicious: int, name: st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", type=Path, default=Path("runs/table"))
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hosts", type=int, default=2, help="host actors per run")
-    parser.add_argument("--partitions", nargs="*", default=list(PARTITIONS), choices=list(PARTITIONS))
-    parser.add_argument("--attacks", nargs="*", default=list(ATTACKS), choices=list(ATTACKS))
-    parser.add_argument("--defenses", nargs="*", default=list(DEFENSES), choices=list(DEFENSES))
+    parser.add_argument("--data-dir", default=None,
+                        help="data folder (default: $DFL_DATA_DIR, else the user cache folder)")
+    parser.add_argument("--out", type=Path, default=Path("runs/table"),
+                        help="folder for the runs, table.json and table.md (default: runs/table)")
+    parser.add_argument("--rounds", type=int, default=40, help="sync rounds per run (default: 40)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run (default: 0)")
+    parser.add_argument("--hosts", type=int, default=2, help="host actors per run (default: 2)")
+    parser.add_argument("--partitions", nargs="*", default=list(PARTITIONS), choices=list(PARTITIONS),
+                        help="rows to run (default: all)")
+    parser.add_argument("--attacks", nargs="*", default=list(ATTACKS), choices=list(ATTACKS),
+                        help="attacks to run (default: all)")
+    parser.add_argument("--defenses", nargs="*", default=list(DEFENSES), choices=list(DEFENSES),
+                        help="columns to run (default: all)")
     parser.add_argument("--no-removed", action="store_true", help="skip the attackers-removed runs")
     parser.add_argument("--rerun", action="store_true", help="rerun cells already in table.json")
     args = parser.parse_args(argv)
