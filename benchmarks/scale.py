@@ -334,19 +334,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1,
                         help="CPUs of the local Ray instance")
     parser.add_argument("--data-dir", default=None, help="data folder (torchvision layout)")
-    parser.add_argument("--dataset", default="fashion_mnist", choices=["mnist", "fashion_mnist"])
+    parser.add_argument("--dataset", default="fashion_mnist", choices=["mnist", "fashion_mnist"],
+                        help="data set")
     parser.add_argument("--defense", default="fedavg", help="aggregation rule")
     parser.add_argument("--extra-defense", default=None,
                         help="a second rule, run at --extra-sizes (e.g. dfl_trust)")
-    parser.add_argument("--extra-sizes", type=int, nargs="*", default=[100])
+    parser.add_argument("--extra-sizes", type=int, nargs="*", default=[100],
+                        help="sizes N at which --extra-defense runs")
     parser.add_argument("--degree", type=int, default=8, help="degree of the random regular graph")
-    parser.add_argument("--buffer-size", type=int, default=4)
+    parser.add_argument("--buffer-size", type=int, default=4,
+                        help="received models a node aggregates")
     parser.add_argument("--ttl", type=int, default=1, help="gossip hops")
-    parser.add_argument("--local-steps", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--local-steps", type=int, default=1,
+                        help="SGD steps per node per round")
+    parser.add_argument("--batch-size", type=int, default=64, help="samples per SGD step")
     parser.add_argument("--keep-payloads", type=int, default=0,
                         help="own payloads kept on disk per node (-1: all)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the run")
     parser.add_argument("--sample-s", type=float, default=0.5, help="memory sampling interval")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch loop")
     args = parser.parse_args(argv)

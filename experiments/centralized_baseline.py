@@ -16,10 +16,11 @@ from dfl_ray.data import DATASETS, DataNotFoundError, load_dataset
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    parser.add_argument("--dataset", default="mnist", choices=sorted(DATASETS),
+                        help="data set (default: mnist)")
     parser.add_argument("--data-dir", default=None, help="data folder (default $DFL_DATA_DIR or cache)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=5, help="passes over the training set")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the model and the batches")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
