@@ -42,10 +42,10 @@ receiver's own model, whereas a random, noisy or boosted model lies tens of upda
    (`AggregationInput.head`, one per class) the update m_i - b has skew
    (max + min) / (max - min) above 0 when its data held a few classes, and a reversed update
    the mirror image, below 0. A model whose skew is below -`reversal` counts for nothing this
-   round. Measured on MNIST, 10 nodes, three sign-flippers, in every round of 20: on
-   Dirichlet(0.1) shards 96-100 % of honest updates had skew >= 0 (1st percentile -0.09) and
-   every sign-flipped one < 0 (99th percentile -0.38); on 2-labels-per-node shards honest
-   >= -0.02 in 99 % and every flipped one < 0. On IID shards the skew is noise (30 % of honest
+   round. Measured on MNIST, 10 nodes each receiving all nine others' models, three
+   sign-flippers, in every round of 20: on Dirichlet(0.1) shards 96-100 % of honest updates
+   had skew >= 0 (1st percentile -0.09) and every sign-flipped one < 0 (99th percentile
+   -0.38); on 2-labels-per-node shards honest >= -0.02 in 99 % and every flipped one < 0. On IID shards the skew is noise (30 % of honest
    updates and 50-78 % of flipped ones < 0): there the test drops some honest models at random,
    which IID data can afford, and still removes most flipped ones. In the robustness table
    (40 rounds, dfl10) it lifted three sign-flippers from 0.910 to 0.948 on IID shards, 0.715 to
@@ -54,8 +54,8 @@ receiver's own model, whereas a random, noisy or boosted model lies tens of upda
    the test can leave the head unflipped and pass it: this test answers the plain sign flip,
    not an adaptive one;
 5. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average), with
-   q = 1 for a model that passed the distance, opposition and reversal tests (and, when `margin` < 1,
-   scores at least s_med - margin, s_med the median score of the accepted received models),
+   q = 1 for a model that passed the distance, opposition and reversal tests (and, when
+   `margin` < 1, scores at least s_med - margin, s_med the median score of the accepted received models),
    q = 0 otherwise. Nobody is penalised for merely being the lowest of a good lot, one bad round
    is forgotten, and a sender that keeps failing sinks below `floor` over rounds. The score test
    is off by default: under label skew honest peers' scores on my data spread over most of
