@@ -103,8 +103,6 @@ class NodeHost:
         self.host_of: dict[int, int] = {}
         self.lock = threading.Lock()
         self.incoming: deque[tuple[int, Message]] = deque()
-        # Sync schedule: batches pushed by other hosts in this wave, by sender host.
-        self.landed: dict[int, list[list[tuple[int, Message]]]] = {}
         self.rounds_done: dict[int, int] = {}
         self.async_thread: threading.Thread | None = None
         self.stop_flag = threading.Event()
@@ -246,54 +244,18 @@ class NodeHost:
         for node in self.nodes.values():
             node.finish_sealing()
 
-    # The same three steps as Ray actor calls: messages for other hosts go to those hosts
-    # directly (`push`), never through the driver. Each returns (host index, push call) pairs;
-    # the driver hands a host the calls made to it as arguments of `drain_pushed`, which Ray
-    # runs only once they have landed, so each wave still starts after the one before.
-
-    def begin_round_pushed(self, round_index: int) -> list[tuple[int, Any]]:
-        return self._send(self.begin_round(round_index), sync=True)
-
-    def land(self, sender: int, batch: list[tuple[int, Message]]) -> None:
-        """A batch pushed by host `sender` in this wave, held until `drain_pushed`."""
-        self.landed.setdefault(sender, []).append(batch)
-
-    def drain_pushed(self, *landed: Any) -> list[tuple[int, Any]]:
-        """Process what other hosts pushed (the `landed` calls are done) and push the replies.
-
-        Batches are taken in sender-host order, whatever order they landed in, so a sync run
-        stays deterministic.
-        """
-        for sender in sorted(self.landed):
-            for batch in self.landed[sender]:
-                self.transport.inbox.extend(batch)
-        self.landed.clear()
-        return self._send(self._drain(), sync=True)
-
-    def end_round_pushed(self, round_index: int) -> list[tuple[int, Any]]:
-        return self._send(self.end_round(round_index), sync=True)
-
     # ------------------------------------------------------------ async schedule
 
     def push(self, messages: list[tuple[int, Message]]) -> None:
         """Messages from another host, processed by this host's loop (deque appends are atomic)."""
         self.incoming.extend(messages)
 
-    def _send(self, messages: list[tuple[int, Message]], sync: bool = False) -> list[tuple[int, Any]]:
-        """Push messages to the hosts of their destinations, one call per host: `land` in the
-        sync schedule, `push` (processed by the receiver's loop) in the async one."""
-        by_host: dict[int, list[tuple[int, Message]]] = {}
-        for dest, message in messages:
-            by_host.setdefault(self.host_of[dest], []).append((dest, message))
-        me = self.setup.host_index
-        return [
-            (host, self.peer_hosts[host].land.remote(me, batch) if sync
-             else self.peer_hosts[host].push.remote(batch))
-            for host, batch in by_host.items()
-        ]
-
     def _flush_remote(self) -> None:
-        self._send(self.transport.take_outbox())
+        by_host: dict[int, list[tuple[int, Message]]] = {}
+        for dest, message in self.transport.take_outbox():
+            by_host.setdefault(self.host_of[dest], []).append((dest, message))
+        for host, batch in by_host.items():
+            self.peer_hosts[host].push.remote(batch)
 
     def start_async(self, rounds: int) -> None:
         """Start this host's loop: each node trains, publishes, receives and aggregates on its own."""

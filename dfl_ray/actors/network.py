@@ -15,6 +15,7 @@ from dfl_ray.actors.host import HostSetup, NodeHost
 from dfl_ray.config import Config
 from dfl_ray.data import NodeShard
 from dfl_ray.ledger import Genesis
+from dfl_ray.messages import Message
 from dfl_ray.models.flat import ModelSpec
 
 PLACEMENT_TIMEOUT_S = 60.0
@@ -170,25 +171,21 @@ class Network:
 
     # ------------------------------------------------------------ sync schedule
 
-    def _settle(self, sent: list[list[tuple[int, Any]]]) -> None:
-        """Run delivery waves until no host sends anything more.
-
-        Hosts push their messages to each other directly; the driver only sees which host was
-        sent something and calls it once those pushes have landed.
-        """
-        while True:
-            landed: dict[int, list[Any]] = {}
-            for reply in sent:
-                for host, call in reply:
-                    landed.setdefault(host, []).append(call)
-            if not landed:
-                return
-            sent = ray.get([self.hosts[h].drain_pushed.remote(*calls) for h, calls in landed.items()])
+    def _route(self, messages: list[tuple[int, Message]]) -> None:
+        """Deliver messages host by host until no host has anything left to send."""
+        while messages:
+            by_host: dict[int, list[tuple[int, Message]]] = {}
+            for dest, message in messages:
+                by_host.setdefault(self.host_of[dest], []).append((dest, message))
+            replies = ray.get([self.hosts[h].deliver.remote(batch) for h, batch in by_host.items()])
+            messages = [m for reply in replies for m in reply]
 
     def run_round(self, round_index: int) -> None:
         """One synchronous round: all train and publish, all deliveries, all aggregate and seal."""
-        self._settle(ray.get([h.begin_round_pushed.remote(round_index) for h in self.hosts]))
-        self._settle(ray.get([h.end_round_pushed.remote(round_index) for h in self.hosts]))
+        out = ray.get([h.begin_round.remote(round_index) for h in self.hosts])
+        self._route([m for batch in out for m in batch])
+        out = ray.get([h.end_round.remote(round_index) for h in self.hosts])
+        self._route([m for batch in out for m in batch])
         ray.get([h.finish_round.remote() for h in self.hosts])
 
     # ------------------------------------------------------------ async schedule
