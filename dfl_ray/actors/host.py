@@ -44,9 +44,15 @@ class HostSetup:
     """GPU share the host's actor holds (its Ray num_gpus); None: runtime.gpus_per_node."""
 
 
-def node_identity(network_id: str, seed: int, node_id: int) -> Identity:
-    """Deterministic keys for simulations: the same seed gives the same addresses."""
-    return Identity.from_seed(blake3.blake3(f"dfl/key/{network_id}/{seed}/{node_id}".encode()).digest())
+def node_identity(seed: int, node_id: int) -> Identity:
+    """Deterministic keys for simulations: the same seed gives the same addresses.
+
+    The keys depend on the seed and the node id only, not on the run's name (its network id):
+    a node aggregates its buffer in the order of the senders' keys, so keys that changed with
+    the name would change the float summation order, and with it the run's results. Runs stay
+    apart all the same: every signed object names its genesis, which holds the network id.
+    """
+    return Identity.from_seed(blake3.blake3(f"dfl/key/{seed}/{node_id}".encode()).digest())
 
 
 def resolve_device(requested: str, gpus: float) -> str:
@@ -93,7 +99,7 @@ class NodeHost:
         self.genesis = Genesis.decode(setup.genesis)
         self.network_id = self.genesis.network_id
         self.identities = {
-            n: node_identity(self.network_id, cfg.experiment.seed, n) for n in setup.node_ids
+            n: node_identity(cfg.experiment.seed, n) for n in setup.node_ids
         }
         self.transport = HostTransport(set(setup.node_ids))
         # The nodes of this process verify each signature and payload once between them.

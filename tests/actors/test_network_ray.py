@@ -11,6 +11,7 @@ import ray
 
 from dfl_ray.cli import main as cli_main
 from dfl_ray.config import config_from_dict
+from dfl_ray.ledger import read_chain
 from dfl_ray.runner import run_experiment
 
 pytestmark = pytest.mark.ray
@@ -64,7 +65,8 @@ def test_four_nodes_two_rounds_chains_verify(
 def test_several_nodes_per_host_match_one_node_per_actor(
     local_ray: None, tmp_path: Path, data_dir: Path
 ) -> None:
-    """The sync schedule is deterministic: the host layout does not change the result."""
+    """The sync schedule is deterministic for a seed: neither the host layout nor the run's
+    name changes the result, down to the bytes of every node's model."""
     a = run_experiment(
         tiny_config(tmp_path, data_dir, experiment={"name": "a"}, runtime={"hosts": 4}), quiet=True
     )
@@ -72,6 +74,13 @@ def test_several_nodes_per_host_match_one_node_per_actor(
         tiny_config(tmp_path, data_dir, experiment={"name": "b"}, runtime={"hosts": 2}), quiet=True
     )
     assert a["node_accuracy_final"] == b["node_accuracy_final"]
+
+    def models(name: str) -> list[bytes]:
+        chains = [read_chain(tmp_path / name / "chains" / f"node_{n}") for n in range(4)]
+        assert all(len(c.blocks) == 1 for c in chains)
+        return [c.blocks[0].model_digest_after for c in chains]
+
+    assert models("a") == models("b")
 
 
 def test_async_schedule_runs(local_ray: None, tmp_path: Path, data_dir: Path) -> None:
