@@ -237,7 +237,7 @@ class LedgerConfig:
 @dataclass(frozen=True)
 class RuntimeConfig:
     schedule: str = "sync"
-    """sync (deterministic rounds) or async (each node loops on its own)."""
+    """sync (rounds, deterministic for a seed whatever the run's name or host layout) or async (each node loops on its own)."""
     address: str | None = None
     """Ray address to join (auto for a running cluster); default starts a local Ray."""
     num_cpus: int = 0
