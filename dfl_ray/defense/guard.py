@@ -48,9 +48,9 @@ receiver's own model, whereas a random, noisy or boosted model lies tens of upda
    -0.38); on 2-labels-per-node shards honest >= -0.02 in 99 % and every flipped one < 0. On IID shards the skew is noise (30 % of honest
    updates and 50-78 % of flipped ones < 0): there the test drops some honest models at random,
    which IID data can afford, and still removes most flipped ones. In the robustness table
-   (40 rounds, dfl10) it lifted three sign-flippers from 0.910 to 0.948 on IID shards, 0.715 to
+   (40 rounds, dfl10) it lifted three sign-flippers from 0.910 to 0.952 on IID shards, 0.715 to
    0.946 on Dirichlet(0.1) and 0.855 to 0.939 on 2 labels per node; without attack IID went from
-   0.969 to 0.965. It reads 10 values per model and keeps 10 per node. An attacker who knows
+   0.969 to 0.967. It reads 10 values per model and keeps 10 per node. An attacker who knows
    the test can leave the head unflipped and pass it: this test answers the plain sign flip,
    not an adaptive one;
 5. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average), with
