@@ -97,7 +97,6 @@ class NodeHost:
         self.test_labels = as_tensor_readonly(arrays["test_labels"])
         self.initial = arrays["initial"]
         self.genesis = Genesis.decode(setup.genesis)
-        self.network_id = self.genesis.network_id
         self.identities = {
             n: node_identity(cfg.experiment.seed, n) for n in setup.node_ids
         }
