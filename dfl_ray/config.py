@@ -200,7 +200,7 @@ class AttackConfig:
     """Attack parameters (flag form: name=value,...)."""
 
     def __post_init__(self) -> None:
-        from dfl_ray.attacks import ATTACK_KINDS, attack_params
+        from dfl_ray.attacks import ATTACK_KINDS, attack_params, make_attack
 
         _check_choice("attack.kind", self.kind, list(ATTACK_KINDS))
         _check_range("attack.malicious", self.malicious, 0)
@@ -211,6 +211,10 @@ class AttackConfig:
         if len(set(self.nodes)) != len(self.nodes):
             raise ConfigError(f"attack.nodes has duplicates: {list(self.nodes)}")
         _check_params("attack.params", f"attack {self.kind!r}", self.params, attack_params(self.kind))
+        try:
+            make_attack(self.kind, **dict(self.params))
+        except ValueError as exc:
+            raise ConfigError(f"attack.params: {exc}") from exc
 
 
 @dataclass(frozen=True)

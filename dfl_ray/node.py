@@ -69,6 +69,8 @@ class NodeParams:
     max_clock_skew_s: float = 5.0
     seed: int = 0
     device: str = "cpu"
+    colluders: frozenset[int] = frozenset()
+    """The other attackers, for an attacker: their models are not taken as honest observations."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,9 @@ class DFLNode:
         # The model before the latest local training: kept only for attacks (they publish a
         # function of it) and rules that compare update directions; others keep no second copy.
         self.round_base: np.ndarray | None = None
+        # For attacks that observe (ALIE, IPM): the honest updates of the last aggregation's
+        # buffer, [k, size], colluders' models left out.
+        self.observed: np.ndarray | None = None
         self.momentum = check_momentum(params.momentum)
         # With momentum: the model the node left its last aggregation with, and the velocity.
         self.anchor: np.ndarray | None = None
@@ -282,11 +287,13 @@ class DFLNode:
         if self.keeps_head:
             last = list(self.model.parameters())[-1]
             self.round_head = last.detach().to("cpu", copy=True).numpy().astype(np.float32, copy=False)
-        if self.attack is not None and not self.attack.trains:
+        # An adaptive attacker behaves honestly until its attack turns active.
+        attack = self.attack if self.attack is not None and self.attack.active(self.turn) else None
+        if attack is not None and not attack.trains:
             return
         poison = None
-        if self.attack is not None and self.attack.poisons_data:
-            attack, rng, classes = self.attack, self.attack_rng, self.data.num_classes
+        if attack is not None and attack.poisons_data:
+            rng, classes = self.attack_rng, self.data.num_classes
 
             def poison(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 px, py = attack.poison_batch(x.numpy(), y.numpy(), rng, classes)
@@ -311,10 +318,11 @@ class DFLNode:
     def publish(self) -> None:
         """Sign a transaction for the current model and send it with the payload to every peer."""
         vec = model_to_vector(self.model)
-        if self.attack is not None:
+        if self.attack is not None and self.attack.active(self.turn):
             assert self.round_base is not None  # set by train()
             vec = np.ascontiguousarray(
-                self.attack.poison_model(vec, self.round_base, self.attack_rng, self.turn),
+                self.attack.poison_model(vec, self.round_base, self.attack_rng, self.turn,
+                                         observed=self.observed),
                 dtype=np.float32,
             )
         self.turn += 1
@@ -528,6 +536,8 @@ class DFLNode:
                 # Every buffered row passed check_payload (finiteness included) on receipt.
                 checked_rows=True,
             )
+            if self.attack is not None and self.attack.observes:
+                self._observe(creators)
             result = self.rule(inp, self.params.rule_params)
             model = result.model
             if self.anchor is not None and self.velocity is not None:
@@ -540,6 +550,16 @@ class DFLNode:
             self.counters["accepted_models"] += int(np.count_nonzero(result.weights))
             self.counters["offered_models"] += len(creators)
         return True
+
+    def _observe(self, creators: list[bytes]) -> None:
+        """Keep the updates of the buffered honest models, for an attacker that observes."""
+        assert self.round_base is not None  # attackers keep it (set by train())
+        honest = [self.buffer[c].vec for c in creators
+                  if self.directory.get(c) not in self.params.colluders]
+        observed = np.empty((len(honest), self.spec.size), dtype=np.float32)
+        for row, vec in zip(observed, honest, strict=True):
+            np.subtract(vec, self.round_base, out=row)
+        self.observed = observed
 
     # ----------------------------------------------------------------- seal
 

@@ -10,7 +10,7 @@ from dfl_ray.attacks import ATTACK_KINDS, Attack, attack_params, make_attack
 D = 2000
 NUM_CLASSES = 10
 MODEL_KINDS = ("random_model", "random_model_by_turn", "minus_uniform", "free_rider",
-               "sign_flip", "scaled_update", "gaussian_noise")
+               "sign_flip", "scaled_update", "gaussian_noise", "alie", "ipm")
 DATA_KINDS = ("label_shuffle", "label_shift", "blank_images")
 
 
@@ -164,17 +164,19 @@ def test_blank_images_zeroes_pixels_only() -> None:
 
 
 def test_attack_params_list_defaults() -> None:
-    assert attack_params("none") == {}
-    assert attack_params("sign_flip") == {"scale": 1.0, "keep_last": 0}
-    assert attack_params("scaled_update") == {"scale": 10.0}
-    assert attack_params("gaussian_noise") == {"std": 0.1}
+    assert attack_params("none") == {"honest_turns": 0}
+    assert attack_params("sign_flip") == {"honest_turns": 0, "scale": 1.0, "keep_last": 0}
+    assert attack_params("scaled_update") == {"honest_turns": 0, "scale": 10.0}
+    assert attack_params("gaussian_noise") == {"honest_turns": 0, "std": 0.1}
+    assert attack_params("alie") == {"honest_turns": 0, "z": 1.0}
+    assert attack_params("ipm") == {"honest_turns": 0, "epsilon": 0.5}
 
 
 def test_invalid_attack_kind_lists_valid_kinds() -> None:
-    with pytest.raises(ValueError, match="unknown attack kind 'alie'.*'sign_flip'"):
-        make_attack("alie")
+    with pytest.raises(ValueError, match="unknown attack kind 'backdoor'.*'sign_flip'"):
+        make_attack("backdoor")
     with pytest.raises(ValueError, match="unknown attack kind"):
-        attack_params("alie")
+        attack_params("backdoor")
 
 
 def test_invalid_attack_param_is_named() -> None:
@@ -221,3 +223,72 @@ def test_invalid_batch_inputs() -> None:
         attack.poison_batch(images, labels.astype(np.float32), rng, NUM_CLASSES)
     with pytest.raises(ValueError, match="num_classes"):
         attack.poison_batch(images, labels, rng, 1)
+
+
+def observations(k: int = 4, seed: int = 9) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.01 * rng.standard_normal((k, D))).astype(np.float32)
+
+
+def test_alie_moves_z_standard_deviations_against_the_mean_of_honest_updates() -> None:
+    trained, base = models()
+    seen = observations()
+    out = make_attack("alie", z=1.5).poison_model(trained, base, np.random.default_rng(0), 0,
+                                                  observed=seen)
+    u = np.vstack([seen, trained - base]).astype(np.float64)  # the own update counts too
+    expected = base + u.mean(axis=0) - 1.5 * u.std(axis=0)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
+    # every coordinate sits below the honest mean, within 1.5 standard deviations of it
+    assert np.all(out - base <= u.mean(axis=0) + 1e-7)
+
+
+def test_ipm_publishes_minus_epsilon_times_the_mean_honest_update() -> None:
+    trained, base = models()
+    seen = observations()
+    out = make_attack("ipm", epsilon=0.3).poison_model(trained, base, np.random.default_rng(0), 0,
+                                                       observed=seen)
+    mean = np.vstack([seen, trained - base]).astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(out, base - 0.3 * mean, rtol=0, atol=1e-6)
+    assert float(np.dot(out - base, mean)) < 0  # the inner product with the honest mean is negative
+
+
+@pytest.mark.parametrize("observed", [None, np.empty((0, D), dtype=np.float32)])
+def test_observing_attacks_fall_back_to_the_own_update_without_observations(
+        observed: np.ndarray | None) -> None:
+    trained, base = models()
+    rng = np.random.default_rng(0)
+    alie = make_attack("alie").poison_model(trained, base, rng, 0, observed=observed)
+    np.testing.assert_allclose(alie, trained, rtol=0, atol=1e-6)  # one sample: std 0
+    ipm = make_attack("ipm", epsilon=2.0).poison_model(trained, base, rng, 0, observed=observed)
+    np.testing.assert_allclose(ipm, base - 2.0 * (trained - base), rtol=0, atol=1e-6)
+
+
+def test_observed_updates_of_the_wrong_shape_are_refused() -> None:
+    trained, base = models()
+    with pytest.raises(ValueError, match=r"observed must be an array \[k, 2000\]"):
+        make_attack("alie").poison_model(trained, base, np.random.default_rng(0), 0,
+                                         observed=np.zeros((3, D + 1), dtype=np.float32))
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_honest_turns_publish_the_trained_model_then_the_attack(kind: str) -> None:
+    attack = make_attack(kind, honest_turns=3)
+    trained, base = models()
+    for turn in range(3):
+        assert not attack.active(turn)
+        out = attack.poison_model(trained, base, np.random.default_rng(1), turn)
+        np.testing.assert_array_equal(out, trained)
+        assert not np.shares_memory(out, trained)
+    assert attack.active(3)
+    # from turn 3 on it publishes what the same attack without a grace period publishes
+    plain = make_attack(kind)
+    np.testing.assert_array_equal(
+        attack.poison_model(trained, base, np.random.default_rng(1), 3),
+        plain.poison_model(trained, base, np.random.default_rng(1), 3),
+    )
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
+def test_honest_turns_must_be_a_non_negative_integer(value: object) -> None:
+    with pytest.raises(ValueError, match="honest_turns must be an integer >= 0"):
+        make_attack("sign_flip", honest_turns=value)

@@ -126,3 +126,23 @@ def test_invalid_yaml_file(tmp_path: Path) -> None:
 def test_invalid_rule_parameter_value_is_named() -> None:
     with pytest.raises(ConfigError, match="defense.params: .*beta"):
         config_from_dict({"defense": {"rule": "dfl_guard", "params": {"beta": 2.0}}})
+
+
+def test_integer_attack_params_from_flags_build_the_attack() -> None:
+    from dfl_ray.attacks import make_attack
+
+    cfg = config_from_dict({"attack": {"kind": "sign_flip", "params": "keep_last=10,honest_turns=20"}})
+    attack = make_attack(cfg.attack.kind, **dict(cfg.attack.params))
+    assert (attack.keep_last, attack.honest_turns) == (10, 20)  # type: ignore[attr-defined]
+    assert type(attack.honest_turns) is int
+
+
+@pytest.mark.parametrize(("kind", "params", "message"), [
+    ("sign_flip", "keep_last=1.5", "keep_last must be an integer >= 0, got 1.5"),
+    ("alie", "honest_turns=-2", "honest_turns must be an integer >= 0, got -2"),
+    ("ipm", "epsilon=0", "attack parameter epsilon must be a finite number > 0"),
+])
+def test_invalid_attack_param_values_fail_at_configuration(kind: str, params: str,
+                                                           message: str) -> None:
+    with pytest.raises(ConfigError, match=f"attack.params: {message}"):
+        config_from_dict({"attack": {"kind": kind, "params": params}})

@@ -333,3 +333,51 @@ def test_a_receipt_signed_in_the_process_is_not_verified_again(
     host.memo.forget()  # a memo that no longer holds it verifies the signature again
     host.nodes[0].on_receipt(receipt_msg)
     assert len(verified) == 2 and host.nodes[0].counters["receipts"] == 2
+
+
+def test_an_observing_attacker_keeps_the_honest_updates_of_its_buffer(tmp_path: Path) -> None:
+    # nodes 2 and 3 collude (ALIE); ring of 4: node 3 receives 0, 1 and its colluder 2
+    config = small_config(attack={"kind": "alie", "malicious": 2, "nodes": (2, 3)})
+    host = local_host(config, tmp_path)
+    attacker = host.nodes[3]
+    assert attacker.params.colluders == frozenset({2})
+    assert host.nodes[0].params.colluders == frozenset()
+    assert attacker.observed is None
+    host.begin_round(0)
+    base = attacker.round_base
+    assert base is not None
+    buffered = {attacker.directory[c]: b.vec for c, b in attacker.buffer.items()}
+    assert set(buffered) == {0, 1, 2}
+    host.end_round(0)
+    observed = attacker.observed
+    assert observed is not None and observed.shape == (2, attacker.spec.size)
+    np.testing.assert_array_equal(observed, np.stack([buffered[0] - base, buffered[1] - base]))
+    # the next publication is built from them: base + mean - z * std over them and its own update
+    host.finish_round()
+    start = attacker.get_vector()
+    attacker.train()
+    own = attacker.get_vector() - start
+    attacker.publish()
+    (_, message), *_ = host.transport.take_inbox()
+    sent = attacker.transport.fetch(message.payload)
+    u = np.vstack([observed, own[None, :]]).astype(np.float64)
+    np.testing.assert_allclose(sent, start + u.mean(axis=0) - u.std(axis=0), rtol=0, atol=1e-5)
+    assert host.nodes[0].observed is None  # honest nodes keep nothing of the kind
+
+
+def test_an_adaptive_attacker_trains_and_publishes_honestly_before_its_attack(tmp_path: Path) -> None:
+    honest = local_host(small_config(), tmp_path / "honest")
+    adaptive = local_host(
+        small_config(attack={"kind": "label_shift", "malicious": 1,
+                             "params": {"honest_turns": 1}}),
+        tmp_path / "adaptive",
+    )
+    a, b = honest.nodes[3], adaptive.nodes[3]
+    assert b.is_attacker
+    for node in (a, b):
+        node.train()
+        node.publish()
+    np.testing.assert_array_equal(a.get_vector(), b.get_vector())  # turn 0: honest
+    for node in (a, b):
+        node.train()
+    assert not np.array_equal(a.get_vector(), b.get_vector())  # turn 1: labels shifted

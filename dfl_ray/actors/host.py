@@ -157,6 +157,7 @@ class NodeHost:
                 max_clock_skew_s=cfg.ledger.max_clock_skew_s,
                 seed=cfg.experiment.seed,
                 device=self.device,
+                colluders=frozenset(attackers - {n}) if n in attackers else frozenset(),
             )
             val = torch.from_numpy(shard.val)
             data = NodeData(
