@@ -57,6 +57,7 @@ from dfl_ray.ledger import (
     select_block_entries,
     verify_signature,
 )
+from dfl_ray.ledger.identity import verify_signature_openssl
 from dfl_ray.ledger.transaction import is_finite
 from dfl_ray.models import (
     LeNet,
@@ -156,7 +157,11 @@ def operation_rows(net: Network, vec: np.ndarray, repeat: int,
     signature = owner.sign(key_msg)
     add("Ed25519 sign (200 B)", timed(lambda: owner.sign(key_msg), repeat, number))
     add("Ed25519 verify (200 B)",
-        timed(lambda: verify_signature(owner.public_key, signature, key_msg), repeat, number))
+        timed(lambda: verify_signature(owner.public_key, signature, key_msg), repeat, number),
+        "libsodium")
+    add("  the same through OpenSSL",
+        timed(lambda: verify_signature_openssl(owner.public_key, signature, key_msg), repeat,
+              number), "cryptography's Ed25519PublicKey.verify")
     seqs = iter(range(10**9))
     add("Transaction.create (sign)", timed(lambda: net.tx(next(seqs), d), repeat, number))
     tx = net.tx(0, d)

@@ -10,6 +10,7 @@ import blake3
 import pytest
 
 from dfl_ray.ledger import Identity, address_of, short_address, verify_signature
+from dfl_ray.ledger.identity import verify_signature_openssl
 
 
 def test_from_seed_is_deterministic() -> None:
@@ -38,6 +39,30 @@ def test_sign_and_verify_round_trip() -> None:
     sig = ident.sign(b"hello")
     assert len(sig) == 64
     assert verify_signature(ident.public_key, sig, b"hello")
+
+
+def test_rfc8032_test_vector_1() -> None:
+    # RFC 8032 section 7.1, TEST 1 (empty message)
+    ident = Identity.from_seed(bytes.fromhex(
+        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"))
+    assert ident.public_key.hex() == (
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+    sig = ident.sign(b"")
+    assert sig.hex() == (
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e3970"
+        "1cf9b46bd25bf5f0595bbe24655141438e7a100b")
+    assert verify_signature(ident.public_key, sig, b"")
+
+
+def test_libsodium_and_openssl_agree_on_signatures() -> None:
+    ident = Identity.from_seed(b"\x05" * 32)
+    for message in (b"", b"block", bytes(range(256)) * 3):
+        sig = ident.sign(message)
+        assert sig == ident.private_key.sign(message)  # the same deterministic signature
+        tampered = bytes([sig[0] ^ 4]) + sig[1:]
+        for s_, m in ((sig, message), (tampered, message), (sig, message + b"x")):
+            assert verify_signature(ident.public_key, s_, m) == verify_signature_openssl(
+                ident.public_key, s_, m)
 
 
 def test_invalid_signature_is_rejected_without_raising() -> None:
