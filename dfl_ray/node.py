@@ -208,11 +208,19 @@ class DFLNode:
         self.rule = get_rule(params.rule)
         self.rule_uses_base = rule_uses_base(params.rule, params.rule_params)
         self.keeps_base = self.rule_uses_base or attack is not None
-        # The output layer's bias (the model's last tensor), for rules that read the
-        # classifier's update; they then get its round-start values instead of a whole base.
+        # The output layer (its weights and bias, the model's last two tensors; the bias alone
+        # when the weights are not [classes, hidden]), for rules that read the classifier's
+        # update; they then get its round-start values instead of a whole base.
         classes = data.num_classes
-        self.head = (slice(spec.size - classes, spec.size)
-                     if spec.shapes and tuple(spec.shapes[-1]) == (classes,) else None)
+        shapes = [tuple(shape) for shape in spec.shapes]
+        self.head: slice | None = None
+        self.head_classes: int | None = None
+        if shapes and shapes[-1] == (classes,):
+            n = classes
+            if len(shapes) >= 2 and len(shapes[-2]) == 2 and shapes[-2][0] == classes:
+                n += classes * shapes[-2][1]
+                self.head_classes = classes
+            self.head = slice(spec.size - n, spec.size)
         self.keeps_head = self.head is not None and rule_uses_head(params.rule, params.rule_params)
         self.round_head: np.ndarray | None = None
         self.rng = np.random.default_rng([params.seed, params.node_id])
@@ -285,8 +293,10 @@ class DFLNode:
         if self.keeps_base:
             self.round_base = model_to_vector(self.model)
         if self.keeps_head:
-            last = list(self.model.parameters())[-1]
-            self.round_head = last.detach().to("cpu", copy=True).numpy().astype(np.float32, copy=False)
+            layer = list(self.model.parameters())[-2 if self.head_classes else -1:]
+            self.round_head = np.concatenate(  # a copy
+                [p.detach().to("cpu").reshape(-1).numpy() for p in layer]
+            ).astype(np.float32, copy=False)
         # An adaptive attacker behaves honestly until its attack turns active.
         attack = self.attack if self.attack is not None and self.attack.active(self.turn) else None
         if attack is not None and not attack.trains:
@@ -532,6 +542,7 @@ class DFLNode:
                 reputations=self.reputations,
                 base=self.round_base if self.rule_uses_base else None,
                 head=self.head,
+                head_classes=self.head_classes,
                 head_base=self.round_head,
                 # Every buffered row passed check_payload (finiteness included) on receipt.
                 checked_rows=True,

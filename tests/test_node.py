@@ -110,15 +110,15 @@ def test_a_rule_reading_the_round_start_gets_the_model_before_training(tmp_path:
     host.end_round(0)
     assert node.counters["aggregations"] == 1
     # without the opposition test an honest node keeps no second copy of its model, only
-    # the round-start output bias that the reversal test reads (one value per class)
+    # the round-start output layer that the reversal test reads (LeNet: 500 x 10 weights, 10 biases)
     plain = local_host(small_config(defense={"rule": "dfl_guard"}), tmp_path / "plain")
     node = plain.nodes[0]
-    bias = [p for p in node.model.parameters()][-1].detach().numpy().copy()
+    start = node.get_vector()
     plain.begin_round(0)
     assert node.round_base is None
-    assert node.round_head is not None and np.array_equal(node.round_head, bias)
-    assert node.head == slice(node.spec.size - 10, node.spec.size)
-    assert not np.array_equal(node.get_vector()[node.head], bias)  # training moved it
+    assert node.head == slice(node.spec.size - 5010, node.spec.size) and node.head_classes == 10
+    assert node.round_head is not None and np.array_equal(node.round_head, start[node.head])
+    assert not np.array_equal(node.get_vector()[node.head], node.round_head)  # training moved it
     plain.end_round(0)
     assert node.counters["aggregations"] == 1
     off = local_host(small_config(defense={"rule": "dfl_guard", "params": {"reversal": 1.0}}),

@@ -41,9 +41,13 @@ class AggregationInput:
     Rules that compare update directions (model minus base) need it; the others ignore it.
     """
     head: slice | None = None
-    """Where the output layer's bias lies in the model vector (one coordinate per class), or
-    None. Rules that read the classifier's update need it; a node sets it when its model's last
-    tensor is that bias (every model in the registry)."""
+    """Where the output layer lies in the model vector, or None: its bias alone (one coordinate
+    per class), or with `head_classes` set its weights then its bias. Rules that read the
+    classifier's update need it; a node sets it when its model's last tensors are that layer's
+    weights and bias (every model in the registry)."""
+    head_classes: int | None = None
+    """None: `head` is the output bias alone. Else the number of classes c, and `head` covers
+    the output layer's weights [c, hidden] (row-major) followed by its bias [c]."""
     head_base: np.ndarray | None = None
     """float32 [len(head)] or None: the round-start model on the `head` coordinates, for rules
     that read only the classifier's update (a node then keeps these few values instead of a
@@ -118,6 +122,15 @@ class AggregationInput:
         ):
             raise ValueError(f"head must be a slice of at least 2 coordinates within the model's "
                              f"{d}, got {head!r}")
+        if self.head_classes is not None:
+            c = self.head_classes
+            if head is None:
+                raise ValueError("head_classes needs head (the coordinates it describes)")
+            n = head.stop - head.start
+            if (isinstance(c, bool) or not isinstance(c, int) or c < 2 or n % c
+                    or n // c < 2):
+                raise ValueError(f"head_classes must be an integer >= 2 that divides the head's "
+                                 f"{n} coordinates into weight rows and a bias, got {c!r}")
         if self.head_base is not None:
             if head is None:
                 raise ValueError("head_base needs head (the coordinates it covers)")

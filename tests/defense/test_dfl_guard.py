@@ -259,3 +259,52 @@ def test_the_reversal_test_keeps_only_the_round_start_head() -> None:
     assert not rule_uses_head("median", {})
     with pytest.raises(ValueError, match="unknown aggregation rule"):
         rule_uses_head("nope", {})
+
+
+def test_head_skew_over_the_whole_output_layer_sees_a_flip_that_spares_the_bias() -> None:
+    """An attacker that flips its update but leaves the output bias as trained passes a test of
+    the bias alone; the output weights' row sums (over ReLU features) still show the mirror."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, CLASSES))
+
+    def vector() -> np.ndarray:
+        return torch.cat([p.detach().flatten() for p in net.parameters()]).numpy().copy()
+
+    start = vector()
+    x = torch.randn(256, 8)
+    y = torch.randint(3, 5, (256,))  # classes 3 and 4 only
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(20):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    trained = vector()
+    hidden = start - (trained - start)
+    hidden[-CLASSES:] = trained[-CLASSES:]  # the bias left as trained
+    d = start.shape[0]
+    models = np.stack([trained, hidden]).astype(np.float32)
+
+    def inp(head: slice, head_classes: int | None) -> AggregationInput:
+        return AggregationInput(
+            own=start.astype(np.float32), own_score=0.5, models=models,
+            senders=("honest", "hidden"), scores=np.full(2, 0.5), reputations={},
+            base=start.astype(np.float32), head=head, head_classes=head_classes,
+        )
+
+    bias_only = head_skew(inp(slice(d - CLASSES, d), None))
+    assert bias_only[0] > 0.5 and bias_only[1] > 0.5  # the bias alone is fooled
+    layer = inp(slice(d - CLASSES * 17, d), CLASSES)
+    skew = head_skew(layer)
+    assert skew[0] > 0.3 and skew[1] < -0.3
+    assert dfl_guard(layer, gate=np.inf).weights.tolist()[1] == 0.0
+
+
+@pytest.mark.parametrize("head_classes", [3, 1, True])
+def test_head_classes_must_split_the_head_into_rows_and_a_bias(head_classes: int) -> None:
+    base, own, models = skewed_round()
+    with pytest.raises(ValueError, match="head_classes must be an integer >= 2"):
+        AggregationInput(own=own, own_score=0.5, models=models,
+                         senders=tuple(f"n{i}" for i in range(len(models))),
+                         scores=np.full(len(models), 0.5), reputations={}, base=base,
+                         head=slice(D - 20, D), head_classes=head_classes)
