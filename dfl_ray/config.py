@@ -191,13 +191,17 @@ class DefenseConfig:
 @dataclass(frozen=True)
 class AttackConfig:
     kind: str = "random_model"
-    """Attack of the malicious nodes (see dfl_ray.attacks.ATTACK_KINDS); none for no attack."""
+    """Attack of the malicious nodes: none, random_model, random_model_by_turn, minus_uniform,
+    free_rider, label_shuffle, label_shift, blank_images, sign_flip, scaled_update,
+    gaussian_noise, alie, ipm (dfl_ray.attacks)."""
     malicious: int = 3
     """Number of attacker nodes (the last ones, unless attack.nodes names them)."""
     nodes: tuple[int, ...] = ()
     """Explicit attacker node ids (flag form: 1,4,7)."""
     params: Mapping[str, float] = field(default_factory=dict)
-    """Attack parameters (flag form: name=value,...)."""
+    """Attack parameters (flag form: name=value,...). Every kind takes honest_turns (0:
+    publications made honestly before attacking); sign_flip scale (1), keep_last (0);
+    scaled_update scale (10); gaussian_noise std (0.1); alie z (1); ipm epsilon (0.5)."""
 
     def __post_init__(self) -> None:
         from dfl_ray.attacks import ATTACK_KINDS, attack_params, make_attack

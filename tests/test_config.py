@@ -146,3 +146,15 @@ def test_invalid_attack_param_values_fail_at_configuration(kind: str, params: st
                                                            message: str) -> None:
     with pytest.raises(ConfigError, match=f"attack.params: {message}"):
         config_from_dict({"attack": {"kind": kind, "params": params}})
+
+
+def test_attack_help_names_every_attack_kind_and_parameter() -> None:
+    from dfl_ray.attacks import ATTACK_KINDS, attack_params
+    from dfl_ray.config import AttackConfig, _field_doc
+
+    kinds = _field_doc(AttackConfig, "kind")
+    params = _field_doc(AttackConfig, "params")
+    for kind in ATTACK_KINDS:
+        assert kind in kinds
+        for name in attack_params(kind):
+            assert name in params, (kind, name)
