@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -211,21 +213,30 @@ def test_head_skew_is_positive_for_learnt_and_negative_for_reversed_updates() ->
     assert head_skew(head_input(np.stack([base, base]), own, base)).tolist() == [0.0, 0.0]
 
 
+def train_on_two_classes(net: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(start, trained) parameter vectors of a torch classifier trained on classes 3 and 4 only."""
+    import torch
+
+    def vector() -> np.ndarray:
+        return torch.cat([p.detach().flatten() for p in net.parameters()]).numpy().copy()
+
+    start = vector()
+    x = torch.randn(256, 8)
+    y = torch.randint(3, 5, (256,))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(20):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return start, vector()
+
+
 def test_head_skew_of_real_cross_entropy_training_and_its_sign_flip() -> None:
     """A softmax layer trained on two classes: its bias update has positive skew, the flipped
     update negative skew, which is what the reversal test relies on."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    layer = torch.nn.Linear(8, CLASSES)
-    start = torch.cat([layer.weight.detach().flatten(), layer.bias.detach()]).numpy().copy()
-    x = torch.randn(256, 8)
-    y = torch.randint(3, 5, (256,))  # classes 3 and 4 only
-    opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(20):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(layer(x), y).backward()
-        opt.step()
-    trained = torch.cat([layer.weight.detach().flatten(), layer.bias.detach()]).numpy()
+    start, trained = train_on_two_classes(torch.nn.Linear(8, CLASSES))
     flipped = start - (trained - start)
     d = start.shape[0]
     inp = AggregationInput(
@@ -266,20 +277,8 @@ def test_head_skew_over_the_whole_output_layer_sees_a_flip_that_spares_the_bias(
     the bias alone; the output weights' row sums (over ReLU features) still show the mirror."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, CLASSES))
-
-    def vector() -> np.ndarray:
-        return torch.cat([p.detach().flatten() for p in net.parameters()]).numpy().copy()
-
-    start = vector()
-    x = torch.randn(256, 8)
-    y = torch.randint(3, 5, (256,))  # classes 3 and 4 only
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(20):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-    trained = vector()
+    start, trained = train_on_two_classes(
+        torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, CLASSES)))
     hidden = start - (trained - start)
     hidden[-CLASSES:] = trained[-CLASSES:]  # the bias left as trained
     d = start.shape[0]
