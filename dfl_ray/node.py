@@ -289,9 +289,15 @@ class DFLNode:
     # ----------------------------------------------------------------- local work
 
     def train(self) -> None:
-        """Local SGD on the node's shard (a free-rider skips it), keeping the start when needed."""
+        """Local SGD on the node's shard (a free-rider skips it), keeping the start when needed.
+
+        Training that diverges (a NaN or infinite weight, as SGD can reach from a model that
+        aggregation has pushed far off) is undone: the node goes back to its round-start model
+        with fresh optimizer state, counts it under `diverged`, and carries on.
+        """
+        start = model_to_vector(self.model)
         if self.keeps_base:
-            self.round_base = model_to_vector(self.model)
+            self.round_base = start
         if self.keeps_head:
             layer = list(self.model.parameters())[-2 if self.head_classes else -1:]
             self.round_head = np.concatenate(  # a copy
@@ -324,6 +330,14 @@ class DFLNode:
                 device=self.params.device,
                 poison=poison,
             )
+            with torch.no_grad():
+                # A sum is finite only if every weight is (a NaN or inf anywhere propagates).
+                finite = bool(torch.isfinite(
+                    torch.stack([p.sum() for p in self.model.parameters()])).all())
+            if not finite:
+                vector_to_model(start, self.model)
+                self.optimizer = make_optimizer(self.model, self.params.sgd)
+                self.counters["diverged"] += 1
 
     def publish(self) -> None:
         """Sign a transaction for the current model and send it with the payload to every peer."""

@@ -381,3 +381,17 @@ def test_an_adaptive_attacker_trains_and_publishes_honestly_before_its_attack(tm
     for node in (a, b):
         node.train()
     assert not np.array_equal(a.get_vector(), b.get_vector())  # turn 1: labels shifted
+
+
+def test_training_that_diverges_is_undone_and_counted(tmp_path: Path) -> None:
+    host = local_host(small_config(training={"lr": 1e30}), tmp_path)  # SGD overflows at once
+    node = host.nodes[0]
+    start = node.get_vector()
+    node.train()
+    assert node.counters["diverged"] == 1
+    np.testing.assert_array_equal(node.get_vector(), start)  # back at the round start
+    # the round goes on: it publishes a finite model and aggregates without raising
+    host.begin_round(0)
+    host.end_round(0)
+    assert node.counters["diverged"] == 2 and node.counters["aggregations"] == 1
+    assert not any(other.rejected for other in host.nodes.values())
