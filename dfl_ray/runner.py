@@ -256,6 +256,10 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
             f"min {summary['honest_accuracy_min_final']:.4f}; "
             f"ledger time share {100 * summary['ledger_time_share']:.2f} %; "
             f"wall {summary['wall_seconds']:.1f} s; rejected {summary['rejected']}")
+        diverged = summary["counters"].get("diverged", 0)
+        if diverged:
+            say(f"local training diverged {diverged} times (NaN or infinite weights); each time "
+                f"the node went back to its round-start model")
         say(f"outputs in {run_dir}; view the curves with: tensorboard --logdir {run_dir}")
     return summary
 

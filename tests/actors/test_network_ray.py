@@ -91,3 +91,21 @@ def test_async_schedule_runs(local_ray: None, tmp_path: Path, data_dir: Path) ->
     assert summary["schedule"] == "async"
     assert summary["counters"]["published"] == 8
     assert 0.0 <= summary["honest_accuracy_final"] <= 1.0
+
+
+def test_an_observing_attack_and_diverging_training_run_end_to_end(
+    local_ray: None, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ALIE attackers over Ray, and local training that diverges every round: the run ends,
+    reports the divergence, and every chain still verifies."""
+    summary = run_experiment(
+        tiny_config(tmp_path, data_dir, experiment={"name": "wild"},
+                    attack={"kind": "alie", "malicious": 2, "params": {"honest_turns": 1}},
+                    training={"lr": 1e30}),
+    )
+    out = capsys.readouterr().out
+    assert summary["counters"]["diverged"] == 8  # 4 nodes x 2 rounds
+    assert "local training diverged 8 times" in out
+    assert summary["counters"]["aggregations"] == 8
+    for node in range(4):
+        assert cli_main(["ledger", "verify", str(tmp_path / "wild" / "chains" / f"node_{node}")]) == 0
