@@ -171,9 +171,12 @@ def head_skew(inp: AggregationInput) -> np.ndarray:
 
     With `inp.head_classes` the head also holds the output weights, whose row c moves by the
     mean of (y_c - p_c) h over the batch, h the last hidden layer's output. After a ReLU h is
-    never negative, so the row sums follow the bias's pattern: on MNIST shards their skew was
-    within 0.1 of the bias's for 29 of 30 nodes. The skew is then the lower of the two, so an
-    attacker who flips the weights but leaves the bias as trained still shows a mirror image.
+    never negative, so the row sums follow the bias's pattern. Measured on MNIST (10 shards, one
+    pass each from a common model at three stages of training): their skew was within 0.1 of
+    the bias's for 24 of 30 Dirichlet(0.1) and all 30 two-label updates, with the same sign in
+    every one of those 60 (on IID shards both are noise). The skew is then the lower of the two,
+    so an attacker who flips the weights but leaves the bias as trained still shows a mirror
+    image.
     """
     start = inp.start_head
     if start is None:
