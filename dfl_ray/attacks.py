@@ -242,9 +242,9 @@ class ALIE(Attack):
     """"A little is enough" (Baruch et al., NeurIPS 2019): base + mean(u) - z * std(u).
 
     u are the honest updates the attacker has seen (see the module docstring) and its own;
-    mean and std are per coordinate. Every coordinate moves `z` standard deviations against
-    the honest mean: a small shift inside the spread of honest updates, meant to pass
-    defenses that look for outliers. Baruch et al. derive z from the number of workers (about
+    mean and std are per coordinate. Every coordinate of the published update lies `z`
+    standard deviations below the honest mean: a small shift inside the spread of honest
+    updates, meant to pass defenses that look for outliers. Baruch et al. derive z from the number of workers (about
     0.5-1 for their settings); z = 1 is the default here.
     """
 

@@ -51,9 +51,9 @@ receiver's own model, whereas a random, noisy or boosted model lies tens of upda
    (40 rounds, dfl10) the test on the bias alone lifted three sign-flippers from 0.910 to 0.952
    on IID shards, 0.715 to 0.946 on Dirichlet(0.1) and 0.855 to 0.939 on 2 labels per node
    (without attack IID went from 0.969 to 0.967); over the whole output layer, as below, the
-   same cells read 0.959, 0.947 and 0.944 (IID without attack 0.966). The output weights' rows move the same way as the bias (their row sums over
-   ReLU features follow its pattern), so with `AggregationInput.head_classes` the head is the
-   whole output layer and the lower of the two skews counts: an attacker who leaves the bias
+   same cells read 0.959, 0.947 and 0.944 (IID without attack 0.966). The output weights'
+   rows move the same way as the bias (their row sums over ReLU features follow its pattern),
+   so with `AggregationInput.head_classes` the head is the whole output layer and the lower of the two skews counts: an attacker who leaves the bias
    unflipped and flips the rest is still seen (Dirichlet(0.1): 0.716 with the bias alone, 0.947
    with the layer). It reads and keeps the output layer (5,010 values for LeNet) per model and
    node. An attacker who leaves the whole output layer unflipped passes it (Dirichlet(0.1),
