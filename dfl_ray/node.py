@@ -299,10 +299,8 @@ class DFLNode:
         if self.keeps_base:
             self.round_base = start
         if self.keeps_head:
-            layer = list(self.model.parameters())[-2 if self.head_classes else -1:]
-            self.round_head = np.concatenate(  # a copy
-                [p.detach().to("cpu").reshape(-1).numpy() for p in layer]
-            ).astype(np.float32, copy=False)
+            assert self.head is not None  # keeps_head needs it
+            self.round_head = start[self.head].copy()  # a few values, not a view of the whole
         # An adaptive attacker behaves honestly until its attack turns active.
         attack = self.attack if self.attack is not None and self.attack.active(self.turn) else None
         if attack is not None and not attack.trains:
