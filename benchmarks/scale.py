@@ -62,7 +62,7 @@ from dfl_ray.metrics import format_table
 from dfl_ray.models.flat import ModelSpec, model_to_vector
 from dfl_ray.models.registry import build_model
 from dfl_ray.models.training import PIXEL_SCALE, SGDSettings, make_optimizer
-from dfl_ray.runner import make_genesis
+from dfl_ray.node import make_genesis
 from dfl_ray.topology import build_topology, neighbors
 
 GIB = 1024**3

@@ -70,7 +70,7 @@ class Transport(Protocol):
 class LocalTransport:
     """In-process transport: payloads are the arrays themselves; messages are queued per node.
 
-    Used by the host actor for deliveries between nodes of one process, and by tests without Ray.
+    Used by a node group for deliveries between nodes of one process, and by tests without Ray.
     `outbox` collects messages for nodes this transport does not hold.
     """
 
@@ -90,6 +90,12 @@ class LocalTransport:
 
     def send(self, dest: int, message: Message) -> None:
         (self.inbox if dest in self.local_ids else self.outbox).append((dest, message))
+
+    def flush(self) -> None:
+        """Make shared payloads reachable before delivery: nothing to do inside one process."""
+
+    def forget_fetched(self) -> None:
+        """Drop what was fetched for the last wave of deliveries: nothing is kept here."""
 
     def take_inbox(self) -> list[tuple[int, Message]]:
         out, self.inbox = self.inbox, []

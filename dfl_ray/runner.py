@@ -22,14 +22,12 @@ import torch
 
 from dfl_ray.config import Config, ConfigError, add_config_arguments, config_from_args
 from dfl_ray.data import DataNotFoundError, label_histogram, load_dataset, partition
-from dfl_ray.ledger import Genesis, model_digest
 from dfl_ray.metrics import RunRecorder, format_table
 from dfl_ray.models.flat import ModelSpec, model_to_vector
 from dfl_ray.models.registry import build_model
+from dfl_ray.node.build import make_genesis
 from dfl_ray.timing import CATEGORIES
 from dfl_ray.topology import build_topology, neighbors
-
-PROTOCOL_VERSION = 1
 
 
 class RunError(RuntimeError):
@@ -55,22 +53,6 @@ def prepare_run_dir(config: Config) -> Path:
             events.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
-
-
-def make_genesis(
-    config: Config, spec: ModelSpec, initial: np.ndarray, network_id: str | None = None
-) -> Genesis:
-    """The genesis every node of one network shares: the common initial model and the protocol knobs."""
-    return Genesis(
-        network_id=network_id or f"{config.experiment.name}/{config.experiment.seed}",
-        protocol_version=PROTOCOL_VERSION,
-        model_spec_id=spec.id,
-        initial_model_digest=model_digest(spec.id, initial),
-        ttl=config.ledger.ttl,
-        buffer_size=config.defense.buffer_size,
-        block_size=config.ledger.block_size,
-        expiry_s=config.ledger.expiry_s,
-    )
 
 
 def init_ray(config: Config) -> bool:

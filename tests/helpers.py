@@ -9,12 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from dfl_ray.actors.host import HostSetup, NodeHost
 from dfl_ray.config import Config, config_from_dict
 from dfl_ray.data import partition
 from dfl_ray.ledger import Genesis
 from dfl_ray.models import LeNet, ModelSpec, model_to_vector
-from dfl_ray.runner import make_genesis
+from dfl_ray.node import HostSetup, NodeGroup, make_genesis
 from dfl_ray.topology import build_topology, neighbors
 
 
@@ -60,7 +59,7 @@ def local_host(
     n_train: int = 240,
     val_fraction: float = 0.2,
     clock: Callable[[], float] | None = None,
-) -> NodeHost:
+) -> NodeGroup:
     """All nodes of `config` in one host, connected, with synthetic data."""
     torch.manual_seed(seed)
     model = LeNet()
@@ -83,7 +82,7 @@ def local_host(
         arrays={**arrays, "initial": initial},
         run_dir=str(run_dir) if run_dir is not None else None,
     )
-    host = NodeHost(setup)
+    host = NodeGroup(setup)
     host.connect({key: node for node, key in host.public_keys().items()})
     if clock is not None:
         for node in host.nodes.values():

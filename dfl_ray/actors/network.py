@@ -11,12 +11,13 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from dfl_ray.actors.host import HostSetup, NodeHost
+from dfl_ray.actors.host import NodeHost
 from dfl_ray.config import Config
 from dfl_ray.data import NodeShard
 from dfl_ray.ledger import Genesis
 from dfl_ray.messages import Message
 from dfl_ray.models.flat import ModelSpec
+from dfl_ray.node import HostSetup
 
 PLACEMENT_TIMEOUT_S = 60.0
 ACTOR_PER_NODE_MAX = 32

@@ -16,7 +16,7 @@ import torch
 from ray._private import state
 
 from dfl_ray.actors import network
-from dfl_ray.actors.host import resolve_device
+from dfl_ray.node import resolve_device
 from dfl_ray.actors.network import PlacementError, host_resources
 from dfl_ray.cli import main as cli_main
 from dfl_ray.config import Config, config_from_dict

@@ -1,14 +1,17 @@
-"""The DFL node: a plain class whose state changes only through its event handlers (spec section 5)."""
+"""The DFL node: a plain class whose state changes only through its event handlers (spec section 5).
+
+`DFLNode` runs the ledger protocol (publish, receive, receipts, sealing, endorsements) and
+delegates the learning to its `Learner` (training and scoring) and its `Aggregator` (the
+defense rule and momentum). Nothing here imports Ray: a transport carries the messages.
+"""
 
 from __future__ import annotations
 
-import copy
 import heapq
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -17,8 +20,6 @@ import torch
 from torch import nn
 
 from dfl_ray.attacks import Attack
-from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base, rule_uses_head
-from dfl_ray.defense.momentum import check_momentum, momentum_step
 from dfl_ray.ledger import (
     Block,
     ChainStore,
@@ -30,7 +31,6 @@ from dfl_ray.ledger import (
     Receipt,
     Transaction,
     ValidationError,
-    check_payload,
     check_transaction,
     endorse,
     endorsement_message,
@@ -47,113 +47,12 @@ from dfl_ray.messages import (
     Transport,
     TxMessage,
 )
-from dfl_ray.models.flat import ModelSpec, model_to_vector, vector_to_model
-from dfl_ray.models.training import SGDSettings, evaluate, make_optimizer, train_steps
+from dfl_ray.models.flat import ModelSpec
+from dfl_ray.node.aggregator import Aggregator, Buffered
+from dfl_ray.node.learner import Learner, Poison
+from dfl_ray.node.memo import CheckMemo
+from dfl_ray.node.params import NodeData, NodeParams
 from dfl_ray.timing import Stopwatch
-
-
-@dataclass(frozen=True)
-class NodeParams:
-    """Everything a node needs to know about its role besides its data, model and keys."""
-
-    node_id: int
-    peers: tuple[int, ...]
-    local_steps: int
-    batch_size: int = 64
-    sgd: SGDSettings = field(default_factory=SGDSettings)
-    rule: str = "dfl_trust"
-    rule_params: Mapping[str, float] = field(default_factory=dict)
-    buffer_size: int = 4
-    momentum: float = 0.0
-    """Server momentum applied to the rule's result (dfl_ray.defense.momentum); 0 turns it off."""
-    max_clock_skew_s: float = 5.0
-    seed: int = 0
-    device: str = "cpu"
-    colluders: frozenset[int] = frozenset()
-    """The other attackers, for an attacker: their models are not taken as honest observations."""
-
-
-@dataclass(frozen=True)
-class NodeData:
-    """A node's view of the data: shared training arrays plus its own indices and validation set."""
-
-    images: torch.Tensor
-    """uint8 [N, H, W] training images shared by every node of the process (never written)."""
-    labels: torch.Tensor
-    train_idx: np.ndarray
-    val_images: torch.Tensor
-    val_labels: torch.Tensor
-    num_classes: int = 10
-
-
-class CheckMemo:
-    """Verdicts of receive checks on immutable inputs, shared by the nodes of one process.
-
-    Every node of a host receives the same transactions with the same payloads. Each still runs
-    every check of spec 5.3 in order against its own state (genesis, expiry, replay), but the
-    two verdicts that depend on the bytes alone are computed once per process: a transaction's
-    signature (keyed by its id, the hash of its whole signed encoding) and a payload's digest,
-    shape, dtype and finiteness (keyed by the payload handle, whose array is read-only, and the
-    digest the transaction claims). A node alone in its process gets a memo of its own, which
-    changes nothing. The host calls `forget` after each wave of deliveries, which bounds it.
-
-    Signatures made in the process are recorded too: a node's own transactions (`vouch`) and
-    the receipts its nodes issue (`signed_receipts`, by receipt id, the hash of the whole
-    signed encoding), so a creator in the same process takes a receipt with that id as
-    verified: the same id means the very bytes a node of this process signed.
-    """
-
-    def __init__(self) -> None:
-        self.signed_ids: set[bytes] = set()
-        self.signed_receipts: set[bytes] = set()
-        # (id(handle), claimed digest) -> (handle, error or None); the handle is held so that
-        # its id cannot be reused by another object while the entry lives.
-        self._payloads: dict[tuple[int, bytes], tuple[Any, ValidationError | None]] = {}
-
-    def check_payload(self, handle: Any, tx: Transaction, *, spec_id: bytes, expected_size: int,
-                      vec: np.ndarray) -> None:
-        """`check_payload` for the array behind `handle`, run once per (handle, claimed digest)."""
-        entry = self._payloads.get((id(handle), tx.model_digest))
-        error = (entry[1] if entry is not None
-                 else self._record(handle, tx, spec_id=spec_id, expected_size=expected_size,
-                                   vec=vec))
-        if error is not None:
-            raise error
-
-    def vouch(self, handle: Any, tx: Transaction, *, spec_id: bytes, expected_size: int,
-              vec: np.ndarray, digest: bytes) -> None:
-        """Record the verdict on a payload this process has just hashed itself to `digest`.
-
-        The publisher's peers in this process then skip hashing it again; every other check
-        of `check_payload` runs here, and a failing one is recorded for them to count.
-        """
-        self.signed_ids.add(tx.tx_id)  # signed by a node of this process just now
-        self._record(handle, tx, spec_id=spec_id, expected_size=expected_size, vec=vec,
-                     known_digest=digest)
-
-    def _record(self, handle: Any, tx: Transaction, *, spec_id: bytes, expected_size: int,
-                vec: np.ndarray, known_digest: bytes | None = None) -> ValidationError | None:
-        """Run `check_payload` once and keep its verdict (None: passed) for the handle."""
-        error: ValidationError | None = None
-        try:
-            check_payload(tx, spec_id=spec_id, expected_size=expected_size, vec=vec,
-                          known_digest=known_digest)
-        except ValidationError as err:
-            error = err
-        self._payloads[(id(handle), tx.model_digest)] = (handle, error)
-        return error
-
-    def forget(self) -> None:
-        self.signed_ids.clear()
-        self.signed_receipts.clear()
-        self._payloads.clear()
-
-
-@dataclass
-class Buffered:
-    vec: np.ndarray
-    score: float
-    seq: int
 
 
 class DFLNode:
@@ -189,12 +88,10 @@ class DFLNode:
         self.genesis = genesis
         self.genesis_hash = genesis.hash
         self.spec = spec
-        self.model = model.to(params.device)
-        vector_to_model(initial, self.model)
-        self.optimizer = make_optimizer(self.model, params.sgd)
-        # Received models are scored in a scratch model so the own model is never disturbed.
-        self.scorer = (scorer if scorer is not None else copy.deepcopy(model)).to(params.device)
         self.data = data
+        self.learner = Learner(params, model=model, data=data, initial=initial, scorer=scorer)
+        self.aggregator = Aggregator(params, spec=spec, num_classes=data.num_classes,
+                                     initial=initial, keep_base=attack is not None)
         self.transport = transport
         # Read-only, so one table can serve every node of a process: a copy per node would
         # cost memory quadratic in the network size.
@@ -205,42 +102,13 @@ class DFLNode:
         self.attack = attack
         self.clock = clock
         self.memo = memo if memo is not None else CheckMemo()
-        self.rule = get_rule(params.rule)
-        self.rule_uses_base = rule_uses_base(params.rule, params.rule_params)
-        self.keeps_base = self.rule_uses_base or attack is not None
-        # The output layer (its weights and bias, the model's last two tensors; the bias alone
-        # when the weights are not [classes, hidden]), for rules that read the classifier's
-        # update; they then get its round-start values instead of a whole base.
-        classes = data.num_classes
-        shapes = [tuple(shape) for shape in spec.shapes]
-        self.head: slice | None = None
-        self.head_classes: int | None = None
-        if shapes and shapes[-1] == (classes,):
-            n = classes
-            if len(shapes) >= 2 and len(shapes[-2]) == 2 and shapes[-2][0] == classes:
-                n += classes * shapes[-2][1]
-                self.head_classes = classes
-            self.head = slice(spec.size - n, spec.size)
-        self.keeps_head = self.head is not None and rule_uses_head(params.rule, params.rule_params)
-        self.round_head: np.ndarray | None = None
-        self.rng = np.random.default_rng([params.seed, params.node_id])
         self.attack_rng = np.random.default_rng([params.seed, params.node_id, 1])
 
         self.seq = -1
         self.turn = 0
-        # The model before the latest local training: kept only for attacks (they publish a
-        # function of it) and rules that compare update directions; others keep no second copy.
-        self.round_base: np.ndarray | None = None
         # For attacks that observe (ALIE, IPM): the honest updates of the last aggregation's
         # buffer, [k, size], colluders' models left out.
         self.observed: np.ndarray | None = None
-        self.momentum = check_momentum(params.momentum)
-        # With momentum: the model the node left its last aggregation with, and the velocity.
-        self.anchor: np.ndarray | None = None
-        self.velocity: np.ndarray | None = None
-        if self.momentum > 0.0:
-            self.anchor = np.array(initial, dtype=np.float32)
-            self.velocity = np.zeros_like(self.anchor)
         self.own_score = 0.0
         self.last_digest = b""
         # tx_id -> expires_at of every transaction seen, forgotten once expired: a copy that
@@ -269,7 +137,7 @@ class DFLNode:
         return self.attack is not None and self.attack.name != "none"
 
     def get_vector(self) -> np.ndarray:
-        return model_to_vector(self.model)
+        return self.learner.vector()
 
     def get_stats(self) -> dict[str, Any]:
         return {
@@ -284,28 +152,22 @@ class DFLNode:
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Accuracy of the current model on a test set (metrics only, not protocol work)."""
-        return evaluate(self.model, images, labels, batch_size=256, device=self.params.device)
+        return self.learner.evaluate(images, labels)
 
     # ----------------------------------------------------------------- local work
 
     def train(self) -> None:
         """Local SGD on the node's shard (a free-rider skips it), keeping the start when needed.
 
-        Training that diverges (a NaN or infinite weight, as SGD can reach from a model that
-        aggregation has pushed far off) is undone: the node goes back to its round-start model
-        with fresh optimizer state, counts it under `diverged`, and carries on.
+        Training that diverges is undone by the learner and counted under `diverged`.
         """
-        start = model_to_vector(self.model)
-        if self.keeps_base:
-            self.round_base = start
-        if self.keeps_head:
-            assert self.head is not None  # keeps_head needs it
-            self.round_head = start[self.head].copy()  # a few values, not a view of the whole
+        start = self.learner.vector()
+        self.aggregator.start_round(start)
         # An adaptive attacker behaves honestly until its attack turns active.
         attack = self.attack if self.attack is not None and self.attack.active(self.turn) else None
         if attack is not None and not attack.trains:
             return
-        poison = None
+        poison: Poison | None = None
         if attack is not None and attack.poisons_data:
             rng, classes = self.attack_rng, self.data.num_classes
 
@@ -316,40 +178,25 @@ class DFLNode:
                 )
 
         with self.timer.time("train"):
-            train_steps(
-                self.model,
-                self.optimizer,
-                self.data.images,
-                self.data.labels,
-                indices=self.data.train_idx,
-                batch_size=self.params.batch_size,
-                steps=self.params.local_steps,
-                rng=self.rng,
-                device=self.params.device,
-                poison=poison,
-            )
-            with torch.no_grad():
-                # A sum is finite only if every weight is (a NaN or inf anywhere propagates).
-                finite = bool(torch.isfinite(
-                    torch.stack([p.sum() for p in self.model.parameters()])).all())
-            if not finite:
-                vector_to_model(start, self.model)
-                self.optimizer = make_optimizer(self.model, self.params.sgd)
+            if not self.learner.train(start, poison):
                 self.counters["diverged"] += 1
+
+    # ----------------------------------------------------------------- publish
 
     def publish(self) -> None:
         """Sign a transaction for the current model and send it with the payload to every peer."""
-        vec = model_to_vector(self.model)
+        vec = self.learner.vector()
         if self.attack is not None and self.attack.active(self.turn):
-            assert self.round_base is not None  # set by train()
+            base = self.aggregator.round_base
+            assert base is not None  # attackers keep it (set by train())
             vec = np.ascontiguousarray(
-                self.attack.poison_model(vec, self.round_base, self.attack_rng, self.turn,
+                self.attack.poison_model(vec, base, self.attack_rng, self.turn,
                                          observed=self.observed),
                 dtype=np.float32,
             )
         self.turn += 1
         with self.timer.time("score"):
-            self.own_score = self._score_vector(vec)
+            self.own_score = self.learner.score(vec)
         now = self.clock()
         with self.timer.time("ledger"):
             digest = model_digest(self.spec.id, vec)
@@ -394,13 +241,6 @@ class DFLNode:
         while heap and heap[0][0] < now:
             _, tx_id = heapq.heappop(heap)
             self.seen.pop(tx_id, None)
-
-    def _score_vector(self, vec: np.ndarray) -> float:
-        vector_to_model(vec, self.scorer)
-        return evaluate(
-            self.scorer, self.data.val_images, self.data.val_labels, batch_size=256,
-            device=self.params.device,
-        )
 
     # ----------------------------------------------------------------- receive
 
@@ -488,7 +328,7 @@ class DFLNode:
         self.last_seq[tx.creator] = tx.seq
         self.counters["accepted"] += 1
         with self.timer.time("score"):
-            score = self._score_vector(vec)
+            score = self.learner.score(vec)
         with self.timer.time("ledger"):
             receipt = Receipt.create(
                 self.identity, tx_id=tx_id, score=score, received_at=self.clock(), hop=msg.hop
@@ -544,30 +384,14 @@ class DFLNode:
             return False
         with self.timer.time("aggregate"):
             creators = sorted(self.buffer)  # a fixed order keeps sync runs deterministic
-            own = model_to_vector(self.model)
-            inp = AggregationInput(
-                own=own,
-                own_score=float(self.own_score),
-                models=tuple(self.buffer[c].vec for c in creators),
-                senders=tuple(c.hex() for c in creators),
-                scores=np.array([self.buffer[c].score for c in creators], dtype=np.float64),
-                reputations=self.reputations,
-                base=self.round_base if self.rule_uses_base else None,
-                head=self.head,
-                head_classes=self.head_classes,
-                head_base=self.round_head,
-                # Every buffered row passed check_payload (finiteness included) on receipt.
-                checked_rows=True,
-            )
             if self.attack is not None and self.attack.observes:
                 self._observe(creators)
-            result = self.rule(inp, self.params.rule_params)
-            model = result.model
-            if self.anchor is not None and self.velocity is not None:
-                model = momentum_step(self.anchor, model, self.velocity, self.momentum)
-                self.anchor = model
-            vector_to_model(model, self.model)
-            self.reputations = dict(result.reputations)
+            result = self.aggregator.aggregate(
+                self.learner.vector(), self.own_score, creators,
+                [self.buffer[c] for c in creators], self.reputations,
+            )
+            self.learner.load(result.model)
+            self.reputations = result.reputations
             self.buffer.clear()
             self.counters["aggregations"] += 1
             self.counters["accepted_models"] += int(np.count_nonzero(result.weights))
@@ -576,12 +400,13 @@ class DFLNode:
 
     def _observe(self, creators: list[bytes]) -> None:
         """Keep the updates of the buffered honest models, for an attacker that observes."""
-        assert self.round_base is not None  # attackers keep it (set by train())
+        base = self.aggregator.round_base
+        assert base is not None  # attackers keep it (set by train())
         honest = [self.buffer[c].vec for c in creators
                   if self.directory.get(c) not in self.params.colluders]
         observed = np.empty((len(honest), self.spec.size), dtype=np.float32)
         for row, vec in zip(observed, honest, strict=True):
-            np.subtract(vec, self.round_base, out=row)
+            np.subtract(vec, base, out=row)
         self.observed = observed
 
     # ----------------------------------------------------------------- seal
@@ -612,7 +437,7 @@ class DFLNode:
                 genesis_hash=self.genesis_hash,
                 created_at=self.clock(),
                 entries=entries,
-                model_digest_after=model_digest(self.spec.id, model_to_vector(self.model)),
+                model_digest_after=model_digest(self.spec.id, self.learner.vector()),
                 reputation_digest=reputation_digest(self.reputations),
             )
             signers = {r.receiver for e in entries for r in e.receipts}

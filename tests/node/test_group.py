@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dfl_ray.actors.host import NodeHost
 from dfl_ray.config import Config
 from dfl_ray.messages import Message, TxMessage
-from dfl_ray.node import DFLNode
+from dfl_ray.node import DFLNode, NodeGroup
 from tests.helpers import local_host, small_config
 
 NODES = 50
@@ -30,7 +29,7 @@ class FakeClock:
         return self.now
 
 
-def big_host(config: Config, run_dir: Path | None, clock: FakeClock | None = None) -> NodeHost:
+def big_host(config: Config, run_dir: Path | None, clock: FakeClock | None = None) -> NodeGroup:
     """`config`'s nodes on a random DEGREE-regular graph in one host, on synthetic data."""
     n = config.topology.nodes
     return local_host(config, run_dir, n_train=12 * n, val_fraction=0.25, clock=clock)
@@ -45,7 +44,7 @@ def regular_config(nodes: int = NODES, **ledger: Any) -> Config:
     )
 
 
-def run_round(host: NodeHost, r: int) -> None:
+def run_round(host: NodeGroup, r: int) -> None:
     assert host.begin_round(r) == []  # one host: nothing leaves it
     assert host.end_round(r) == []
     host.finish_round()
@@ -53,28 +52,28 @@ def run_round(host: NodeHost, r: int) -> None:
 
 def owned_bytes(node: DFLNode) -> int:
     """Bytes of the arrays and tensors that belong to this node alone."""
-    tensors = [p for p in node.model.parameters()]
-    tensors += [p.grad for p in node.model.parameters() if p.grad is not None]
-    tensors += [t for st in node.optimizer.state.values() for t in st.values()
+    tensors = [p for p in node.learner.model.parameters()]
+    tensors += [p.grad for p in node.learner.model.parameters() if p.grad is not None]
+    tensors += [t for st in node.learner.optimizer.state.values() for t in st.values()
                 if isinstance(t, torch.Tensor)]
     tensors += [node.data.val_images, node.data.val_labels]
     total = sum(t.numel() * t.element_size() for t in tensors)
     total += node.data.train_idx.nbytes
-    if node.round_base is not None:
-        total += node.round_base.nbytes
-    if node.round_head is not None:
-        total += node.round_head.nbytes
+    if node.aggregator.round_base is not None:
+        total += node.aggregator.round_base.nbytes
+    if node.aggregator.round_head is not None:
+        total += node.aggregator.round_head.nbytes
     return total
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> NodeHost:
+def host(tmp_path_factory: pytest.TempPathFactory) -> NodeGroup:
     h = big_host(regular_config(), tmp_path_factory.mktemp("big"))
     run_round(h, 0)
     return h
 
 
-def test_fifty_nodes_in_one_host_complete_a_round(host: NodeHost) -> None:
+def test_fifty_nodes_in_one_host_complete_a_round(host: NodeGroup) -> None:
     assert len(host.nodes) == NODES
     for node in host.nodes.values():
         assert not node.rejected
@@ -89,21 +88,21 @@ def test_fifty_nodes_in_one_host_complete_a_round(host: NodeHost) -> None:
         assert list((node.store.path / "payloads").iterdir()) == []  # keep_payloads 0
 
 
-def test_nodes_share_the_data_set_and_the_scorer(host: NodeHost) -> None:
+def test_nodes_share_the_data_set_and_the_scorer(host: NodeGroup) -> None:
     nodes = list(host.nodes.values())
-    assert all(n.data.images.data_ptr() == host.train_images.data_ptr() for n in nodes)
-    assert all(n.data.labels.data_ptr() == host.train_labels.data_ptr() for n in nodes)
-    assert len({id(n.scorer) for n in nodes}) == 1
+    assert all(n.data.images.data_ptr() == host.data.train_images.data_ptr() for n in nodes)
+    assert all(n.data.labels.data_ptr() == host.data.train_labels.data_ptr() for n in nodes)
+    assert len({id(n.learner.scorer) for n in nodes}) == 1
     assert len({id(n.directory) for n in nodes}) == 1
-    assert len({id(n.model) for n in nodes}) == NODES
+    assert len({id(n.learner.model) for n in nodes}) == NODES
 
 
-def test_memory_per_node_is_bounded(host: NodeHost) -> None:
+def test_memory_per_node_is_bounded(host: NodeGroup) -> None:
     nbytes = host.setup.spec.nbytes
     for node in host.nodes.values():
         # The model and its SGD momentum; no gradients, no round-base copy, no buffered model.
-        assert all(p.grad is None for p in node.model.parameters())
-        assert node.round_base is None
+        assert all(p.grad is None for p in node.learner.model.parameters())
+        assert node.aggregator.round_base is None
         val = node.data.val_images.numel() + 8 * node.data.val_labels.numel()
         assert owned_bytes(node) <= 2 * nbytes + val + 8 * len(node.data.train_idx)
         assert len(node.seen) == 1 + DEGREE  # own transaction and the peers' of this round

@@ -9,17 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dfl_ray.actors.host import NodeHost
 from dfl_ray.ledger import Receipt, Transaction, model_digest, transaction, verify_chain
 from dfl_ray.ledger import receipt as receipt_module
 from dfl_ray.messages import ReceiptMessage, TxMessage
 from dfl_ray.models.flat import vector_to_model
-from dfl_ray.node import DFLNode
+from dfl_ray.node import DFLNode, NodeGroup
 from tests.helpers import local_host, small_config
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> NodeHost:
+def host(tmp_path: Path) -> NodeGroup:
     return local_host(small_config(), tmp_path)
 
 
@@ -53,14 +52,14 @@ def forge(sender: DFLNode, vec: np.ndarray, **overrides: Any) -> TxMessage:
     return TxMessage(tx.encode(), sender.transport.share(vec), 1, sender.id)
 
 
-def published(host: NodeHost, node_id: int = 0) -> list[tuple[int, Any]]:
+def published(host: NodeGroup, node_id: int = 0) -> list[tuple[int, Any]]:
     node = host.nodes[node_id]
     node.train()
     node.publish()
     return host.transport.take_inbox()
 
 
-def test_round_delivers_scores_and_receipts(host: NodeHost) -> None:
+def test_round_delivers_scores_and_receipts(host: NodeGroup) -> None:
     host.begin_round(0)
     for node in host.nodes.values():
         assert len(node.buffer) == 3  # ring of 4, gossip reaches everyone
@@ -74,7 +73,7 @@ def test_round_delivers_scores_and_receipts(host: NodeHost) -> None:
         assert not node.rejected
 
 
-def test_aggregation_and_blocks_with_endorsements(host: NodeHost, tmp_path: Path) -> None:
+def test_aggregation_and_blocks_with_endorsements(host: NodeGroup, tmp_path: Path) -> None:
     for r in range(2):
         assert host.begin_round(r) == []
         host.end_round(r)
@@ -89,7 +88,7 @@ def test_aggregation_and_blocks_with_endorsements(host: NodeHost, tmp_path: Path
         assert summary.height == 0
 
 
-def test_training_changes_the_model_and_aggregation_moves_it(host: NodeHost) -> None:
+def test_training_changes_the_model_and_aggregation_moves_it(host: NodeGroup) -> None:
     node = host.nodes[0]
     before = node.get_vector()
     host.begin_round(0)
@@ -106,7 +105,7 @@ def test_a_rule_reading_the_round_start_gets_the_model_before_training(tmp_path:
     node = host.nodes[0]
     before = node.get_vector()
     host.begin_round(0)
-    assert node.round_base is not None and np.array_equal(node.round_base, before)
+    assert node.aggregator.round_base is not None and np.array_equal(node.aggregator.round_base, before)
     host.end_round(0)
     assert node.counters["aggregations"] == 1
     # without the opposition test an honest node keeps no second copy of its model, only
@@ -115,19 +114,19 @@ def test_a_rule_reading_the_round_start_gets_the_model_before_training(tmp_path:
     node = plain.nodes[0]
     start = node.get_vector()
     plain.begin_round(0)
-    assert node.round_base is None
-    assert node.head == slice(node.spec.size - 5010, node.spec.size) and node.head_classes == 10
-    assert node.round_head is not None and np.array_equal(node.round_head, start[node.head])
-    assert not np.array_equal(node.get_vector()[node.head], node.round_head)  # training moved it
+    assert node.aggregator.round_base is None
+    assert node.aggregator.head == slice(node.spec.size - 5010, node.spec.size) and node.aggregator.head_classes == 10
+    assert node.aggregator.round_head is not None and np.array_equal(node.aggregator.round_head, start[node.aggregator.head])
+    assert not np.array_equal(node.get_vector()[node.aggregator.head], node.aggregator.round_head)  # training moved it
     plain.end_round(0)
     assert node.counters["aggregations"] == 1
     off = local_host(small_config(defense={"rule": "dfl_guard", "params": {"reversal": 1.0}}),
                      tmp_path / "off")
     off.begin_round(0)
-    assert off.nodes[0].round_head is None and off.nodes[0].round_base is None
+    assert off.nodes[0].aggregator.round_head is None and off.nodes[0].aggregator.round_base is None
 
 
-def test_invalid_duplicate_is_dropped_silently(host: NodeHost) -> None:
+def test_invalid_duplicate_is_dropped_silently(host: NodeGroup) -> None:
     msgs = published(host)
     target = host.nodes[1]
     (dest, msg), = [(d, m) for d, m in msgs if d == 1]
@@ -152,7 +151,7 @@ def test_invalid_duplicate_is_dropped_silently(host: NodeHost) -> None:
     ],
 )
 def test_invalid_transaction_is_rejected_and_changes_nothing(
-    host: NodeHost, case: str, reason: str
+    host: NodeGroup, case: str, reason: str
 ) -> None:
     sender, target = host.nodes[0], host.nodes[1]
     vec = sender.get_vector()
@@ -188,7 +187,7 @@ def test_invalid_transaction_is_rejected_and_changes_nothing(
     assert host.transport.inbox == []  # no receipt, no forward
 
 
-def test_invalid_replayed_seq(host: NodeHost) -> None:
+def test_invalid_replayed_seq(host: NodeGroup) -> None:
     sender, target = host.nodes[0], host.nodes[1]
     vec = sender.get_vector()
     target.on_transaction(forge(sender, vec, seq=5))
@@ -199,7 +198,7 @@ def test_invalid_replayed_seq(host: NodeHost) -> None:
     assert state(target) == before
 
 
-def test_receipt_for_unknown_transaction_is_rejected(host: NodeHost) -> None:
+def test_receipt_for_unknown_transaction_is_rejected(host: NodeGroup) -> None:
     msgs = published(host, 0)
     host.nodes[1].on_transaction(next(m for d, m in msgs if d == 1))
     receipt_msg = next(m for d, m in host.transport.take_inbox() if d == 0)
@@ -207,7 +206,7 @@ def test_receipt_for_unknown_transaction_is_rejected(host: NodeHost) -> None:
     assert host.nodes[2].rejected == {"unknown_tx": 1}
 
 
-def test_receipts_are_stored_once_and_a_self_signed_one_is_rejected(host: NodeHost) -> None:
+def test_receipts_are_stored_once_and_a_self_signed_one_is_rejected(host: NodeGroup) -> None:
     msgs = published(host, 0)
     host.nodes[1].on_transaction(next(m for d, m in msgs if d == 1))
     receipt_msg = next(m for d, m in host.transport.take_inbox() if d == 0)
@@ -225,7 +224,7 @@ def test_receipts_are_stored_once_and_a_self_signed_one_is_rejected(host: NodeHo
 
 
 def test_nodes_of_one_process_verify_a_signature_and_a_payload_once(
-    host: NodeHost, monkeypatch: pytest.MonkeyPatch
+    host: NodeGroup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dfl_ray.ledger.transaction as transaction
 
@@ -241,7 +240,7 @@ def test_nodes_of_one_process_verify_a_signature_and_a_payload_once(
         real_payload(*args, **kwargs)
 
     monkeypatch.setattr(transaction, "verify_signature", counting_verify)
-    monkeypatch.setattr("dfl_ray.node.check_payload", counting_payload)
+    monkeypatch.setattr("dfl_ray.node.memo.check_payload", counting_payload)
     sender = host.nodes[0]
     msg = forge(sender, sender.get_vector())
     for node_id in (1, 2, 3):
@@ -256,7 +255,7 @@ def test_nodes_of_one_process_verify_a_signature_and_a_payload_once(
         assert host.nodes[node_id].rejected == {"replayed_seq": 1}
 
 
-def test_a_cached_payload_verdict_is_per_claimed_digest(host: NodeHost) -> None:
+def test_a_cached_payload_verdict_is_per_claimed_digest(host: NodeGroup) -> None:
     sender = host.nodes[0]
     vec = sender.get_vector()
     good = forge(sender, vec)
@@ -276,7 +275,7 @@ def test_a_cached_payload_verdict_is_per_claimed_digest(host: NodeHost) -> None:
 
 
 def test_peers_in_the_process_do_not_hash_a_published_model_again(
-    host: NodeHost, monkeypatch: pytest.MonkeyPatch
+    host: NodeGroup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hashed: list[int] = []
     real_digest = transaction.payload_digest
@@ -294,11 +293,11 @@ def test_peers_in_the_process_do_not_hash_a_published_model_again(
     assert hashed == []  # the publisher's own digest stood for the payload check
 
 
-def test_a_published_non_finite_model_is_still_rejected_by_peers(host: NodeHost) -> None:
+def test_a_published_non_finite_model_is_still_rejected_by_peers(host: NodeGroup) -> None:
     sender = host.nodes[0]
     bad = sender.get_vector()
     bad[7] = np.nan
-    vector_to_model(bad, sender.model)
+    vector_to_model(bad, sender.learner.model)
     sender.publish()
     deliveries = host.transport.take_inbox()
     assert deliveries
@@ -310,7 +309,7 @@ def test_a_published_non_finite_model_is_still_rejected_by_peers(host: NodeHost)
 
 
 def test_a_receipt_signed_in_the_process_is_not_verified_again(
-    host: NodeHost, monkeypatch: pytest.MonkeyPatch
+    host: NodeGroup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     msgs = published(host, 0)
     host.nodes[1].on_transaction(next(m for d, m in msgs if d == 1))
@@ -344,7 +343,7 @@ def test_an_observing_attacker_keeps_the_honest_updates_of_its_buffer(tmp_path: 
     assert host.nodes[0].params.colluders == frozenset()
     assert attacker.observed is None
     host.begin_round(0)
-    base = attacker.round_base
+    base = attacker.aggregator.round_base
     assert base is not None
     buffered = {attacker.directory[c]: b.vec for c, b in attacker.buffer.items()}
     assert set(buffered) == {0, 1, 2}

@@ -1,0 +1,109 @@
+"""A node's aggregation: the defense rule over its buffer, then server momentum (spec section 6)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base, rule_uses_head
+from dfl_ray.defense.momentum import check_momentum, momentum_step
+from dfl_ray.models.flat import ModelSpec
+from dfl_ray.node.params import NodeParams
+
+
+@dataclass
+class Buffered:
+    """A received model waiting for aggregation, with this node's score of it."""
+
+    vec: np.ndarray
+    score: float
+    seq: int
+
+
+@dataclass(frozen=True)
+class Aggregated:
+    """What one aggregation produced: the new own model and reputations, and the rule's weights."""
+
+    model: np.ndarray
+    reputations: dict[str, float]
+    weights: np.ndarray
+
+
+def find_head(spec: ModelSpec, classes: int) -> tuple[slice | None, int | None]:
+    """Where the output layer lies in the model vector, for rules that read the classifier.
+
+    The model's last tensors are that layer's weights [classes, hidden] and bias [classes]
+    (every model in the registry); the bias alone when the weights are not of that shape.
+    Returns (slice, classes) for weights and bias, (slice, None) for the bias alone, or
+    (None, None) when the last tensor is no output bias.
+    """
+    shapes = [tuple(shape) for shape in spec.shapes]
+    if not shapes or shapes[-1] != (classes,):
+        return None, None
+    n, head_classes = classes, None
+    if len(shapes) >= 2 and len(shapes[-2]) == 2 and shapes[-2][0] == classes:
+        n += classes * shapes[-2][1]
+        head_classes = classes
+    return slice(spec.size - n, spec.size), head_classes
+
+
+class Aggregator:
+    """Runs a node's defense rule and keeps the state it needs between aggregations.
+
+    That state is the round-start model (`round_base`) for rules that compare update
+    directions and for attackers (they publish a function of it), the round-start output layer
+    (`round_head`) for rules that read only the classifier's update, and the anchor and
+    velocity of server momentum. A node that needs none of these keeps no second model copy.
+    """
+
+    def __init__(self, params: NodeParams, *, spec: ModelSpec, num_classes: int,
+                 initial: np.ndarray, keep_base: bool = False) -> None:
+        self.params = params
+        self.rule = get_rule(params.rule)
+        self.rule_uses_base = rule_uses_base(params.rule, params.rule_params)
+        self.keeps_base = self.rule_uses_base or keep_base
+        self.head, self.head_classes = find_head(spec, num_classes)
+        self.keeps_head = self.head is not None and rule_uses_head(params.rule, params.rule_params)
+        self.round_base: np.ndarray | None = None
+        self.round_head: np.ndarray | None = None
+        self.momentum = check_momentum(params.momentum)
+        # With momentum: the model the node left its last aggregation with, and the velocity.
+        self.anchor: np.ndarray | None = None
+        self.velocity: np.ndarray | None = None
+        if self.momentum > 0.0:
+            self.anchor = np.array(initial, dtype=np.float32)
+            self.velocity = np.zeros_like(self.anchor)
+
+    def start_round(self, start: np.ndarray) -> None:
+        """Keep what the rule (or an attacker) needs of the model before local training."""
+        if self.keeps_base:
+            self.round_base = start
+        if self.keeps_head:
+            assert self.head is not None  # keeps_head needs it
+            self.round_head = start[self.head].copy()  # a few values, not a view of the whole
+
+    def aggregate(self, own: np.ndarray, own_score: float, senders: Sequence[bytes],
+                  buffered: Sequence[Buffered], reputations: Mapping[str, float]) -> Aggregated:
+        """The rule's new model (after momentum) and reputations for the buffered models."""
+        inp = AggregationInput(
+            own=own,
+            own_score=float(own_score),
+            models=tuple(b.vec for b in buffered),
+            senders=tuple(s.hex() for s in senders),
+            scores=np.array([b.score for b in buffered], dtype=np.float64),
+            reputations=reputations,
+            base=self.round_base if self.rule_uses_base else None,
+            head=self.head,
+            head_classes=self.head_classes,
+            head_base=self.round_head,
+            # Every buffered row passed check_payload (finiteness included) on receipt.
+            checked_rows=True,
+        )
+        result = self.rule(inp, self.params.rule_params)
+        model = result.model
+        if self.anchor is not None and self.velocity is not None:
+            model = momentum_step(self.anchor, model, self.velocity, self.momentum)
+            self.anchor = model
+        return Aggregated(model, dict(result.reputations), result.weights)

@@ -1,0 +1,82 @@
+"""A node's model and its local work: SGD on its own shard, scoring models on its validation split."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from dfl_ray.models.flat import model_to_vector, vector_to_model
+from dfl_ray.models.training import evaluate, make_optimizer, train_steps
+from dfl_ray.node.params import NodeData, NodeParams
+
+Poison = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""Rewrites a training batch (images, labels) before the step: data-poisoning attacks."""
+
+
+class Learner:
+    """The model a node trains, its optimizer, and a scratch model for scoring received ones.
+
+    Received models are scored in the scratch model so the own model is never disturbed; the
+    nodes of one process may share one scratch model, since they score in turn.
+    """
+
+    def __init__(self, params: NodeParams, *, model: nn.Module, data: NodeData,
+                 initial: np.ndarray, scorer: nn.Module | None = None) -> None:
+        self.params = params
+        self.device = params.device
+        self.model = model.to(params.device)
+        vector_to_model(initial, self.model)
+        self.optimizer = make_optimizer(self.model, params.sgd)
+        self.scorer = (scorer if scorer is not None else copy.deepcopy(model)).to(params.device)
+        self.data = data
+        self.rng = np.random.default_rng([params.seed, params.node_id])
+
+    def vector(self) -> np.ndarray:
+        """The own model as a fresh float32 vector."""
+        return model_to_vector(self.model)
+
+    def load(self, vec: np.ndarray) -> None:
+        """Make `vec` the own model (optimizer state is kept)."""
+        vector_to_model(vec, self.model)
+
+    def train(self, start: np.ndarray, poison: Poison | None = None) -> bool:
+        """`local_steps` SGD steps on the shard; False when training diverged and was undone.
+
+        Training that diverges (a NaN or infinite weight, as SGD can reach from a model that
+        aggregation has pushed far off) is undone: the model goes back to `start`, the model
+        it began from, with fresh optimizer state.
+        """
+        train_steps(
+            self.model,
+            self.optimizer,
+            self.data.images,
+            self.data.labels,
+            indices=self.data.train_idx,
+            batch_size=self.params.batch_size,
+            steps=self.params.local_steps,
+            rng=self.rng,
+            device=self.device,
+            poison=poison,
+        )
+        with torch.no_grad():
+            # A sum is finite only if every weight is (a NaN or inf anywhere propagates).
+            finite = bool(torch.isfinite(
+                torch.stack([p.sum() for p in self.model.parameters()])).all())
+        if not finite:
+            vector_to_model(start, self.model)
+            self.optimizer = make_optimizer(self.model, self.params.sgd)
+        return finite
+
+    def score(self, vec: np.ndarray) -> float:
+        """Accuracy of the model `vec` on this node's validation split (spec 5.3)."""
+        vector_to_model(vec, self.scorer)
+        return evaluate(self.scorer, self.data.val_images, self.data.val_labels, batch_size=256,
+                        device=self.device)
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """Accuracy of the own model on a test set (metrics only, not protocol work)."""
+        return evaluate(self.model, images, labels, batch_size=256, device=self.device)

@@ -1,0 +1,45 @@
+"""What a node is told about its role (`NodeParams`) and what it holds of the data (`NodeData`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from dfl_ray.models.training import SGDSettings
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Everything a node needs to know about its role besides its data, model and keys."""
+
+    node_id: int
+    peers: tuple[int, ...]
+    local_steps: int
+    batch_size: int = 64
+    sgd: SGDSettings = field(default_factory=SGDSettings)
+    rule: str = "dfl_trust"
+    rule_params: Mapping[str, float] = field(default_factory=dict)
+    buffer_size: int = 4
+    momentum: float = 0.0
+    """Server momentum applied to the rule's result (dfl_ray.defense.momentum); 0 turns it off."""
+    max_clock_skew_s: float = 5.0
+    seed: int = 0
+    device: str = "cpu"
+    colluders: frozenset[int] = frozenset()
+    """The other attackers, for an attacker: their models are not taken as honest observations."""
+
+
+@dataclass(frozen=True)
+class NodeData:
+    """A node's view of the data: shared training arrays plus its own indices and validation set."""
+
+    images: torch.Tensor
+    """uint8 [N, H, W] training images shared by every node of the process (never written)."""
+    labels: torch.Tensor
+    train_idx: np.ndarray
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    num_classes: int = 10
