@@ -1,106 +1,36 @@
 """GPU flags on a machine without GPUs: clear errors before any actor starts, or a CPU fallback.
 
 The GPU path itself (an actor holding a GPU share and training on cuda) needs a GPU and is not
-exercised here; `resolve_device` is tested with torch's CUDA check patched either way.
+exercised here; `resolve_device` is tested in tests/node/test_build.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
-import torch
 from ray._private import state
 
 from dfl_ray.actors import network
-from dfl_ray.node import resolve_device
 from dfl_ray.actors.network import PlacementError, host_resources
 from dfl_ray.cli import main as cli_main
 from dfl_ray.config import Config, config_from_dict
 from dfl_ray.runner import run_experiment
+from tests.conftest import tiny_tree
 
 
-def tiny_tree(out: Path, data_dir: Path, name: str, **runtime: Any) -> dict[str, Any]:
-    return {
-        "experiment": {"name": name, "out": str(out), "rounds": 2, "eval_every": 2,
-                       "progress": False},
-        "data": {"data_dir": str(data_dir), "partition": "iid"},
-        "topology": {"kind": "ring", "nodes": 4},
-        "attack": {"kind": "none", "malicious": 0},
-        "defense": {"rule": "fedavg", "buffer_size": 2},
-        "training": {"local_steps": 2},
-        "ledger": {"block_size": 2},
-        "runtime": {"hosts": 2, **runtime},
-    }
+def gpu_tree(out: Path, data_dir: Path, name: str, **runtime: Any) -> dict[str, Any]:
+    """The tiny run without attackers, fedavg, two host actors, with these runtime fields."""
+    return tiny_tree(out, data_dir, experiment={"name": name, "eval_every": 2},
+                     data={"partition": "iid"}, attack={"kind": "none", "malicious": 0},
+                     defense={"rule": "fedavg"}, runtime={"hosts": 2, **runtime})
 
 
 def actors_created() -> int:
     # Every actor ever created in this Ray instance, dead ones included.
     return len(state.actors())
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-# ------------------------------------------------------------------ resolve_device
-
-
-@pytest.fixture
-def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-
-
-@pytest.fixture
-def with_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-
-
-def test_cpu_is_cpu_whatever_the_gpus(with_cuda: None) -> None:
-    assert resolve_device("cpu", 0.0) == "cpu"
-    assert resolve_device("cpu", 1.0) == "cpu"
-
-
-def test_auto_uses_cuda_only_with_a_held_share(with_cuda: None) -> None:
-    assert resolve_device("auto", 0.25) == "cuda"
-    # Ray leaves GPUs visible to an actor that reserved none: it must not use them.
-    assert resolve_device("auto", 0.0) == "cpu"
-
-
-def test_auto_falls_back_to_cpu_without_cuda(no_cuda: None) -> None:
-    assert resolve_device("auto", 0.25) == "cpu"
-
-
-def test_cuda_with_a_share_and_a_device(with_cuda: None) -> None:
-    assert resolve_device("cuda", 0.5) == "cuda"
-
-
-def test_invalid_cuda_without_a_device(no_cuda: None) -> None:
-    with pytest.raises(RuntimeError, match="--device auto"):
-        resolve_device("cuda", 0.25)
-
-
-def test_invalid_cuda_without_a_share(with_cuda: None) -> None:
-    with pytest.raises(RuntimeError, match="--gpus-per-node > 0"):
-        resolve_device("cuda", 0.0)
-
-
-@pytest.mark.parametrize("requested", ["gpu", "CUDA", ""])
-def test_invalid_device_name(requested: str) -> None:
-    with pytest.raises(ValueError, match="cpu, cuda or auto"):
-        resolve_device(requested, 0.0)
-
-
-@pytest.mark.parametrize("gpus", [-0.25, float("nan")])
-def test_invalid_gpu_share(gpus: float) -> None:
-    with pytest.raises(ValueError, match="GPU share"):
-        resolve_device("auto", gpus)
 
 
 # ------------------------------------------------------------------ host_resources, without Ray
@@ -153,7 +83,7 @@ def test_invalid_gpu_run_fails_before_any_actor(
 ) -> None:
     assert ray.cluster_resources().get("GPU", 0.0) == 0.0  # this machine has no GPU
     config = config_from_dict(
-        tiny_tree(tmp_path, data_dir, f"gpu_{device}", gpus_per_node=0.25, device=device)
+        gpu_tree(tmp_path, data_dir, f"gpu_{device}", gpus_per_node=0.25, device=device)
     )
     before = actors_created()
     with pytest.raises(PlacementError, match=r"--gpus-per-node 0\.25.*--device auto"):
@@ -185,7 +115,7 @@ def test_auto_falls_back_to_the_cpu_and_runs(
     local_ray: None, tmp_path: Path, data_dir: Path
 ) -> None:
     config = config_from_dict(
-        tiny_tree(tmp_path, data_dir, "gpu_auto", gpus_per_node=0.25, device="auto")
+        gpu_tree(tmp_path, data_dir, "gpu_auto", gpus_per_node=0.25, device="auto")
     )
     summary = run_experiment(config, quiet=True)
     assert summary["counters"]["published"] == 8

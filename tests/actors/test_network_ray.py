@@ -3,41 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 
 from dfl_ray.cli import main as cli_main
-from dfl_ray.config import config_from_dict
 from dfl_ray.ledger import read_chain
 from dfl_ray.runner import run_experiment
+from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def tiny_config(out: Path, data_dir: Path, **sections: dict) -> object:
-    tree: dict = {
-        "experiment": {"name": "tiny", "out": str(out), "rounds": 2, "eval_every": 1,
-                       "progress": False},
-        "data": {"data_dir": str(data_dir), "partition": "dirichlet", "alpha": 0.5},
-        "topology": {"kind": "ring", "nodes": 4},
-        "attack": {"kind": "random_model", "malicious": 1},
-        "defense": {"rule": "dfl_guard", "buffer_size": 2},
-        "training": {"local_steps": 2},
-        "ledger": {"block_size": 2},
-    }
-    for name, values in sections.items():
-        tree.setdefault(name, {}).update(values)
-    return config_from_dict(tree)
 
 
 def test_four_nodes_two_rounds_chains_verify(

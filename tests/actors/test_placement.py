@@ -17,6 +17,7 @@ from dfl_ray.actors.network import PlacementError, host_resources
 from dfl_ray.cli import main as cli_main
 from dfl_ray.config import Config, config_from_dict
 from dfl_ray.runner import run_experiment
+from tests.conftest import tiny_tree
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_FILE = REPO / "cluster" / "four_node.yaml"
@@ -24,18 +25,10 @@ MACHINES = 4
 STORE_BYTES = 80 * 1024**2  # each fake machine's object store; the runs move a few MB
 
 
-def tiny_config(out: Path, data_dir: Path, **sections: dict[str, Any]) -> Config:
-    tree: dict[str, dict[str, Any]] = {
-        "experiment": {"name": "spread", "out": str(out), "rounds": 2, "eval_every": 1,
-                       "progress": False},
-        "data": {"data_dir": str(data_dir), "partition": "dirichlet", "alpha": 0.5},
-        "topology": {"kind": "ring", "nodes": 4},
-        "attack": {"kind": "random_model", "malicious": 1},
-        "defense": {"rule": "dfl_trust", "buffer_size": 2},
-        "training": {"local_steps": 2},
-        "ledger": {"block_size": 2},
-        "runtime": {"placement": "spread", "hosts": 4},
-    }
+def spread_config(out: Path, data_dir: Path, **sections: dict[str, Any]) -> Config:
+    """The tiny run with dfl_trust, one host actor per machine."""
+    tree = tiny_tree(out, data_dir, experiment={"name": "spread"},
+                     defense={"rule": "dfl_trust"}, runtime={"placement": "spread", "hosts": 4})
     for name, values in sections.items():
         tree.setdefault(name, {}).update(values)
     return config_from_dict(tree)
@@ -78,7 +71,7 @@ def test_spread_puts_each_host_on_its_own_machine(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert len(four_machines) == MACHINES
-    summary = run_experiment(tiny_config(tmp_path, data_dir), quiet=True)
+    summary = run_experiment(spread_config(tmp_path, data_dir), quiet=True)
     placement = summary["placement"]
     assert sorted(placement) == ["0", "1", "2", "3"]
     used = {four_machines[ray_node] for ray_node in placement.values()}
@@ -99,7 +92,7 @@ def test_spread_keeps_a_host_s_nodes_together(
 ) -> None:
     """Two hosts of two nodes each: two machines, and both nodes of a host on the same one."""
     summary = run_experiment(
-        tiny_config(tmp_path, data_dir, experiment={"name": "two"}, runtime={"hosts": 2}),
+        spread_config(tmp_path, data_dir, experiment={"name": "two"}, runtime={"hosts": 2}),
         quiet=True,
     )
     where = {int(n): four_machines[r] for n, r in summary["placement"].items()}
@@ -114,7 +107,7 @@ def test_spread_keeps_a_host_s_nodes_together(
 def test_invalid_spread_more_hosts_than_machines(
     four_machines: dict[str, str], tmp_path: Path, data_dir: Path
 ) -> None:
-    config = tiny_config(
+    config = spread_config(
         tmp_path, data_dir, experiment={"name": "five"}, topology={"nodes": 5},
         runtime={"hosts": 5},
     )

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 import torch
 
 from dfl_ray.actors.network import ACTOR_PER_NODE_MAX, Network, resolve_hosts
@@ -45,13 +43,6 @@ def test_hosts_requested_are_taken_as_given() -> None:
 def test_invalid_hosts_arguments(requested: Any, nodes: int, cpus: float) -> None:
     with pytest.raises(ValueError):
         resolve_hosts(requested, nodes, cpus)
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def build_network(config: Config, run_dir: Path) -> Network:
