@@ -68,6 +68,7 @@ from dfl_ray.models import (
     vector_to_model,
 )
 from dfl_ray.models.training import SGDSettings, make_optimizer
+from dfl_ray.results import Tee, add_results_argument, record_output
 from dfl_ray.timing import Stopwatch
 
 N_PARAMS = 431_080
@@ -530,13 +531,21 @@ def main() -> None:
                         help="measured rounds per round-benchmark repeat (a multiple of 10)")
     parser.add_argument("--round-repeat", type=int, default=3,
                         help="repeats of the round benchmark (minimums are reported)")
+    add_results_argument(parser)
     args = parser.parse_args()
     if min(args.repeat, args.number, args.rounds, args.round_repeat) < 1:
         parser.error("--repeat, --number, --rounds and --round-repeat must be >= 1")
     if args.rounds % BLOCK_SIZE:
         parser.error(f"--rounds must be a multiple of {BLOCK_SIZE} (whole blocks)")
     torch.set_num_threads(1)  # one core per node, as the node actors run
+    with Tee() as tee:
+        report(args)
+    if args.write_results:
+        print(f"wrote {record_output('ledger_bench', 'Ledger costs', tee.text)}")
 
+
+def report(args: argparse.Namespace) -> None:
+    """Measure and print every figure of the benchmark."""
     spec = ModelSpec.of(LeNet(), "lenet")
     vec = np.random.default_rng(0).standard_normal(N_PARAMS).astype(np.float32)
     vec.flags.writeable = False  # like a view of the object store

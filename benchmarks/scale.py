@@ -63,6 +63,7 @@ from dfl_ray.models.flat import ModelSpec, model_to_vector
 from dfl_ray.models.registry import build_model
 from dfl_ray.models.training import PIXEL_SCALE, SGDSettings, make_optimizer
 from dfl_ray.node import make_genesis
+from dfl_ray.results import Tee, add_results_argument, record_output
 from dfl_ray.topology import build_topology, neighbors
 
 GIB = 1024**3
@@ -353,9 +354,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the run")
     parser.add_argument("--sample-s", type=float, default=0.5, help="memory sampling interval")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch loop")
+    add_results_argument(parser)
     args = parser.parse_args(argv)
     if any(n < 2 for n in args.sizes) or args.rounds < 1 or args.num_cpus < 1 or args.hosts < 0:
         parser.error("sizes must be >= 2, --rounds and --num-cpus >= 1, --hosts >= 0")
+    with Tee() as tee:
+        status = measure(args)
+    if args.write_results:
+        print(f"wrote {record_output('scale', 'Simulated populations', tee.text)}")
+    return status
+
+
+def measure(args: argparse.Namespace) -> int:
+    """Run every network size and print its row, then the whole table."""
 
     import ray
 

@@ -38,6 +38,8 @@ import numpy as np
 import ray
 import torch
 
+from dfl_ray.results import Tee, add_results_argument, record_output
+
 N_PARAMS = 431_080
 MODES = (
     "noop", "deliver", "deliver+blake3", "store", "store+blake3", "numpy by value",
@@ -127,6 +129,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30, help="timed rounds per k (median)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed rounds per k first")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
+    add_results_argument(parser)
     args = parser.parse_args()
     try:
         ks = [int(k) for k in args.ks.split(",")]
@@ -149,6 +152,15 @@ def main() -> None:
     finally:
         ray.shutdown()
 
+    with Tee() as tee:
+        report(args, results, put, vec)
+    if args.write_results:
+        print(f"wrote {record_output('zero_copy', 'Object-store delivery', tee.text)}")
+
+
+def report(args: argparse.Namespace, results: dict[int, dict[str, float]], put: float,
+           vec: np.ndarray) -> None:
+    """Print the figures of one measurement."""
     print(f"one model = {N_PARAMS:,} float32 ({vec.nbytes / 1e6:.2f} MB); ray {ray.__version__}, "
           f"{os.cpu_count()} cores ({platform.machine()}), local Ray num_cpus={args.num_cpus}; "
           f"median of {args.repeat} rounds, ms per delivery")

@@ -1,6 +1,6 @@
 """The robustness table: honest accuracy for {partition} x {attack} x {defense} on 10 nodes.
 
-    python experiments/attack_table.py --data-dir ../shared/data --out runs/table
+    python experiments/attack_table.py --data-dir ../shared/data --out runs/table --write-results
 
 Each cell is one full run of the main job (dfl10, 40 sync rounds) with the given partition,
 attackers and defense; the table (markdown) and every cell's summary (JSON) are written to --out.
@@ -20,6 +20,7 @@ from typing import Any
 import ray
 
 from dfl_ray.config import config_from_dict
+from dfl_ray.results import add_results_argument, record_output
 from dfl_ray.runner import run_experiment
 
 PARTITIONS = {
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="columns to run (default: all)")
     parser.add_argument("--no-removed", action="store_true", help="skip the attackers-removed runs")
     parser.add_argument("--rerun", action="store_true", help="rerun cells already in table.json")
+    add_results_argument(parser)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     ray.init(include_dashboard=False, log_to_driver=False)
@@ -143,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     (args.out / "table.md").write_text(table + "\n")
     print(table)
+    if args.write_results:
+        intro = (f"Honest-node mean final accuracy, 10 nodes on `dfl10`, {args.rounds} sync rounds, "
+                 f"seed {args.seed}; every cell of {store} (cells accumulate across invocations). "
+                 "\"attackers removed\" is the same run with the attackers and their shards taken "
+                 "out of the network.")
+        print(f"wrote {record_output('attack_table', 'Robustness table', intro + chr(10) * 2 + table, markdown=True)}")
     return 0
 
 
