@@ -1,10 +1,4 @@
-"""A block of a node's own chain: own transactions with their receipts, signed and endorsed.
-
-DFL keeps no global ledger: each node seals its own transactions and the receipts its peers
-returned into its own hash-linked chain, and the receipt signers endorse the block, which is the
-"partial consensus" of Tian, Guo, Zhang, Al-Ars, "DFL: High-Performance Blockchain-Based
-Federated Learning" (arXiv 2110.15457); spec section 4.
-"""
+"""A block of a node's own chain: own transactions with their receipts, signed and endorsed."""
 
 from __future__ import annotations
 
@@ -27,13 +21,12 @@ from dfl_ray.ledger.errors import ValidationError
 from dfl_ray.ledger.hashing import DIGEST_SIZE, digest
 from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signature
 from dfl_ray.ledger.receipt import RECEIPT_TAG, Receipt
+from dfl_ray.ledger.signed import Signed
 from dfl_ray.ledger.transaction import Transaction
 
 BLOCK_TAG = b"dfl/block/v1"
 ENDORSE_TAG = b"dfl/endorse/v1"
 REPUTATION_TAG = b"dfl/reputation/v1"
-
-_UNSIGNED = bytes(SIGNATURE_SIZE)
 
 # Where a receipt's encoding holds its receiver: after the tag and the tx_id blob, past the
 # receiver's own length prefix (the layout of `Receipt.signing_bytes`).
@@ -41,7 +34,7 @@ _RECEIVER_AT = slice(1 + len(RECEIPT_TAG) + 4 + DIGEST_SIZE + 4,
                      1 + len(RECEIPT_TAG) + 4 + DIGEST_SIZE + 4 + PUBLIC_KEY_SIZE)
 
 # Cached properties of the signed header, which endorsements do not change.
-_HEADER_CACHE = ("_signing_bytes", "_signed_bytes", "hash")
+_HEADER_CACHE = ("_unsigned_bytes", "_signed_bytes", "hash")
 
 
 def _short(data: bytes) -> str:
@@ -102,8 +95,18 @@ class Claims:
 
 
 @dataclass(frozen=True)
-class Block:
-    """A signed block; `hash` and the signature cover everything except the endorsements."""
+class Block(Signed):
+    """A signed block; `hash` and the signature cover everything except the endorsements.
+
+    DFL keeps no global ledger: each node seals its own transactions and the receipts its peers
+    returned into its own hash-linked chain, and the receipt signers endorse the block, which is
+    the "partial consensus" of Tian, Guo, Zhang, Al-Ars, "DFL: High-Performance Blockchain-Based
+    Federated Learning" (arXiv 2110.15457); spec section 4.
+    """
+
+    TAG = BLOCK_TAG
+    KIND = "block"
+    SIGNER = "creator"
 
     height: int
     prev_hash: bytes
@@ -154,7 +157,8 @@ class Block:
         reputation_digest: bytes,
     ) -> Block:
         """A block by `identity`, signed, with no endorsements yet."""
-        unsigned = cls(
+        return cls._sign_new(
+            identity,
             height=height,
             prev_hash=prev_hash,
             genesis_hash=genesis_hash,
@@ -163,12 +167,7 @@ class Block:
             entries=tuple(entries),
             model_digest_after=model_digest_after,
             reputation_digest=reputation_digest,
-            signature=_UNSIGNED,
         )
-        signing = unsigned.signing_bytes()
-        block = replace(unsigned, signature=identity.sign(signing))
-        remember(block, _signing_bytes=signing)
-        return block
 
     def with_endorsements(self, endorsements: Iterable[Endorsement]) -> Block:
         """This block with `endorsements` (sorted by signer; exact repeats dropped).
@@ -185,37 +184,23 @@ class Block:
         remember(endorsed, **{k: known[k] for k in _HEADER_CACHE if k in known})
         return endorsed
 
-    def signing_bytes(self) -> bytes:
-        """The header the creator signs: every field except the signature and endorsements."""
-        return self._signing_bytes
-
-    @cached_property
-    def _signing_bytes(self) -> bytes:
-        w = (
-            Writer(BLOCK_TAG)
-            .u64(self.height)
-            .blob(self.prev_hash)
-            .blob(self.genesis_hash)
-            .blob(self.creator)
-            .f64(self.created_at)
-            .count(len(self.entries))
-        )
+    def _write_fields(self, w: Writer) -> Writer:
+        # The signed header: every field except the signature and the endorsements.
+        w.u64(self.height).blob(self.prev_hash).blob(self.genesis_hash).blob(self.creator)
+        w.f64(self.created_at).count(len(self.entries))
         for entry in self.entries:
             w.blob(entry.tx.encode()).count(len(entry.receipts))
             for receipt in entry.receipts:
                 w.blob(receipt.encode())
-        return w.blob(self.model_digest_after).blob(self.reputation_digest).getvalue()
-
-    @cached_property
-    def _signed_bytes(self) -> bytes:
-        return Writer.resume(self.signing_bytes()).blob(self.signature).getvalue()
+        return w.blob(self.model_digest_after).blob(self.reputation_digest)
 
     @cached_property
     def hash(self) -> bytes:
         """BLAKE3 of the signed header; endorsements can be added without changing it."""
-        return digest(self._signed_bytes)
+        return self.compute_id()
 
     def encode(self) -> bytes:
+        """The signed header followed by the endorsements."""
         w = Writer.resume(self._signed_bytes).count(len(self.endorsements))
         for e in self.endorsements:
             w.blob(e.signer).blob(e.signature)
@@ -225,8 +210,8 @@ class Block:
     def decode(cls, data: bytes) -> Block:
         """The block `data` encodes; it and its objects keep their slices of `data` as their
         encodings, so hashing it or building on it re-encodes nothing."""
-        r = Reader(data, BLOCK_TAG)
-        with decoding("block"):
+        r = Reader(data, cls.TAG)
+        with decoding(cls.KIND):
             height, prev_hash, genesis_hash, creator, created_at = (
                 r.u64(), r.blob(), r.blob(), r.blob(), r.f64()
             )  # fmt: skip
@@ -241,13 +226,11 @@ class Block:
             signed_end = r.offset
             endorsements = tuple(Endorsement(r.blob(), r.blob()) for _ in range(r.count()))
             r.finish()
-            block = cls(
-                height, prev_hash, genesis_hash, creator, created_at, tuple(entries),
-                model_digest_after, reputation_digest, signature, endorsements,
-            )  # fmt: skip
-        raw = r.data
-        remember(block, _signing_bytes=raw[:signing_end], _signed_bytes=raw[:signed_end])
-        return block
+        fields = (
+            height, prev_hash, genesis_hash, creator, created_at, tuple(entries),
+            model_digest_after, reputation_digest, signature, endorsements,
+        )  # fmt: skip
+        return cls._decoded(fields, r.data[:signing_end], r.data[:signed_end])
 
     def receipts(self) -> Iterator[Receipt]:
         """Every receipt in the block, entry by entry."""
@@ -271,7 +254,7 @@ class Block:
         in a block of 10 transactions with 9 receipts each).
         """
         require_bytes("signer", signer, (PUBLIC_KEY_SIZE,))
-        r = Reader(data, BLOCK_TAG)
+        r = Reader(data, cls.TAG)
         r.u64(), r.blob(), r.blob(), r.blob(), r.f64()  # height, links, creator, created_at
         mine: list[Receipt] = []
         for _ in range(r.count()):
@@ -322,8 +305,8 @@ def verify_block(
             f"{_short(prev_hash)}"
         )
     check = not signatures_checked
-    if check and not verify_signature(block.creator, block.signature, block.signing_bytes()):
-        raise ValidationError("bad_signature", "block is not signed by its creator")
+    if check:
+        block.verify()
     seqs: set[int] = set()
     for i, entry in enumerate(block.entries):
         _verify_entry(i, entry, block.creator, genesis_hash, seqs, check)
@@ -364,9 +347,7 @@ def _verify_entry(
         where = f"entry {i} receipt {j}"
         if receipt.tx_id != tx.tx_id:
             raise ValidationError("bad_receipt", f"{where} is for another transaction")
-        if check and not verify_signature(
-            receipt.receiver, receipt.signature, receipt.signing_bytes()
-        ):
+        if check and not receipt.has_valid_signature():
             raise ValidationError("bad_receipt", f"{where} is not signed by its receiver")
         if receipt.receiver in receivers:
             raise ValidationError("bad_receipt", f"{where} repeats receiver "

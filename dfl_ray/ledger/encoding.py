@@ -1,11 +1,4 @@
-"""Canonical byte encoding of ledger objects: a `Writer`, a bounds-checked `Reader`, field checks.
-
-Layout rules (spec section 3): a length-prefixed domain tag first, then the fields in a fixed
-order; unsigned integers fixed-width big-endian; floats IEEE-754 binary64 big-endian; every
-byte string and text length-prefixed (u32); sequences count-prefixed (u32); maps as sequences
-sorted by key. Each accepted encoding decodes to exactly one object and re-encodes to the same
-bytes, so a signature or hash over the encoding pins down the object.
-"""
+"""Canonical byte encoding of ledger objects: a `Writer`, a bounds-checked `Reader`, field checks."""
 
 from __future__ import annotations
 
@@ -33,7 +26,14 @@ _F64 = struct.Struct(">d")
 
 
 class Writer:
-    """Appends canonical fields; `getvalue()` returns the bytes written so far."""
+    """Appends canonical fields; `getvalue()` returns the bytes written so far.
+
+    Layout rules (spec section 3): a length-prefixed domain tag first, then the fields in a
+    fixed order; unsigned integers fixed-width big-endian; floats IEEE-754 binary64 big-endian;
+    every byte string and text length-prefixed (u32); sequences count-prefixed (u32); maps as
+    sequences sorted by key. Each accepted encoding decodes to exactly one object and
+    re-encodes to the same bytes, so a signature or hash over the encoding pins down the object.
+    """
 
     def __init__(self, tag: bytes) -> None:
         if not isinstance(tag, bytes) or not 0 < len(tag) <= MAX_TAG_BYTES:
@@ -241,7 +241,7 @@ def remember(obj: object, **cached: object) -> None:
     `functools.cached_property` keeps its value in the instance `__dict__`, which a frozen
     dataclass leaves writable, so this is exactly what computing them would store. Each value
     must be what the property would compute; decoders pass slices of the very bytes they
-    decoded, which re-encode to themselves (see the module docstring).
+    decoded, which re-encode to themselves (see `Writer`).
     """
     vars(obj).update(cached)
 

@@ -9,23 +9,27 @@ from dfl_ray.ledger.encoding import (
     MAX_U32,
     Reader,
     Writer,
-    decoding,
     require_bytes,
     require_finite,
     require_text,
     require_uint,
 )
 from dfl_ray.ledger.hashing import DIGEST_SIZE, digest
+from dfl_ray.ledger.signed import Canonical
 
 GENESIS_TAG = b"dfl/genesis/v1"
 
 
 @dataclass(frozen=True)
-class Genesis:
+class Genesis(Canonical):
     """Network id, protocol version, model layout, common initial model and protocol parameters.
 
-    Not signed: nodes agree on it out of band and compare `hash`.
+    Not signed: nodes agree on it out of band and compare `hash`, so its encoding is its
+    unsigned bytes.
     """
+
+    TAG = GENESIS_TAG
+    KIND = "genesis"
 
     network_id: str
     protocol_version: int
@@ -48,14 +52,9 @@ class Genesis:
         if self.expiry_s <= 0:
             raise ValueError(f"expiry_s must be positive, got {self.expiry_s}")
 
-    def encode(self) -> bytes:
-        return self._encoded
-
-    @cached_property
-    def _encoded(self) -> bytes:
+    def _write_fields(self, w: Writer) -> Writer:
         return (
-            Writer(GENESIS_TAG)
-            .text(self.network_id)
+            w.text(self.network_id)
             .u32(self.protocol_version)
             .blob(self.model_spec_id)
             .blob(self.initial_model_digest)
@@ -63,16 +62,17 @@ class Genesis:
             .u32(self.buffer_size)
             .u32(self.block_size)
             .f64(self.expiry_s)
-            .getvalue()
         )
+
+    def encode(self) -> bytes:
+        return self._unsigned_bytes
 
     @classmethod
     def decode(cls, data: bytes) -> Genesis:
-        r = Reader(data, GENESIS_TAG)
+        r = Reader(data, cls.TAG)
         fields = (r.text(), r.u32(), r.blob(), r.blob(), r.u32(), r.u32(), r.u32(), r.f64())
         r.finish()
-        with decoding("genesis"):
-            return cls(*fields)
+        return cls._from_fields(fields)
 
     @cached_property
     def hash(self) -> bytes:

@@ -1,9 +1,4 @@
-"""BLAKE3 digests of ledger bytes and of model payloads, hashed in place without copies.
-
-BLAKE3: O'Connor, Aumasson, Neves, Wilcox-O'Hearn, "BLAKE3: one function, fast everywhere"
-(2020). The receive path hashes every 1.72 MB model once, so hashing speed is most of the
-ledger's cost (spec section 3).
-"""
+"""BLAKE3 digests of ledger bytes and of model payloads, hashed in place without copies."""
 
 from __future__ import annotations
 
@@ -17,7 +12,12 @@ Buffer = bytes | bytearray | memoryview | np.ndarray
 
 
 def digest(data: Buffer) -> bytes:
-    """32-byte BLAKE3 digest of `data`."""
+    """32-byte BLAKE3 digest of `data`.
+
+    BLAKE3 (O'Connor, Aumasson, Neves, Wilcox-O'Hearn, "BLAKE3: one function, fast everywhere",
+    2020) is the ledger's one hash (spec section 3), chosen for speed: the receive path hashes
+    every 1.72 MB model once.
+    """
     return blake3.blake3(byte_view(data)).digest()
 
 

@@ -1,15 +1,4 @@
-"""A node's Ed25519 identity: key pair, BLAKE3 address, signing, and key files on disk.
-
-Ed25519: Bernstein, Duif, Lange, Schwabe, Yang, "High-speed high-security signatures"
-(CHES 2011); RFC 8032. Signatures are deterministic, so the same key and message always give
-the same 64 bytes.
-
-Signing and verifying run in libsodium (PyNaCl): its verification takes about half the time
-of OpenSSL's (`python benchmarks/ledger_bench.py` prints both), and a node verifies ~19
-signatures a round. libsodium's verification is also the stricter one: it refuses small-order
-public keys and non-canonical encodings, which no honest key produces. Key files stay
-PKCS#8 PEM through `cryptography`.
-"""
+"""A node's Ed25519 identity: key pair, BLAKE3 address, signing, and key files on disk."""
 
 from __future__ import annotations
 
@@ -48,7 +37,13 @@ def short_address(public_key: bytes) -> str:
 
 
 def verify_signature(pubkey: bytes, signature: bytes, message: bytes) -> bool:
-    """True when `signature` is `pubkey`'s Ed25519 signature of `message`; never raises."""
+    """True when `signature` is `pubkey`'s Ed25519 signature of `message`; never raises.
+
+    Runs in libsodium (PyNaCl), which verifies faster than OpenSSL (`verify_signature_openssl`;
+    `benchmarks/ledger_bench.py` times both), and a node verifies a signature for every
+    transaction and receipt it takes in. libsodium is also the stricter: it refuses small-order
+    public keys and non-canonical encodings, which no honest key produces.
+    """
     if not (
         isinstance(pubkey, bytes)
         and isinstance(signature, bytes)
@@ -76,6 +71,11 @@ def verify_signature_openssl(pubkey: bytes, signature: bytes, message: bytes) ->
 @dataclass(frozen=True, eq=False)
 class Identity:
     """An Ed25519 private key with its public key and address. The repr never shows the key.
+
+    Ed25519: Bernstein, Duif, Lange, Schwabe, Yang, "High-speed high-security signatures"
+    (CHES 2011); RFC 8032. Signatures are deterministic, so the same key and message always
+    give the same 64 bytes. Signing runs in libsodium; key files stay PKCS#8 PEM through
+    `cryptography`.
 
     Two identities are equal when their public keys are (key objects compare by identity).
     """

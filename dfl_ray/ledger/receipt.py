@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 
 from dfl_ray.ledger.encoding import (
@@ -10,31 +10,29 @@ from dfl_ray.ledger.encoding import (
     FixedLayout,
     Reader,
     Writer,
-    decoding,
-    remember,
     require_bytes,
     require_finite,
     require_uint,
 )
-from dfl_ray.ledger.errors import ValidationError
-from dfl_ray.ledger.hashing import DIGEST_SIZE, digest
-from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signature
+from dfl_ray.ledger.hashing import DIGEST_SIZE
+from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity
+from dfl_ray.ledger.signed import SIGNATURE_FIELD, Signed
 
 RECEIPT_TAG = b"dfl/receipt/v1"
 
-_UNSIGNED = bytes(SIGNATURE_SIZE)
-
-# Every well-formed receipt has this one layout (175 bytes); the signature field (u32 prefix
-# + 64 bytes) ends it.
+# Every well-formed receipt has this one layout (175 bytes).
 _LAYOUT = FixedLayout(
     RECEIPT_TAG, (DIGEST_SIZE, PUBLIC_KEY_SIZE, "f64", "f64", "u32", SIGNATURE_SIZE)
 )
-_SIGNATURE_FIELD = 4 + SIGNATURE_SIZE
 
 
 @dataclass(frozen=True)
-class Receipt:
+class Receipt(Signed):
     """Proof that `receiver` got transaction `tx_id` and scored its model (spec section 4)."""
+
+    TAG = RECEIPT_TAG
+    KIND = "receipt"
+    SIGNER = "receiver"
 
     tx_id: bytes
     receiver: bytes
@@ -56,57 +54,39 @@ class Receipt:
         cls, identity: Identity, *, tx_id: bytes, score: float, received_at: float, hop: int
     ) -> Receipt:
         """A receipt issued and signed by `identity`."""
-        unsigned = cls(tx_id, identity.public_key, score, received_at, hop, _UNSIGNED)
-        signing = unsigned.signing_bytes()
-        receipt = replace(unsigned, signature=identity.sign(signing))
-        remember(receipt, _signing_bytes=signing)
-        return receipt
+        return cls._sign_new(
+            identity,
+            tx_id=tx_id,
+            receiver=identity.public_key,
+            score=score,
+            received_at=received_at,
+            hop=hop,
+        )
 
-    def signing_bytes(self) -> bytes:
-        return self._signing_bytes
-
-    @cached_property
-    def _signing_bytes(self) -> bytes:
+    def _write_fields(self, w: Writer) -> Writer:
         return (
-            Writer(RECEIPT_TAG)
-            .blob(self.tx_id)
+            w.blob(self.tx_id)
             .blob(self.receiver)
             .f64(self.score)
             .f64(self.received_at)
             .u32(self.hop)
-            .getvalue()
         )
-
-    def encode(self) -> bytes:
-        return self._encoded
-
-    @cached_property
-    def _encoded(self) -> bytes:
-        return Writer.resume(self.signing_bytes()).blob(self.signature).getvalue()
 
     @classmethod
     def decode(cls, data: bytes) -> Receipt:
         """The receipt `data` encodes; it keeps `data` as its encoding (no re-encoding)."""
         fields = _LAYOUT.unpack(data)
         if fields is None:
-            r = Reader(data, RECEIPT_TAG)
+            r = Reader(data, cls.TAG)
             fields = (r.blob(), r.blob(), r.f64(), r.f64(), r.u32(), r.blob())
             r.finish()
             data = r.data
-        with decoding("receipt"):
-            receipt = cls(*fields)  # type: ignore[arg-type]
-        remember(receipt, _encoded=data, _signing_bytes=data[:-_SIGNATURE_FIELD])
-        return receipt
+        return cls._decoded(fields, data[:-SIGNATURE_FIELD], data)
 
     @cached_property
     def id(self) -> bytes:
         """BLAKE3 of the full signed encoding."""
-        return digest(self.encode())
+        return self.compute_id()
 
-    def verify(self) -> None:
-        """Raise `ValidationError('bad_signature')` unless the receiver signed this receipt."""
-        if not verify_signature(self.receiver, self.signature, self.signing_bytes()):
-            raise ValidationError(
-                "bad_signature", f"receipt for tx {self.tx_id.hex()[:16]}.. is not signed by "
-                "its receiver"
-            )
+    def describe(self) -> str:
+        return f"receipt for tx {self.tx_id.hex()[:16]}.."

@@ -1,9 +1,4 @@
-"""When a node seals a block: which own transactions go in, with which receipts.
-
-The rule is DFL's "partial consensus" (Tian, Guo, Zhang, Al-Ars, "DFL: High-Performance
-Blockchain-Based Federated Learning", arXiv 2110.15457; spec section 4): a block holds
-`block_size` own transactions, each with receipts from at least half of the node's peers.
-"""
+"""When a node seals a block: which own transactions go in, with which receipts."""
 
 from __future__ import annotations
 
@@ -28,6 +23,10 @@ def select_block_entries(
     block_size: int,
 ) -> tuple[BlockEntry, ...] | None:
     """The oldest `block_size` pending transactions that have enough receipts, or None.
+
+    The rule is DFL's "partial consensus" (Tian, Guo, Zhang, Al-Ars, "DFL: High-Performance
+    Blockchain-Based Federated Learning", arXiv 2110.15457; spec section 4): a block holds
+    `block_size` own transactions, each with receipts from at least half of the node's peers.
 
     A transaction qualifies with receipts from at least `required_receipts(n_peers)` distinct
     receivers; receipts for another transaction and the creator's own are ignored, and of

@@ -1,61 +1,40 @@
-"""A node's chain store: SQLite for the chain and its records, content-addressed payload files.
-
-Layout of a store folder:
-
-- `chain.sqlite`: tables `genesis`, `blocks` (height, hash, encoded bytes), `own_txs` (the
-  node's transactions, sealed or pending), `received_receipts` (receipts peers returned for own
-  transactions), `issued_receipts` (receipts this node signed), `payloads` (which model payload
-  files are kept, in put order), `meta` (owner key, schema version, retention).
-- `payloads/<hex digest>`: raw model bytes, written to a temporary file and renamed into place.
-  `payloads/.spare` is the file of a dropped payload, kept to be overwritten by the next one.
-- `lock`: held (flock) by the one process that has the store open for writing.
-
-Durability: WAL journal with `synchronous=NORMAL`. In WAL mode every commit is atomic whatever
-the sync level; NORMAL skips the fsync per commit, so a power cut may lose the last few commits
-but still leaves a chain that ends at some earlier block, never half a block, and a killed
-process loses nothing that was committed (the WAL is written before `COMMIT` returns). FULL
-would only add durability of those last commits across power loss, at an fsync per round.
-Payload files are not fsynced either: they are content-addressed and checked against their
-digest on every read, so a torn file is detected, never trusted.
-"""
+"""A node's chain store: its chain and records in SQLite, its model payloads in files beside."""
 
 from __future__ import annotations
 
 import fcntl
-import itertools
 import os
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
-
-import numpy as np
 
 from dfl_ray.ledger.block import Block, verify_block
 from dfl_ray.ledger.encoding import require_bytes, require_uint
 from dfl_ray.ledger.errors import DecodeError, StoreError, ValidationError
 from dfl_ray.ledger.genesis import Genesis
-from dfl_ray.ledger.hashing import (
-    DIGEST_SIZE,
-    byte_view,
-    payload_digest,
-    require_model_vector,
-)
+from dfl_ray.ledger.hashing import DIGEST_SIZE
 from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE
+from dfl_ray.ledger.payloads import PAYLOAD_DIR, PayloadData, PayloadStore
+from dfl_ray.ledger.payloads import SCHEMA as PAYLOADS_SCHEMA
 from dfl_ray.ledger.receipt import Receipt
 from dfl_ray.ledger.transaction import Transaction
 
+# A store folder holds `chain.sqlite` (the tables below), `payloads/` (a `PayloadStore`) and
+# `lock`, held (flock) by the one process that has the store open for writing.
 DB_NAME = "chain.sqlite"
-PAYLOAD_DIR = "payloads"
 LOCK_NAME = "lock"
-SPARE_NAME = ".spare"
 SCHEMA_VERSION = 1
 WRITER_CACHE_KIB = 256
 
+# `blocks` holds each block's height, hash and encoding; `own_txs` the node's transactions,
+# sealed or pending; `received_receipts` the receipts peers returned for own transactions;
+# `issued_receipts` the receipts this node signed; `meta` the owner key, schema version and
+# retention; `payloads` belongs to the `PayloadStore`.
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE genesis (id INTEGER PRIMARY KEY CHECK (id = 0), hash BLOB NOT NULL,
@@ -68,10 +47,7 @@ CREATE TABLE received_receipts (id BLOB PRIMARY KEY, tx_id BLOB NOT NULL,
                                 receiver BLOB NOT NULL, data BLOB NOT NULL,
                                 UNIQUE (tx_id, receiver));
 CREATE TABLE issued_receipts (id BLOB PRIMARY KEY, tx_id BLOB NOT NULL, data BLOB NOT NULL);
-CREATE TABLE payloads (digest BLOB PRIMARY KEY, put_order INTEGER NOT NULL UNIQUE);
-"""
-
-PayloadData = np.ndarray | bytes | bytearray | memoryview
+""" + PAYLOADS_SCHEMA
 
 
 def locate(path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -88,6 +64,12 @@ def locate(path: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 def connect(db: Path, *, read_only: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, synchronous=NORMAL.
+
+    In WAL mode every commit is atomic whatever the sync level; NORMAL skips the fsync per
+    commit, so a power cut may lose the last few commits but still leaves a chain that ends at
+    some earlier block, never half a block, and a killed process loses nothing that was
+    committed (the WAL is written before `COMMIT` returns). FULL would only add durability of
+    those last commits across power loss, at an fsync per round.
 
     `read_only` connections never create the file and refuse writes; they still open in
     read-write mode so they can recover the WAL left by a killed writer.
@@ -144,21 +126,14 @@ def _genesis_difference(stored: Genesis, expected: Genesis) -> str:
     return ", ".join(names)
 
 
-@dataclass
-class _FileEffects:
-    """Payload file changes of one savepoint, applied or undone with its SQLite changes."""
-
-    created: list[Path] = field(default_factory=list)
-    dropped: set[bytes] = field(default_factory=set)
-
-
 class ChainStore:
     """One node's chain and records. Use `create` or `open`; one writer process per store.
 
     Every method that changes the store checks its input first and writes second, inside one
     SQLite savepoint: bad input raises and stores nothing, and a process killed at any moment
     leaves the store as it was before or after the call. `batch()` groups many calls into one
-    transaction (one commit per round instead of one per insert).
+    transaction (one commit per round instead of one per insert). Model payloads live in a
+    `PayloadStore` under `payloads/`, whose files follow these transactions.
 
     Signature checks: by default every record's signature is verified here. A caller that has
     just verified a receipt itself (the receive path), or that signed the record itself (its
@@ -183,10 +158,11 @@ class ChainStore:
         self._lock_fd: int | None = lock_fd
         self._genesis = genesis
         self._owner = owner
-        self._keep_payloads = keep_payloads
+        self._payloads = PayloadStore(
+            folder / PAYLOAD_DIR, conn, genesis.model_spec_id, keep_payloads
+        )
         self._lock = threading.RLock()
-        self._effects: list[_FileEffects] = []
-        self._tmp_counter = itertools.count()
+        self._depth = 0  # savepoints open
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -279,7 +255,7 @@ class ChainStore:
         with self._lock:
             if self._lock_fd is None:
                 return
-            if self._effects:
+            if self._depth:
                 raise StoreError("cannot close the store inside batch()")
             self._conn.close()
             os.close(self._lock_fd)
@@ -312,7 +288,7 @@ class ChainStore:
 
     @property
     def keep_payloads(self) -> int | None:
-        return self._keep_payloads
+        return self._payloads.keep
 
     @property
     def height(self) -> int:
@@ -391,19 +367,15 @@ class ChainStore:
 
         `endorse` only tests membership, so this never loads the whole (ever growing) table.
         """
-        return _IssuedReceiptIds(self)
+        return _IssuedReceiptIds(
+            self.has_issued_receipt, self._issued_receipt_count, self._issued_receipt_id_list
+        )
 
     def get_payload(self, digest: bytes) -> bytes | None:
         """The payload stored under `digest`, checked against it; None if not kept."""
         require_bytes("digest", digest, (DIGEST_SIZE,))
         self._check_open()
-        try:
-            data = (self._folder / PAYLOAD_DIR / digest.hex()).read_bytes()
-        except FileNotFoundError:
-            return None
-        if payload_digest(self._genesis.model_spec_id, data) != digest:
-            raise StoreError(f"payload file {digest.hex()} is corrupt: its digest does not match")
-        return data
+        return self._payloads.get(digest)
 
     # -- changes -------------------------------------------------------------------------
 
@@ -449,8 +421,8 @@ class ChainStore:
             if not verified:
                 receipt.verify()
             # One statement checks that the transaction is an own one and inserts: a receipt
-            # arrives for every peer of every own transaction, and the separate lookup cost as
-            # much as the insert. Only when nothing was inserted is it told why.
+            # arrives for every peer of every own transaction, and a separate lookup would be a
+            # second index search for each. Only when nothing was inserted is it told why.
             cur = self._execute_one(
                 "INSERT OR IGNORE INTO received_receipts (id, tx_id, receiver, data) "
                 "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM own_txs WHERE tx_id = ?)",
@@ -534,39 +506,14 @@ class ChainStore:
         `verified=True`: the caller has just computed `digest` from these very bytes with this
         network's model spec (a node publishing its model), so they are not hashed again.
         """
-        require_bytes("digest", digest, (DIGEST_SIZE,))
-        spec_id = self._genesis.model_spec_id
-        if isinstance(data, np.ndarray):
-            require_model_vector(data)
-            got = digest if verified else payload_digest(spec_id, data)
-        elif isinstance(data, bytes | bytearray | memoryview):
-            got = digest if verified else payload_digest(spec_id, data)
-        else:
-            raise TypeError(f"payload must be a numpy array or bytes, got {type(data).__name__}")
-        if got != digest:
-            raise ValidationError(
-                "digest_mismatch", f"payload hashes to {got.hex()[:16]}.., not "
-                f"{digest.hex()[:16]}.."
-            )
-        if self._keep_payloads == 0:
+        self._payloads.check(digest, data, verified=verified)
+        if self._payloads.keep == 0:
             # A file written only to be dropped at the commit costs a write and an unlink per
             # round for nothing (large simulated networks run with retention 0).
             self._check_open()
             return
-        with self._lock, self._savepoint() as conn:
-            self._write_payload_file(digest, data)
-            conn.execute(
-                "INSERT OR REPLACE INTO payloads (digest, put_order) "
-                "VALUES (?, (SELECT COALESCE(MAX(put_order), 0) + 1 FROM payloads))",
-                (digest,),
-            )
-            if self._keep_payloads is not None:
-                old = conn.execute(
-                    "SELECT digest FROM payloads ORDER BY put_order DESC LIMIT -1 OFFSET ?",
-                    (self._keep_payloads,),
-                ).fetchall()
-                conn.executemany("DELETE FROM payloads WHERE digest = ?", old)
-                self._effects[-1].dropped.update(bytes(d) for (d,) in old)
+        with self._savepoint():
+            self._payloads.put(digest, data)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -592,6 +539,16 @@ class ChainStore:
         row = self._one_or_none(sql, params)
         assert row is not None, sql  # aggregate queries always return one row
         return row
+
+    def _issued_receipt_count(self) -> int:
+        value: int = self._one("SELECT COUNT(*) FROM issued_receipts")[0]
+        return value
+
+    def _issued_receipt_id_list(self) -> list[bytes]:
+        with self._lock:
+            self._check_open()
+            rows = self._conn.execute("SELECT id FROM issued_receipts").fetchall()
+        return [bytes(r[0]) for r in rows]
 
     def _check_own_tx(self, tx: Transaction, *, verified: bool = False) -> None:
         if tx.genesis_hash != self._genesis.hash:
@@ -620,94 +577,48 @@ class ChainStore:
     @contextmanager
     def _savepoint(self) -> Iterator[sqlite3.Connection]:
         # Savepoints nest, so a call inside batch() is undone alone if it fails, and the
-        # outermost one is the transaction that commits.
+        # outermost one is the transaction that commits. The payload store is told of each,
+        # after the SQL, so its files follow the rows that list them.
         with self._lock:
             self._check_open()
-            name = f"sp{len(self._effects)}"
+            name = f"sp{self._depth}"
             self._conn.execute(f"SAVEPOINT {name}")
-            self._effects.append(_FileEffects())
+            self._depth += 1
+            self._payloads.begin()
             try:
                 yield self._conn
             except BaseException:
-                effects = self._effects.pop()
+                self._depth -= 1
                 self._conn.execute(f"ROLLBACK TO {name}")
                 self._conn.execute(f"RELEASE {name}")
-                for path in effects.created:
-                    path.unlink(missing_ok=True)
+                self._payloads.rollback()
                 raise
-            effects = self._effects.pop()
+            self._depth -= 1
             self._conn.execute(f"RELEASE {name}")
-            if self._effects:
-                self._effects[-1].created.extend(effects.created)
-                self._effects[-1].dropped |= effects.dropped
-            else:
-                self._drop_payload_files(effects.dropped)
-
-    def _drop_payload_files(self, digests: set[bytes]) -> None:
-        # After the commit: a crash before the unlink leaves an unlisted file, which is harmless
-        # (its name is still its digest); unlinking first could lose a payload still listed.
-        for digest in digests:
-            listed = self._conn.execute("SELECT 1 FROM payloads WHERE digest = ?", (digest,))
-            if listed.fetchone() is None:
-                self._discard_payload_file(self._folder / PAYLOAD_DIR / digest.hex())
-
-    def _discard_payload_file(self, path: Path) -> None:
-        spare = path.with_name(SPARE_NAME)
-        if not spare.exists():
-            # Kept for the next payload to overwrite: rewriting pages the file already has
-            # costs half as much as freeing them here and allocating new ones for a new file.
-            with suppress(FileNotFoundError):
-                os.replace(path, spare)
-                return
-        path.unlink(missing_ok=True)
-
-    def _write_payload_file(self, digest: bytes, data: PayloadData) -> None:
-        final = self._folder / PAYLOAD_DIR / digest.hex()
-        with suppress(FileNotFoundError):
-            # Content-addressed: a file under this name already holds these bytes, unless it
-            # was torn by a power cut, in which case it is rewritten below.
-            existing = final.read_bytes()
-            if payload_digest(self._genesis.model_spec_id, existing) == digest:
-                return
-        view = byte_view(data)
-        spare = final.with_name(SPARE_NAME)
-        try:
-            # The spare is an unlisted dot file, which nothing reads as a payload: a write torn
-            # here is never trusted, and the rename publishes the file whole.
-            with open(spare, "r+b") as out:
-                out.write(view)
-                out.truncate()
-            os.replace(spare, final)
-        except FileNotFoundError:
-            tmp = final.with_name(f".{final.name}.{os.getpid()}.{next(self._tmp_counter)}.tmp")
-            try:
-                with open(tmp, "xb") as out:
-                    out.write(view)
-                os.replace(tmp, final)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-        self._effects[-1].created.append(final)
+            self._payloads.release()
 
 
 class _IssuedReceiptIds(Collection[bytes]):
-    """Membership, size and iteration over the issued receipt ids, straight from the table."""
+    """Membership, size and iteration over the issued receipt ids, each one query on the table."""
 
-    def __init__(self, store: ChainStore) -> None:
-        self._store = store
+    def __init__(
+        self,
+        contains: Callable[[bytes], bool],
+        count: Callable[[], int],
+        ids: Callable[[], list[bytes]],
+    ) -> None:
+        self._contains = contains
+        self._count = count
+        self._ids = ids
 
     def __contains__(self, receipt_id: object) -> bool:
-        return isinstance(receipt_id, bytes) and self._store.has_issued_receipt(receipt_id)
+        return isinstance(receipt_id, bytes) and self._contains(receipt_id)
 
     def __len__(self) -> int:
-        value: int = self._store._one("SELECT COUNT(*) FROM issued_receipts")[0]
-        return value
+        return self._count()
 
     def __iter__(self) -> Iterator[bytes]:
-        with self._store._lock:
-            self._store._check_open()
-            rows = self._store._conn.execute("SELECT id FROM issued_receipts").fetchall()
-        return iter([bytes(r[0]) for r in rows])
+        return iter(self._ids())
 
 
 _Stored = TypeVar("_Stored", Block, Transaction, Receipt)

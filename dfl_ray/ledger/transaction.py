@@ -1,14 +1,9 @@
-"""A signed model-update transaction and the receive-side checks on it and its payload.
-
-The check order follows the DFL receive path (Tian, Guo, Zhang, Al-Ars, "DFL: High-Performance
-Blockchain-Based Federated Learning", arXiv 2110.15457; spec section 5, step 3): cheap header
-checks first, then the payload, so a bad transaction costs as little as possible.
-"""
+"""A signed model-update transaction and the receive-side checks on it and on its payload."""
 
 from __future__ import annotations
 
 from collections.abc import MutableSet
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -19,35 +14,35 @@ from dfl_ray.ledger.encoding import (
     FixedLayout,
     Reader,
     Writer,
-    decoding,
-    remember,
     require_bytes,
     require_finite,
     require_uint,
 )
 from dfl_ray.ledger.errors import DecodeError, ValidationError
 from dfl_ray.ledger.hashing import DIGEST_SIZE, digest, payload_digest
-from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signature
+from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity
+from dfl_ray.ledger.signed import SIGNATURE_FIELD, Signed
 
 TX_TAG = b"dfl/tx/v1"
 
-# Signing needs the unsigned bytes of a fully checked object; this stands in for the signature
-# until it exists and never leaves `create`.
-_UNSIGNED = bytes(SIGNATURE_SIZE)
-
-# The two layouts of a well-formed transaction (with and without a base digest), and the
-# length of its signature field (u32 prefix + 64 bytes), which ends every encoding.
+# The two layouts of a well-formed transaction: with and without a base digest.
 _LAYOUTS = tuple(
     FixedLayout(TX_TAG, (DIGEST_SIZE, PUBLIC_KEY_SIZE, "u64", "f64", "f64", "u32", DIGEST_SIZE,
                          base, "f64", "u64", SIGNATURE_SIZE))
     for base in (DIGEST_SIZE, 0)
 )
-_SIGNATURE_FIELD = 4 + SIGNATURE_SIZE
 
 
 @dataclass(frozen=True)
-class Transaction:
-    """A model update published by `creator` (spec section 4); the model travels separately."""
+class Transaction(Signed):
+    """A model update published and signed by `creator` (spec section 4, after Tian, Guo,
+    Zhang, Al-Ars, "DFL: High-Performance Blockchain-Based Federated Learning", arXiv
+    2110.15457); the model itself travels separately and is checked against `model_digest`.
+    """
+
+    TAG = TX_TAG
+    KIND = "transaction"
+    SIGNER = "creator"
 
     genesis_hash: bytes
     creator: bytes
@@ -90,7 +85,8 @@ class Transaction:
         n_samples: int,
     ) -> Transaction:
         """A transaction by `identity`, signed over its canonical encoding."""
-        unsigned = cls(
+        return cls._sign_new(
+            identity,
             genesis_hash=genesis_hash,
             creator=identity.public_key,
             seq=seq,
@@ -101,22 +97,11 @@ class Transaction:
             base_digest=base_digest,
             self_score=self_score,
             n_samples=n_samples,
-            signature=_UNSIGNED,
         )
-        signing = unsigned.signing_bytes()
-        tx = replace(unsigned, signature=identity.sign(signing))
-        remember(tx, _signing_bytes=signing)
-        return tx
 
-    def signing_bytes(self) -> bytes:
-        """The canonical encoding without the signature: what the creator signs."""
-        return self._signing_bytes
-
-    @cached_property
-    def _signing_bytes(self) -> bytes:
+    def _write_fields(self, w: Writer) -> Writer:
         return (
-            Writer(TX_TAG)
-            .blob(self.genesis_hash)
+            w.blob(self.genesis_hash)
             .blob(self.creator)
             .u64(self.seq)
             .f64(self.created_at)
@@ -126,32 +111,21 @@ class Transaction:
             .blob(self.base_digest)
             .f64(self.self_score)
             .u64(self.n_samples)
-            .getvalue()
         )
-
-    def encode(self) -> bytes:
-        return self._encoded
-
-    @cached_property
-    def _encoded(self) -> bytes:
-        return Writer.resume(self.signing_bytes()).blob(self.signature).getvalue()
 
     @classmethod
     def decode(cls, data: bytes) -> Transaction:
         """The transaction `data` encodes; it keeps `data` as its encoding (no re-encoding)."""
         fields = _LAYOUTS[0].unpack(data) or _LAYOUTS[1].unpack(data)
         if fields is None:
-            r = Reader(data, TX_TAG)
+            r = Reader(data, cls.TAG)
             fields = (
                 r.blob(), r.blob(), r.u64(), r.f64(), r.f64(), r.u32(),
                 r.blob(), r.blob(), r.f64(), r.u64(), r.blob(),
             )  # fmt: skip
             r.finish()
             data = r.data
-        with decoding("transaction"):
-            tx = cls(*fields)  # type: ignore[arg-type]
-        remember(tx, _encoded=data, _signing_bytes=data[:-_SIGNATURE_FIELD])
-        return tx
+        return cls._decoded(fields, data[:-SIGNATURE_FIELD], data)
 
     @staticmethod
     def id_of(data: bytes) -> bytes:
@@ -171,14 +145,10 @@ class Transaction:
     @cached_property
     def tx_id(self) -> bytes:
         """BLAKE3 of the full signed encoding; the id gossip deduplicates on."""
-        return digest(self.encode())
+        return self.compute_id()
 
-    def verify(self) -> None:
-        """Raise `ValidationError('bad_signature')` unless the creator signed this transaction."""
-        if not verify_signature(self.creator, self.signature, self.signing_bytes()):
-            raise ValidationError(
-                "bad_signature", f"transaction seq {self.seq} is not signed by its creator"
-            )
+    def describe(self) -> str:
+        return f"transaction seq {self.seq}"
 
 
 def check_transaction(
@@ -194,7 +164,9 @@ def check_transaction(
 
     Order: wrong genesis, bad signature, expired (`now > expires_at`) or from the future
     (`created_at > now + max_clock_skew`), replayed seq (`seq <= last_seq`, the highest seq
-    accepted from this creator so far, None if none).
+    accepted from this creator so far, None if none). It follows the DFL receive path (spec
+    section 5, step 3): cheap header checks first, so a bad transaction costs as little as
+    possible, and the payload only after them (`check_payload`).
 
     `signed_ids`, when given, holds ids of transactions whose signature already verified: the
     signature check is skipped for them and a newly verified id is added. Sound because
@@ -290,8 +262,8 @@ def is_finite(vec: np.ndarray) -> bool:
     Exact: a NaN anywhere makes the minimum and the maximum NaN (numpy's reductions propagate
     it), +inf is the maximum and -inf the minimum wherever they sit. Two reductions read the
     vector twice, the second time from cache, and allocate nothing, where `isfinite(vec).all()`
-    writes a bool array as large as the vector's element count (measured side by side in
-    `benchmarks/ledger_bench.py`).
+    writes a bool array as large as the vector's element count (`benchmarks/ledger_bench.py`
+    times both).
     """
     if vec.size == 0:
         return True

@@ -15,8 +15,9 @@ from dfl_ray.ledger.block import Block, verify_block
 from dfl_ray.ledger.errors import ChainError, DecodeError, StoreError, ValidationError
 from dfl_ray.ledger.genesis import Genesis
 from dfl_ray.ledger.hashing import DIGEST_SIZE
+from dfl_ray.ledger.payloads import PAYLOAD_DIR
 from dfl_ray.ledger.receipt import Receipt
-from dfl_ray.ledger.store import PAYLOAD_DIR, connect, locate
+from dfl_ray.ledger.store import connect, locate
 from dfl_ray.ledger.transaction import Transaction
 
 # Outside any block: the genesis, pending transactions, receipts, unreferenced payloads.

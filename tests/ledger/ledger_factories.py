@@ -1,12 +1,16 @@
-"""Small deterministic networks, objects and chains for the ledger tests."""
+"""Small deterministic networks, objects and chains for the ledger tests, and their helpers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pytest
 
 from dfl_ray.ledger import (
     Block,
@@ -16,11 +20,13 @@ from dfl_ray.ledger import (
     Identity,
     Receipt,
     Transaction,
+    ValidationError,
     digest,
     endorse,
     model_digest,
     reputation_digest,
 )
+from dfl_ray.ledger.cli import register
 
 SPEC_ID = digest(b"test model spec")
 SIZE = 64  # float32 elements of the test model
@@ -139,3 +145,36 @@ def store_state(store: ChainStore) -> tuple[object, ...]:
         store.last_own_seq,
         sorted((p.name, p.stat().st_size) for p in payload_dir.iterdir()),
     )
+
+
+def rejected(
+    store: ChainStore,
+    state: Callable[[ChainStore], tuple[object, ...]],
+    call: Callable[[], object],
+) -> str:
+    """Run a call that must be rejected; check the store did not change; return the reason."""
+    before = state(store)
+    with pytest.raises(ValidationError) as err:
+        call()
+    assert state(store) == before
+    return err.value.reason
+
+
+def ledger_cli(*argv: str) -> int:
+    """Run `dfl-ray ledger ...` in process; return its exit status."""
+    parser = argparse.ArgumentParser(prog="dfl-ray")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    result: int = args.func(args)
+    return result
+
+
+def tamper_block(path: Path, height: int, offset: int) -> None:
+    """Flip one bit of the stored bytes of block `height`, behind the store's back."""
+    conn = sqlite3.connect(path / "chain.sqlite")
+    (data,) = conn.execute("SELECT data FROM blocks WHERE height = ?", (height,)).fetchone()
+    data = bytearray(data)
+    data[offset % len(data)] ^= 0x10
+    conn.execute("UPDATE blocks SET data = ? WHERE height = ?", (bytes(data), height))
+    conn.commit()
+    conn.close()

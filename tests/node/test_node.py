@@ -9,8 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dfl_ray.ledger import Receipt, Transaction, model_digest, transaction, verify_chain
-from dfl_ray.ledger import receipt as receipt_module
+from dfl_ray.ledger import (
+    Receipt,
+    Transaction,
+    check_payload,
+    model_digest,
+    transaction,
+    verify_chain,
+)
+from dfl_ray.ledger import signed as signed_module
 from dfl_ray.messages import ReceiptMessage, TxMessage
 from dfl_ray.models.flat import vector_to_model
 from dfl_ray.node import DFLNode, NodeGroup
@@ -226,10 +233,8 @@ def test_receipts_are_stored_once_and_a_self_signed_one_is_rejected(host: NodeGr
 def test_nodes_of_one_process_verify_a_signature_and_a_payload_once(
     host: NodeGroup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dfl_ray.ledger.transaction as transaction
-
     calls = {"verify": 0, "payload": 0}
-    real_verify, real_payload = transaction.verify_signature, transaction.check_payload
+    real_verify, real_payload = signed_module.verify_signature, check_payload
 
     def counting_verify(*args: Any) -> bool:
         calls["verify"] += 1
@@ -239,7 +244,7 @@ def test_nodes_of_one_process_verify_a_signature_and_a_payload_once(
         calls["payload"] += 1
         real_payload(*args, **kwargs)
 
-    monkeypatch.setattr(transaction, "verify_signature", counting_verify)
+    monkeypatch.setattr(signed_module, "verify_signature", counting_verify)
     monkeypatch.setattr("dfl_ray.node.memo.check_payload", counting_payload)
     sender = host.nodes[0]
     msg = forge(sender, sender.get_vector())
@@ -315,13 +320,13 @@ def test_a_receipt_signed_in_the_process_is_not_verified_again(
     host.nodes[1].on_transaction(next(m for d, m in msgs if d == 1))
     receipt_msg = next(m for d, m in host.transport.take_inbox() if d == 0)
     verified: list[bytes] = []
-    real_verify = receipt_module.verify_signature
+    real_verify = signed_module.verify_signature
 
     def counting_verify(*args: Any) -> bool:
         verified.append(args[0])
         return real_verify(*args)
 
-    monkeypatch.setattr(receipt_module, "verify_signature", counting_verify)
+    monkeypatch.setattr(signed_module, "verify_signature", counting_verify)
     # a copy with one byte of its score changed has another id, so its signature is checked
     tampered = bytearray(receipt_msg.receipt)
     tampered[90] ^= 1

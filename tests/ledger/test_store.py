@@ -1,4 +1,4 @@
-"""The chain store: creation, reopening, appends, records, batches, payloads, rejections."""
+"""The chain store: creation, reopening, appends, records, batches, trusted records, rejections."""
 
 from __future__ import annotations
 
@@ -7,36 +7,27 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
-from ledger_factories import Net
+from ledger_factories import Net, rejected
 
 from dfl_ray.ledger import (
     Block,
     BlockEntry,
+    ChainError,
     ChainStore,
     Endorsement,
     Receipt,
     StoreError,
+    Transaction,
     ValidationError,
     endorsement_message,
     model_digest,
+    verify_chain,
 )
+from dfl_ray.ledger import block as block_module
+from dfl_ray.ledger import signed as signed_module
 
 State = Callable[[ChainStore], tuple[object, ...]]
-
-
-@pytest.fixture
-def filled(store: ChainStore, net: Net) -> ChainStore:
-    """Block 0 (seqs 0, 1), pending seq 2 with one receipt, an issued receipt, a payload."""
-    store.append_block(net.chain(1)[0])
-    tx = net.tx(2)
-    store.add_own_transaction(tx)
-    store.add_receipt(net.receipts(tx)[0])
-    peer_tx = net.tx(0, creator=net.peers[0])
-    store.add_issued_receipt(net.receipts(peer_tx, [net.owner])[0])
-    store.put_payload(tx.model_digest, net.vector(2))
-    return store
 
 
 def _next_block(net: Net, store: ChainStore, entries: list[BlockEntry] | None = None,
@@ -54,15 +45,6 @@ def _next_block(net: Net, store: ChainStore, entries: list[BlockEntry] | None = 
     creator = overrides.pop("creator", net.owner)
     fields.update(overrides)
     return Block.create(creator, **fields)  # type: ignore[arg-type]
-
-
-def _rejected(store: ChainStore, state: State, call: Callable[[], object]) -> str:
-    """Run a call that must be rejected; check the store did not change; return the reason."""
-    before = state(store)
-    with pytest.raises(ValidationError) as err:
-        call()
-    assert state(store) == before
-    return err.value.reason
 
 
 def test_create_and_reopen(tmp_path: Path, net: Net) -> None:
@@ -162,13 +144,13 @@ def test_receipt_from_the_same_receiver_is_kept_once(store: ChainStore, net: Net
 
 def test_invalid_receipts_are_not_stored(filled: ChainStore, net: Net, state: State) -> None:
     stranger_tx = net.tx(99)
-    assert _rejected(filled, state, lambda: filled.add_receipt(net.receipts(stranger_tx)[0])) \
+    assert rejected(filled, state, lambda: filled.add_receipt(net.receipts(stranger_tx)[0])) \
         == "bad_receipt"
     own_tx = net.tx(2)
     forged = replace(net.receipts(own_tx)[1], score=0.0)
-    assert _rejected(filled, state, lambda: filled.add_receipt(forged)) == "bad_signature"
+    assert rejected(filled, state, lambda: filled.add_receipt(forged)) == "bad_signature"
     self_receipt = net.receipts(own_tx, [net.owner])[0]
-    assert _rejected(filled, state, lambda: filled.add_receipt(self_receipt)) == "bad_receipt"
+    assert rejected(filled, state, lambda: filled.add_receipt(self_receipt)) == "bad_receipt"
 
 
 def test_issued_receipts(store: ChainStore, net: Net) -> None:
@@ -184,9 +166,9 @@ def test_issued_receipts(store: ChainStore, net: Net) -> None:
 def test_invalid_issued_receipt(filled: ChainStore, net: Net, state: State) -> None:
     peer_tx = net.tx(5, creator=net.peers[0])
     not_mine = net.receipts(peer_tx, [net.peers[1]])[0]
-    assert _rejected(filled, state, lambda: filled.add_issued_receipt(not_mine)) == "bad_receipt"
+    assert rejected(filled, state, lambda: filled.add_issued_receipt(not_mine)) == "bad_receipt"
     forged = replace(net.receipts(peer_tx, [net.owner])[0], hop=7)
-    assert _rejected(filled, state, lambda: filled.add_issued_receipt(forged)) == "bad_signature"
+    assert rejected(filled, state, lambda: filled.add_issued_receipt(forged)) == "bad_signature"
 
 
 def test_invalid_own_transactions(filled: ChainStore, net: Net, state: State) -> None:
@@ -197,9 +179,21 @@ def test_invalid_own_transactions(filled: ChainStore, net: Net, state: State) ->
         "replayed_seq": net.tx(2, vec_seed=77),
     }
     for reason, tx in cases.items():
-        assert _rejected(filled, state, lambda tx=tx: filled.add_own_transaction(tx)) == reason
-    assert _rejected(filled, state, lambda: filled.add_own_transaction(net.tx(1))) \
+        assert rejected(filled, state, lambda tx=tx: filled.add_own_transaction(tx)) == reason
+    assert rejected(filled, state, lambda: filled.add_own_transaction(net.tx(1))) \
         == "replayed_seq"
+
+
+def test_has_transaction_and_pending_count(store: ChainStore, net: Net) -> None:
+    txs = [net.tx(s) for s in range(3)]
+    assert store.pending_count() == 0 and not store.has_transaction(txs[0].tx_id)
+    for tx in txs:
+        store.add_own_transaction(tx)
+    assert store.pending_count() == 3
+    assert all(store.has_transaction(tx.tx_id) for tx in txs)
+    assert not store.has_transaction(net.tx(0, creator=net.peers[0]).tx_id)
+    store.append_block(net.block(0, net.genesis.hash, [net.entry(0), net.entry(1)]))
+    assert store.pending_count() == 1 and store.has_transaction(txs[0].tx_id)  # sealed, still own
 
 
 def test_append_a_valid_next_block(filled: ChainStore, net: Net) -> None:
@@ -250,7 +244,7 @@ def test_invalid_blocks_are_not_stored(filled: ChainStore, net: Net, state: Stat
             net.peers[0].public_key, net.peers[0].sign(endorsement_message(b"\0" * 32)))]),
     }
     for expected, block in cases.items():
-        reason = _rejected(filled, state, lambda block=block: filled.append_block(block))
+        reason = rejected(filled, state, lambda block=block: filled.append_block(block))
         assert reason == expected.strip(), expected
     filled.append_block(good)  # and the store still accepts the right block afterwards
     assert filled.height == 1
@@ -262,7 +256,7 @@ def test_invalid_blocks_with_trusted_signatures_still_checked(filled: ChainStore
     good = _next_block(net, filled)
     cases = _structural_block_cases(net, filled, good)
     for expected, block in cases.items():
-        reason = _rejected(
+        reason = rejected(
             filled, state, lambda block=block: filled.append_block(block, verified=True)
         )
         assert reason == expected.strip(), expected
@@ -304,51 +298,103 @@ def test_rejected_call_inside_batch_leaves_the_rest(filled: ChainStore, net: Net
     assert [tx.seq for tx, _ in filled.pending_transactions()] == [2, 3, 4]
 
 
-def test_payload_put_and_get(store: ChainStore, net: Net) -> None:
-    vec = net.vector(1)
-    d = model_digest(net.spec_id, vec)
-    assert store.get_payload(d) is None
-    frozen = np.frombuffer(vec.tobytes(), dtype=np.float32)
-    store.put_payload(d, frozen)
-    assert store.get_payload(d) == vec.tobytes()
-    store.put_payload(d, vec.tobytes())  # same content again: harmless
-    assert np.array_equal(np.frombuffer(store.get_payload(d) or b"", np.float32), vec)
-    assert [p.name for p in (store.path / "payloads").iterdir()] == [d.hex()]
+# -- trusted records: verified=True skips only the signature checks --------------------------------
 
 
-def test_invalid_payload_digest_mismatch(filled: ChainStore, net: Net, state: State) -> None:
-    vec = net.vector(1)
-    wrong = model_digest(net.spec_id, net.vector(2))
-    assert _rejected(filled, state, lambda: filled.put_payload(wrong, vec)) == "digest_mismatch"
+def count_verifies(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    calls = {"tx": 0, "receipt": 0}
+    tx_verify, receipt_verify = Transaction.verify, Receipt.verify
+
+    def counted_tx(self: Transaction) -> None:
+        calls["tx"] += 1
+        tx_verify(self)
+
+    def counted_receipt(self: Receipt) -> None:
+        calls["receipt"] += 1
+        receipt_verify(self)
+
+    monkeypatch.setattr(Transaction, "verify", counted_tx)
+    monkeypatch.setattr(Receipt, "verify", counted_receipt)
+    return calls
 
 
-def test_invalid_payload_file_corrupted_on_disk(store: ChainStore, net: Net) -> None:
-    vec = net.vector(1)
-    d = model_digest(net.spec_id, vec)
-    store.put_payload(d, vec)
-    path = store.path / "payloads" / d.hex()
-    data = bytearray(path.read_bytes())
-    data[0] ^= 0xFF
-    path.write_bytes(bytes(data))
-    with pytest.raises(StoreError, match="corrupt"):
-        store.get_payload(d)
-    store.put_payload(d, vec)  # putting it again repairs the file
-    assert store.get_payload(d) == vec.tobytes()
+def test_verified_records_skip_only_the_signature_check(
+    store: ChainStore, net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = count_verifies(monkeypatch)
+    tx = net.tx(0)
+    store.add_own_transaction(tx, verified=True)
+    assert store.add_receipt(net.receipts(tx)[0], verified=True)
+    peer_tx = net.tx(0, creator=net.peers[0])
+    assert store.add_issued_receipt(net.receipts(peer_tx, [net.owner])[0], verified=True)
+    assert calls == {"tx": 0, "receipt": 0}
+    store.add_own_transaction(net.tx(1))
+    assert store.add_receipt(net.receipts(tx)[1])
+    assert store.add_issued_receipt(net.receipts(net.tx(1, creator=net.peers[0]), [net.owner])[0])
+    assert calls == {"tx": 1, "receipt": 2}  # unverified callers: each signature checked once
+    assert [len(r) for _, r in store.pending_transactions()] == [2, 0]
 
 
-def test_retention_keeps_the_last_k_payloads(tmp_path: Path, net: Net) -> None:
-    with ChainStore.create(tmp_path / "n", net.genesis, net.owner.public_key,
-                           keep_payloads=2) as s:
-        digests = []
-        for seed in range(5):
-            vec = net.vector(seed)
-            digests.append(model_digest(net.spec_id, vec))
-            with s.batch():
-                s.put_payload(digests[-1], vec)
-        s.put_payload(digests[3], net.vector(3))  # re-putting refreshes, so 4 is now oldest
-        s.put_payload(model_digest(net.spec_id, net.vector(9)), net.vector(9))
-        kept = sorted(p.name for p in (s.path / "payloads").iterdir())
-        # One dropped payload's file stays as the unlisted spare the next payload overwrites.
-        assert kept == sorted([".spare", digests[3].hex(),
-                               model_digest(net.spec_id, net.vector(9)).hex()])
-        assert s.get_payload(digests[0]) is None and s.get_payload(digests[3]) is not None
+def test_invalid_verified_receipts_still_checked(
+    store: ChainStore, net: Net, state: State
+) -> None:
+    store.add_own_transaction(net.tx(0))
+    before = state(store)
+    stranger = net.receipts(net.tx(9), [net.peers[0]])[0]
+    with pytest.raises(ValidationError) as err:
+        store.add_receipt(stranger, verified=True)
+    assert err.value.reason == "bad_receipt"
+    own = net.receipts(net.tx(0), [net.owner])[0]
+    with pytest.raises(ValidationError) as err:
+        store.add_receipt(own, verified=True)
+    assert err.value.reason == "bad_receipt"
+    not_mine = net.receipts(net.tx(0, creator=net.peers[0]), [net.peers[1]])[0]
+    with pytest.raises(ValidationError) as err:
+        store.add_issued_receipt(not_mine, verified=True)
+    assert err.value.reason == "bad_receipt"
+    with pytest.raises(ValidationError) as err:
+        store.add_own_transaction(net.tx(1, creator=net.peers[0]), verified=True)
+    assert err.value.reason == "wrong_creator"
+    assert state(store) == before
+
+
+def test_verified_append_checks_no_signature(
+    store: ChainStore, net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = count_verifies(monkeypatch)
+    checked: list[bytes] = []
+    real = block_module.verify_signature
+
+    def counted(pubkey: bytes, signature: bytes, message: bytes) -> bool:
+        checked.append(pubkey)
+        return real(pubkey, signature, message)
+
+    monkeypatch.setattr(block_module, "verify_signature", counted)  # endorsements
+    monkeypatch.setattr(signed_module, "verify_signature", counted)  # every signed object
+    blocks = net.chain(2)
+    store.append_block(blocks[0], verified=True)
+    assert checked == [] and calls == {"tx": 0, "receipt": 0}
+    store.append_block(blocks[1])
+    # Without the flag: the creator's, each receipt's and each endorsement's signature, once;
+    # each transaction's too, through `Transaction.verify` (`calls["tx"]`).
+    n_receipts = sum(len(e.receipts) for e in blocks[1].entries)
+    assert calls["tx"] == len(blocks[1].entries)
+    assert len(checked) - calls["tx"] == 1 + n_receipts + len(blocks[1].endorsements)
+
+
+def test_invalid_forged_receipt_in_a_trusted_block_is_caught_by_verify_chain(
+    tmp_path: Path, net: Net
+) -> None:
+    path = tmp_path / "node"
+    tx = net.tx(0)
+    forged = replace(net.receipts(tx)[0], score=0.01)  # the receiver signed another score
+    block = net.block(0, net.genesis.hash, [BlockEntry(tx, (forged,))], endorsed=False)
+    with ChainStore.create(path, net.genesis, net.owner.public_key) as s:
+        s.add_own_transaction(tx)
+        with pytest.raises(ValidationError) as err:
+            s.append_block(block)
+        assert err.value.reason == "bad_receipt" and s.height == -1
+        s.append_block(block, verified=True)  # a caller's false word is taken...
+    with pytest.raises(ChainError) as chain_err:
+        verify_chain(path)  # ...and the verifier, which trusts nothing, finds it
+    assert chain_err.value.reason == "bad_receipt" and chain_err.value.height == 0
