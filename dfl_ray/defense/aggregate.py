@@ -6,69 +6,52 @@ float64 only for [d] vectors and for sums of squares, where float32 would lose p
 
 Kernels that only sum rows or measure them (`weighted_sum`, `weighted_mean`, `distances_to`)
 take n rows as an [n, d] array or as n separate [d] arrays, and read each row where it lies
-(read-only Ray object-store views included). Kernels that sort or compare across rows take an
-[n, d] array, which `stack_candidates` builds in a per-thread scratch.
+(read-only Ray object-store views included); so does `coordinate_trimmed_mean`, which sorts
+them a block of coordinates at a time. The other kernels that sort or compare across rows take
+an [n, d] array, which `stack_candidates` builds. Every kernel returns fresh arrays that alias no
+input and no other call's result, and keeps no state between calls, so any number of nodes may
+share a thread or a process.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
-from dfl_ray.models.flat import as_tensor_readonly
-
-# Elements per block of the blocked kernels: a 512 KiB float32 block stays in a core's L2 cache
-# while every row adds to it. Measured on 8 LeNet rows (431,080 floats), 2^16 to 2^18 are
-# equally good; whole-row passes (2^20) cost 40 % more.
+# Elements per block of `distances_to`: a 512 KiB float64 buffer (2^16 values) stays in a
+# core's L2 cache while a row's differences pass through it.
 _BLOCK = 1 << 17
 
-_scratch = threading.local()
+# Elements per block of `weighted_sum`: the float32 block of the result and the block of one
+# scaled row (256 KiB each) stay in L2 cache while every row adds its part.
+_SUM_BLOCK = 1 << 16
+
+# Coordinates per block of `coordinate_trimmed_mean`: for ten rows the values and their sort
+# order (float32 and int64, 1.9 MiB together) stay in L2 cache.
+_SORT_BLOCK = 1 << 14
 
 Rows = np.ndarray | Sequence[np.ndarray]
 """n float32 [d] rows: an [n, d] array, or a sequence of separate [d] arrays."""
 
 
-def stack_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
-    """float32 [n, d]: the rows stacked into this thread's reusable scratch array.
-
-    A fresh [n, d] array per aggregation (15 MB for nine LeNets) costs more in page faults
-    than the copy itself (measured 3-5 ms against 1 ms); the nodes a thread runs aggregate in
-    turn, and rules return fresh arrays that alias no input, so one scratch per thread serves
-    them all. The result is valid until the thread's next call. Rows that may lie in the
-    scratch themselves (a caller stacking an earlier result) are stacked into a fresh array,
-    since stacking them in place would overwrite them while they are read.
-    """
-    if len(rows) == 0:
-        raise ValueError("stack_rows needs at least one row")
-    n, d = len(rows), rows[0].shape[0]
-    buf: np.ndarray | None = getattr(_scratch, "buf", None)
-    if buf is None or buf.shape[1] != d or buf.shape[0] < n:
-        buf = _scratch.buf = np.empty((n, d), dtype=np.float32)
-    elif any(np.may_share_memory(row, buf) for row in rows):
-        return np.stack(rows).astype(np.float32, copy=False)
-    return np.stack(rows, out=buf[:n])
-
-
 def stack_candidates(own: np.ndarray, rows: Rows) -> np.ndarray:
-    """float32 [k + 1, d]: the own model (row 0) and the received rows, in one copy.
+    """float32 [k + 1, d]: the own model (row 0) and the received rows, in one fresh array.
 
-    The array is this thread's scratch (see `stack_rows`): valid until the thread stacks again.
+    For the rules that compare candidates across rows (Krum, centered clipping, dfl_trust).
+    The array belongs to the caller: nothing else holds or reuses it.
     """
-    return stack_rows((own, *rows))
+    return np.stack((own, *rows)).astype(np.float32, copy=False)
 
 
 def weighted_sum(rows: Rows, weights: np.ndarray) -> np.ndarray:
     """float32 [d]: sum(w_i x_i) as a fresh array, reading each row where it lies.
 
-    The sum is taken block by block: a 512 KiB block of the float32 result stays in cache
-    while every row adds its part with one fused multiply-add pass (torch's `add_` with
-    `alpha`; numpy would need a multiply and an add). Measured on 8 LeNet rows (431,080
-    floats, one thread): 0.69 ms, against 0.95 ms for whole-row passes and 1.5 ms for
-    stacking the rows and taking a matrix-vector product.
+    The sum runs block by block (`_SUM_BLOCK` elements), so the block of the result stays in
+    cache while every row adds its part: each row is scaled into a per-call block buffer, in
+    float32 with its weight rounded to float32, and added, row 0 first, then row 1, and so on.
+    No [n, d] temporary is made and the rows may be read-only or strided views.
     """
     w = np.asarray(weights, dtype=np.float64)
     n = len(rows)
@@ -79,18 +62,17 @@ def weighted_sum(rows: Rows, weights: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(w)):
         raise ValueError(f"weights must be finite, got {w.tolist()}")
     d = _check_rows(rows)
-    # torch cannot view arrays with negative strides; rows from a strided view are copied.
-    tensors = [as_tensor_readonly(row if row.flags.c_contiguous else np.ascontiguousarray(row))
-               for row in rows]
-    alphas = w.tolist()
+    first, alpha0 = rows[0], np.float32(w[0])
+    rest = [(row, np.float32(alpha)) for row, alpha in zip(rows[1:], w[1:].tolist(), strict=True)]
     out = np.empty(d, dtype=np.float32)
-    acc = torch.from_numpy(out)
-    for start in range(0, d, _BLOCK):
-        stop = start + _BLOCK
-        block = acc[start:stop]
-        torch.mul(tensors[0][start:stop], alphas[0], out=block)
-        for tensor, alpha in zip(tensors[1:], alphas[1:], strict=True):
-            block.add_(tensor[start:stop], alpha=alpha)
+    scaled = np.empty(min(d, _SUM_BLOCK), dtype=np.float32)
+    for start in range(0, d, _SUM_BLOCK):
+        stop = min(start + _SUM_BLOCK, d)
+        acc, part = out[start:stop], scaled[: stop - start]
+        np.multiply(first[start:stop], alpha0, out=acc)
+        for row, alpha in rest:
+            np.multiply(row[start:stop], alpha, out=part)
+            np.add(acc, part, out=acc)
     return out
 
 
@@ -98,9 +80,9 @@ def weighted_mean(rows: Rows, weights: np.ndarray) -> np.ndarray:
     """float32 [d]: sum(w_i x_i) / sum(w_i) as a fresh array.
 
     The weights are normalised in float64. An [n, d] array is reduced with one float32
-    matrix-vector product (once rows are stacked, that beats one pass per row: 0.58 ms against
-    0.69 ms for 8 LeNets); a sequence of rows goes through `weighted_sum` and is read in place.
-    Neither makes an [n, d] temporary.
+    matrix-vector product (the rows already lie in one array, so one BLAS pass reads them best);
+    a sequence of rows goes through `weighted_sum` and is read in place. Neither makes an
+    [n, d] temporary.
     """
     w = np.asarray(weights, dtype=np.float64)
     n = len(rows)
@@ -164,31 +146,45 @@ def weighted_coordinate_median(rows: np.ndarray, votes: np.ndarray) -> np.ndarra
     return ((lo_vals.astype(np.float64) + hi_vals) * 0.5).astype(rows.dtype)
 
 
-def coordinate_trimmed_mean(rows: np.ndarray, trim: int) -> tuple[np.ndarray, np.ndarray]:
+def coordinate_trimmed_mean(rows: Rows, trim: int) -> tuple[np.ndarray, np.ndarray]:
     """Coordinate-wise mean of the values left after dropping the `trim` lowest and highest.
 
     Returns the float32 [d] mean and each row's share of it, float64 [n]: the fraction of the
     result it contributes, averaged over coordinates (the shares sum to 1). Equal values are
     credited to one of their rows arbitrarily; that changes the shares, never the mean.
     `trim = (n - 1) // 2` gives the median.
+
+    The rows (an [n, d] array or n separate [d] arrays) are read `_SORT_BLOCK` coordinates at a
+    time into a per-call [n, block] buffer and sorted there, so neither an [n, d] copy nor an
+    [n, d] index array is made; each coordinate is sorted and averaged exactly as it would be
+    in one [n, d] array.
     """
-    n = rows.shape[0]
+    n = len(rows)
     if trim < 0 or 2 * trim >= n:
         raise ValueError(f"trim must be in [0, {(n - 1) // 2}] for {n} rows, got {trim}")
-    # Unstable argsort: half the time of a stable one for the short columns here.
-    order = np.argsort(rows, axis=0)[trim : n - trim]
-    kept = np.take_along_axis(rows, order, axis=0)
-    mean = kept.mean(axis=0, dtype=np.float64).astype(np.float32)
-    counts = np.bincount(order.ravel(), minlength=n).astype(np.float64)
-    return mean, counts / counts.sum()
+    d = _check_rows(rows)
+    mean = np.empty(d, dtype=np.float32)
+    counts = np.zeros(n, dtype=np.int64)
+    buf = np.empty((n, min(d, _SORT_BLOCK)), dtype=np.float32)
+    for start in range(0, d, _SORT_BLOCK):
+        stop = min(start + _SORT_BLOCK, d)
+        block = buf[:, : stop - start]
+        for i, row in enumerate(rows):
+            block[i] = row[start:stop]
+        # Unstable argsort: faster for short columns, and ties only move credit between rows.
+        order = np.argsort(block, axis=0)[trim : n - trim]
+        kept = np.take_along_axis(block, order, axis=0)
+        mean[start:stop] = kept.mean(axis=0, dtype=np.float64)
+        counts += np.bincount(order.ravel(), minlength=n)
+    shares = counts.astype(np.float64)
+    return mean, shares / shares.sum()
 
 
 def distances_to(rows: Rows, centre: np.ndarray) -> np.ndarray:
     """float64 [n]: Euclidean distance of each row to `centre`, reading each row where it lies.
 
-    Differences and squares are float64, taken block by block into one 512 KiB buffer that
-    stays in cache: 2.6 ms for 8 LeNet rows, against 6 ms for a fresh float64 difference per
-    row. Only the order of the float64 sum differs between the two (relative 1e-14).
+    Differences and squares are float64, taken block by block into one per-call 512 KiB buffer
+    that stays in cache, instead of a fresh float64 difference per row.
     """
     d = centre.shape[0]
     _check_rows(rows, d)
@@ -210,14 +206,17 @@ def pairwise_sq_distances(rows: np.ndarray) -> np.ndarray:
     """float64 [n, n]: squared Euclidean distances between all pairs of rows.
 
     Differences are taken directly rather than through |a|^2 + |b|^2 - 2ab, which cancels
-    catastrophically for models that are close together, exactly the ones that matter.
+    catastrophically for models that are close together, exactly the ones that matter. Each
+    pair goes through one per-call [d] buffer, so no [n, d] temporary is made.
     """
     n = rows.shape[0]
     out = np.zeros((n, n), dtype=np.float64)
+    diff = np.empty(rows.shape[1:], dtype=rows.dtype)
     for i in range(n - 1):
-        diff = rows[i + 1 :] - rows[i]
-        np.square(diff, out=diff)
-        out[i, i + 1 :] = diff.sum(axis=1, dtype=np.float64)
+        for j in range(i + 1, n):
+            np.subtract(rows[j], rows[i], out=diff)
+            np.square(diff, out=diff)
+            out[i, j] = diff.sum(dtype=np.float64)
     return out + out.T
 
 

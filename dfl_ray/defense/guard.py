@@ -3,11 +3,12 @@
 Why this shape. The original DFL reputation (Tian et al., arXiv 2110.15457) failed on non-IID data
 for two reasons: every aggregation penalised someone, so honest reputations drained to 0 and the
 rule fell back to a plain mean that let attackers in; and absolute scores punish honest peers whose
-label mix differs from the receiver's. Measured on Dirichlet(0.1) MNIST shards, honest peers' models
-score 0.0-0.3 on a receiver's validation data in the first rounds while a constant-class garbage
-model can score 0.7, so scores cannot decide membership. Geometry can: all honest nodes leave each
-round's aggregation close together, so an honest model lies within a few update norms of the
-receiver's own model, whereas a random, noisy or boosted model lies tens of update norms away.
+label mix differs from the receiver's. Under label skew an honest peer's model can score below a
+constant-class garbage model on a receiver's validation data, so scores cannot decide membership.
+Geometry can: all honest nodes leave each round's aggregation close together, so an honest model
+lies within a few update norms of the receiver's own model, whereas a random, noisy or boosted
+model lies tens of update norms away. (The measurements behind these choices are in
+docs/results.md, "Figures formerly in defense docstrings".)
 
 1. distance gating: d_i = ||m_i - w|| for each received m_i and the own model w; with D the median
    of {0 (the own model), d_1..d_k}, reject m_i when d_i > gate * D. Counting the own model's zero
@@ -23,17 +24,12 @@ receiver's own model, whereas a random, noisy or boosted model lies tens of upda
    A sign-flipped update lies at an ordinary distance, so gating cannot see it, but it points
    against the updates of honest nodes that hold the same labels. With `oppose` < 1, a model
    whose update has cosine below -oppose with my own update counts for nothing this round.
-   Measured on MNIST, 10 nodes, three sign-flippers, from round 5 on: on Dirichlet(0.1) shards
-   the 10th percentile of that cosine is -0.2 to -0.26 for honest senders and -0.66 to -0.69 for
-   sign-flippers, and oppose = 0.4 lifted the honest accuracy after 40 rounds from 0.70 to 0.87
-   at no cost without attack (0.25 cost 6 points). On 2-labels-per-node shards honest updates
-   oppose each other almost as much (10th percentile -0.57); there the test split the honest
-   nodes apart (0.77 instead of 0.91 after 30 rounds without attack), which is why it is off by
-   default. Receivers that hold none of a sign-flipper's labels cannot see it this way at all.
-   (These figures are without server momentum; with the node's default momentum of 0.5,
-   oppose = 0.4 left 2-labels-per-node shards at 0.872 after 40 rounds instead of 0.946.)
-   The cosine is taken on `coords` coordinates drawn afresh each aggregation (a seed from the
-   own model, which no sender knows before it publishes), so it costs well under a millisecond;
+   On Dirichlet(0.1) shards that separates sign-flippers from honest senders; on shards with
+   two labels per node honest updates oppose each other almost as much, and the test splits
+   the honest nodes apart, which is why it is off by default. Receivers that hold none of a
+   sign-flipper's labels cannot see it this way at all. The cosine is taken on `coords`
+   coordinates drawn afresh each aggregation (a seed from the own model, which no sender knows
+   before it publishes), so it stays cheap;
 4. reversal (on by default): a sign-flipped update also reverses the output layer's bias
    update, and that one has a sign a receiver can read without holding the sender's labels.
    Softmax cross-entropy moves the bias of class c by the mean of y_c - p_c, which sums to
@@ -42,30 +38,21 @@ receiver's own model, whereas a random, noisy or boosted model lies tens of upda
    (`AggregationInput.head`, one per class) the update m_i - b has skew
    (max + min) / (max - min) above 0 when its data held a few classes, and a reversed update
    the mirror image, below 0. A model whose skew is below -`reversal` counts for nothing this
-   round. Measured on MNIST, 10 nodes each receiving all nine others' models, three
-   sign-flippers, in every round of 20: on Dirichlet(0.1) shards 96-100 % of honest updates
-   had skew >= 0 (1st percentile -0.09) and every sign-flipped one < 0 (99th percentile
-   -0.38); on 2-labels-per-node shards honest >= -0.02 in 99 % and every flipped one < 0. On IID shards the skew is noise (30 % of honest
-   updates and 50-78 % of flipped ones < 0): there the test drops some honest models at random,
-   which IID data can afford, and still removes most flipped ones. In the robustness table
-   (40 rounds, dfl10) the test on the bias alone lifted three sign-flippers from 0.910 to 0.952
-   on IID shards, 0.715 to 0.946 on Dirichlet(0.1) and 0.855 to 0.939 on 2 labels per node
-   (without attack IID went from 0.969 to 0.967); over the whole output layer, as below, the
-   same cells read 0.959, 0.947 and 0.944 (IID without attack 0.966). The output weights'
-   rows move the same way as the bias (their row sums over ReLU features follow its pattern),
-   so with `AggregationInput.head_classes` the head is the whole output layer and the lower of the two skews counts: an attacker who leaves the bias
-   unflipped and flips the rest is still seen (Dirichlet(0.1): 0.716 with the bias alone, 0.947
-   with the layer). It reads and keeps the output layer (5,010 values for LeNet) per model and
-   node. An attacker who leaves the whole output layer unflipped passes it (Dirichlet(0.1),
-   three such attackers: 0.816): the test answers sign flips of the classifier, not an attacker
-   who poisons the feature layers alone;
+   round. On IID shards the skew is noise: there the test drops some honest models at random,
+   which IID data can afford, and still removes most flipped ones. The output weights' rows
+   move the same way as the bias (their row sums over ReLU features follow its pattern), so
+   with `AggregationInput.head_classes` the head is the whole output layer and the lower of the
+   two skews counts: an attacker who leaves the bias unflipped and flips the rest is still
+   seen. It reads and keeps the output layer (5,010 values for LeNet) per model and node. An
+   attacker who leaves the whole output layer unflipped passes it: the test answers sign flips
+   of the classifier, not an attacker who poisons the feature layers alone;
 5. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average), with
    q = 1 for a model that passed the distance, opposition and reversal tests (and, when
-   `margin` < 1, scores at least s_med - margin, s_med the median score of the accepted received models),
-   q = 0 otherwise. Nobody is penalised for merely being the lowest of a good lot, one bad round
-   is forgotten, and a sender that keeps failing sinks below `floor` over rounds. The score test
-   is off by default: under label skew honest peers' scores on my data spread over most of
-   [0, 1], and on Dirichlet(0.1) shards the test cost 1.3 points of final accuracy;
+   `margin` < 1, scores at least s_med - margin, s_med the median score of the accepted received
+   models), q = 0 otherwise. Nobody is penalised for merely being the lowest of a good lot, one
+   bad round is forgotten, and a sender that keeps failing sinks below `floor` over rounds. The
+   score test is off by default: under label skew honest peers' scores on my data spread over
+   most of [0, 1], and on Dirichlet(0.1) shards the test cost final accuracy;
 6. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that pass
    this round and whose reputation is at least `floor` (trust-weighted averaging as in FLTrust,
    Cao et al., NDSS 2021, with the trust earned over rounds instead of from a root data set).
@@ -172,10 +159,8 @@ def head_skew(inp: AggregationInput) -> np.ndarray:
 
     With `inp.head_classes` the head also holds the output weights, whose row c moves by the
     mean of (y_c - p_c) h over the batch, h the last hidden layer's output. After a ReLU h is
-    never negative, so the row sums follow the bias's pattern. Measured on MNIST (10 shards, one
-    pass each from a common model at three stages of training): their skew was within 0.1 of
-    the bias's for 24 of 30 Dirichlet(0.1) and all 30 two-label updates, with the same sign in
-    every one of those 60 (on IID shards both are noise). The skew is then the lower of the two,
+    never negative, so the row sums follow the bias's pattern (on label-skewed shards their skew
+    has the bias's sign; on IID shards both are noise). The skew is then the lower of the two,
     so an attacker who flips the weights but leaves the bias as trained still shows a mirror
     image.
     """

@@ -7,7 +7,7 @@ the n = k + 1 candidates, so a node never takes a value that only received model
 
 from __future__ import annotations
 
-from dfl_ray.defense.aggregate import coordinate_trimmed_mean, stack_candidates
+from dfl_ray.defense.aggregate import coordinate_trimmed_mean
 from dfl_ray.defense.base import AggregationInput, AggregationResult
 
 
@@ -18,6 +18,6 @@ def median(inp: AggregationInput) -> AggregationResult:
     coordinates in which it is the median (half a coordinate for each of two middle values).
     Reputations pass through unchanged.
     """
-    rows = stack_candidates(inp.own, inp.rows)
-    model, shares = coordinate_trimmed_mean(rows, (rows.shape[0] - 1) // 2)
+    candidates = (inp.own, *inp.rows)
+    model, shares = coordinate_trimmed_mean(candidates, (len(candidates) - 1) // 2)
     return AggregationResult(model, dict(inp.reputations), shares[1:])

@@ -12,22 +12,10 @@ model the node left its previous aggregation with (the common initial model befo
 `result` what the rule returned now. The rule has already decided what to trust; momentum only
 carries on the trusted moves, so a model the rule rejected never enters the velocity.
 
-Measured in-process (10 nodes on dfl10, MNIST 8,000 / 2,000, dfl_guard, three attackers where
-named, honest mean after 40 sync rounds, seed 0) for beta = 0 / 0.3 / 0.4 / 0.5 / 0.7:
-
-- 2 labels per node, no attack: 0.921 / 0.940 / - / 0.946 / 0.959
-- 2 labels per node, random models: 0.907 / 0.928 / 0.933 / 0.941 / -
-- Dirichlet(0.1), no attack: 0.937 / - / - / 0.955 / -
-- IID, no attack: 0.962 / - / - / 0.969 / -
-- IID, sign flip: 0.936 / 0.936 / 0.927 / 0.907 / 0.894
-- Dirichlet(0.1), sign flip: 0.713 / - / - / 0.715 / -
-
-(The sign-flip rows were measured before dfl_guard had its reversal test.) Momentum carries
-whatever the rule lets through: with sign-flippers that the rule only partly stopped (IID
-above), it carried their reversed updates too, and no beta kept both the IID sign-flip run at
-0.936 and the label-skewed runs above 0.93. The default, 0.5, favours label skew, the setting
-DFL is for. With the reversal test, beta 0.5 gives 0.952 (IID) and 0.946 (Dirichlet(0.1))
-under sign flipping in the robustness table.
+Momentum carries whatever the rule lets through: against attackers that the rule only partly
+stops, it carries their moves on as well. The default beta for dfl_guard, 0.5, favours label
+skew, the setting DFL is for (the runs behind that choice are in docs/results.md, "Figures
+formerly in defense docstrings").
 """
 
 from __future__ import annotations

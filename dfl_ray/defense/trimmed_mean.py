@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from dfl_ray.defense.aggregate import coordinate_trimmed_mean, stack_candidates
+from dfl_ray.defense.aggregate import coordinate_trimmed_mean
 from dfl_ray.defense.base import AggregationInput, AggregationResult, check_number
 
 
@@ -29,8 +29,8 @@ def trimmed_mean(inp: AggregationInput, *, trim: float = 0.2) -> AggregationResu
     Weights: each received model's share of w' averaged over coordinates. Reputations pass through.
     """
     check_trimmed_mean_params(trim=trim)
-    rows = stack_candidates(inp.own, inp.rows)
+    candidates = (inp.own, *inp.rows)
     # The epsilon keeps e.g. 0.29 * 100 = 28.999999999999996 from trimming one value too few.
-    count = math.floor(float(trim) * rows.shape[0] + 1e-9)
-    model, shares = coordinate_trimmed_mean(rows, count)
+    count = math.floor(float(trim) * len(candidates) + 1e-9)
+    model, shares = coordinate_trimmed_mean(candidates, count)
     return AggregationResult(model, dict(inp.reputations), shares[1:])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -14,7 +17,6 @@ from dfl_ray.defense.aggregate import (
     krum_scores,
     pairwise_sq_distances,
     stack_candidates,
-    stack_rows,
     weighted_coordinate_median,
     weighted_mean,
     weighted_sum,
@@ -49,29 +51,22 @@ def test_stack_candidates_puts_own_first_in_one_copy() -> None:
     assert stack_candidates(own, rows).tolist() == [own.tolist(), *(r.tolist() for r in rows)]
 
 
-def test_stack_rows_reuses_one_scratch_and_grows_when_needed() -> None:
-    rows = read_only_rows(3, 16)
-    first = stack_rows(rows)
-    assert np.array_equal(first, np.stack(rows))
-    again = stack_rows(rows[:2])
-    assert np.shares_memory(first, again)  # the same scratch, no new allocation
-    more = read_only_rows(5, 16)
-    grown = stack_rows(more)
-    assert grown.shape == (5, 16) and np.array_equal(grown, np.stack(more))
+def test_stack_candidates_returns_a_fresh_array_each_call() -> None:
+    own, rows = np.zeros(16, np.float32), read_only_rows(3, 16)
+    first = stack_candidates(own, rows)
+    again = stack_candidates(own, rows[:2])
+    assert first.dtype == np.float32 and first.flags.writeable
+    assert not np.shares_memory(first, again)
+    assert not any(np.shares_memory(first, row) for row in rows)
+    np.testing.assert_array_equal(first, np.stack((own, *rows)))  # untouched by the second call
 
 
-def test_stack_rows_of_rows_in_the_scratch_copies_them_out_first() -> None:
-    rows = read_only_rows(3, 16)
-    expected = np.stack(rows[::-1])
-    stacked = stack_rows(rows)
-    # Stacking the scratch's own rows in another order must not overwrite them while read.
-    again = stack_rows((stacked[2], stacked[1], stacked[0]))
-    np.testing.assert_array_equal(again, expected)
-
-
-def test_invalid_stack_rows_of_nothing() -> None:
-    with pytest.raises(ValueError, match="at least one row"):
-        stack_rows(())
+def test_stack_candidates_of_an_earlier_stack_copies_it() -> None:
+    own, rows = np.zeros(16, np.float32), read_only_rows(3, 16)
+    stacked = stack_candidates(own, rows)
+    again = stack_candidates(stacked[3], (stacked[2], stacked[1]))
+    np.testing.assert_array_equal(again, np.stack((rows[2], rows[1], rows[0])))
+    assert not np.shares_memory(again, stacked)
 
 
 def test_weighted_sum_reads_separate_rows_across_blocks() -> None:
@@ -82,6 +77,29 @@ def test_weighted_sum_reads_separate_rows_across_blocks() -> None:
     assert out.dtype == np.float32 and out.shape == (LONG,) and out.flags.writeable
     assert not any(np.shares_memory(out, row) for row in rows)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 9])
+def test_weighted_sum_matches_a_float64_reference_to_float32_rounding(n: int) -> None:
+    separate = read_only_rows(n, LONG)
+    weights = np.random.default_rng(n).uniform(-2.0, 2.0, n)
+    x = np.stack(separate).astype(np.float64)
+    w32 = weights.astype(np.float32).astype(np.float64)  # the kernel scales by float32 weights
+    out = weighted_sum(separate, weights)
+    # Each row costs one rounding of its product and one of the running sum.
+    bound = 2 * n * np.finfo(np.float32).eps * (np.abs(w32) @ np.abs(x))
+    assert np.all(np.abs(out - w32 @ x) <= bound)
+    np.testing.assert_allclose(out, weights @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_weighted_sum_adds_rows_in_order_in_float32() -> None:
+    separate = read_only_rows(4, LONG)
+    weights = np.array([0.3, -1.7, 2.25, 0.1])
+    expected = separate[0] * np.float32(weights[0])
+    for row, w in zip(separate[1:], weights[1:], strict=True):
+        expected = expected + row * np.float32(w)
+    np.testing.assert_array_equal(weighted_sum(separate, weights), expected)
+    np.testing.assert_array_equal(weighted_sum(np.stack(separate), weights), expected)
 
 
 def test_weighted_sum_of_strided_rows_matches_contiguous_ones() -> None:
@@ -178,6 +196,23 @@ def test_coordinate_trimmed_mean_at_half_is_the_median() -> None:
         np.testing.assert_allclose(mean, np.median(x, axis=0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("trim", [0, 1, 2])
+def test_coordinate_trimmed_mean_of_rows_across_blocks_matches_one_sorted_array(trim: int) -> None:
+    separate = [row.copy() for row in read_only_rows(5, LONG)]
+    separate[2] = separate[1].copy()  # ties, credited the same way block by block
+    separate[3][:1000] = separate[4][:1000]
+    for row in separate:
+        row.flags.writeable = False
+    x = np.stack(separate)
+    order = np.argsort(x, axis=0)[trim : 5 - trim]
+    expected = np.take_along_axis(x, order, axis=0).mean(axis=0, dtype=np.float64)
+    counts = np.bincount(order.ravel(), minlength=5).astype(np.float64)
+    for given in (tuple(separate), x):
+        mean, shares = coordinate_trimmed_mean(given, trim)
+        np.testing.assert_array_equal(mean, expected.astype(np.float32))
+        np.testing.assert_array_equal(shares, counts / counts.sum())
+
+
 @pytest.mark.parametrize("trim", [-1, 2, 3])
 def test_invalid_trim_count(trim: int) -> None:
     with pytest.raises(ValueError, match="trim"):
@@ -219,6 +254,17 @@ def test_pairwise_sq_distances_stays_exact_for_close_far_from_origin_points() ->
                                rtol=1e-5)
 
 
+def test_pairwise_sq_distances_sums_each_pair_as_one_row_reduction() -> None:
+    # One [d] buffer per pair gives the same float64 sums as reducing the [n - 1 - i, d]
+    # differences of row i along axis 1: the pairs' order and each sum are unchanged.
+    x = np.stack(read_only_rows(5, LONG))
+    expected = np.zeros((5, 5))
+    for i in range(4):
+        diff = x[i + 1 :] - x[i]
+        expected[i, i + 1 :] = np.square(diff).sum(axis=1, dtype=np.float64)
+    np.testing.assert_array_equal(pairwise_sq_distances(x), expected + expected.T)
+
+
 def test_krum_scores_sum_nearest_distances() -> None:
     # Points on a line at 0, 1, 2, 10: squared distances by hand.
     x = np.array([[0.0], [1.0], [2.0], [10.0]], dtype=np.float32)
@@ -237,3 +283,42 @@ def test_clip_factors_pull_far_points_onto_the_ball() -> None:
     assert clip_factors(np.array([0.0, 3.0]), 0.0).tolist() == [1.0, 0.0]
     with pytest.raises(ValueError, match="radius"):
         clip_factors(np.array([1.0]), -1.0)
+
+
+def test_kernel_results_are_fresh_and_alias_no_input() -> None:
+    separate = read_only_rows(5, 64)
+    matrix = np.stack(separate)
+    matrix.flags.writeable = False
+    votes = np.array([1.0, 2.0, 0.5, 1.0, 1.0])
+    calls = [
+        lambda: stack_candidates(separate[0], separate[1:]),
+        lambda: weighted_sum(separate, votes),
+        lambda: weighted_sum(matrix, votes),
+        lambda: weighted_mean(separate, votes),
+        lambda: weighted_mean(matrix, votes),
+        lambda: coordinate_median(matrix),
+        lambda: coordinate_median(matrix[:4]),
+        lambda: weighted_coordinate_median(matrix, votes),
+        lambda: weighted_coordinate_median(matrix, np.ones(5)),
+        lambda: coordinate_trimmed_mean(matrix, 1)[0],
+        lambda: distances_to(separate, separate[0]),
+        lambda: pairwise_sq_distances(matrix),
+    ]
+    for call in calls:
+        first, second = call(), call()
+        assert first.flags.writeable and first.flags.owndata
+        assert not np.shares_memory(first, second)
+        assert not any(np.shares_memory(first, x) for x in (matrix, *separate))
+        np.testing.assert_array_equal(first, second)
+
+
+def test_defense_imports_neither_torch_nor_the_models() -> None:
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import dfl_ray.defense as defense\n"
+        "for m in pkgutil.iter_modules(defense.__path__):\n"
+        "    importlib.import_module(f'dfl_ray.defense.{m.name}')\n"
+        "bad = sorted(n for n in sys.modules if n == 'torch' or n.startswith('dfl_ray.models'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dfl_ray.defense import RULES, AggregationInput, check_rule_params, get_rule, rule_params
-from dfl_ray.defense.aggregate import stack_rows
+from dfl_ray.defense.aggregate import stack_candidates
 
 ALL_RULES = sorted(RULES)
 
@@ -151,14 +151,30 @@ def test_rule_gives_the_same_result_for_rows_and_for_their_matrix(
 
 
 @pytest.mark.parametrize("name", ALL_RULES)
-def test_rule_reads_models_held_in_the_stacking_scratch(name: str) -> None:
-    # Rules that sort stack own + received models in a per-thread scratch; models that a
-    # caller stacked there must not be overwritten while they are read.
+def test_rule_reads_models_from_an_earlier_stack(name: str) -> None:
+    # Models a caller stacked with the same kernel the rules stack with stay untouched: no
+    # kernel keeps a buffer that a later call could overwrite.
     inp = sample_input(4)
     expected = get_rule(name)(inp, {})
-    in_scratch = stack_rows(inp.rows)
-    held = AggregationInput(inp.own, inp.own_score, in_scratch, inp.senders, inp.scores,
+    stacked = stack_candidates(inp.own, inp.rows)
+    held = AggregationInput(inp.own, inp.own_score, stacked[1:], inp.senders, inp.scores,
                             inp.reputations)
     out = get_rule(name)(held, {})
     np.testing.assert_array_equal(out.model, expected.model)
-    np.testing.assert_array_equal(in_scratch, inp.matrix)
+    np.testing.assert_array_equal(stacked[1:], inp.matrix)
+    assert not np.shares_memory(out.model, stacked)
+
+
+@pytest.mark.parametrize("name", ALL_RULES)
+def test_rule_results_of_successive_calls_alias_nothing(name: str) -> None:
+    # Many nodes may aggregate in turn on one thread; each keeps the model its rule returned.
+    inputs = [as_separate_rows(sample_input(4, seed)) for seed in (1, 2, 3)]
+    results, kept = [], []
+    for inp in inputs:
+        results.append(get_rule(name)(inp, {}))
+        kept.append(results[-1].model.copy())
+    for i, out in enumerate(results):
+        others = [r.model for j, r in enumerate(results) if j != i]
+        arrays = [*others, *(x for inp in inputs for x in (inp.own, *inp.rows))]
+        assert not any(np.shares_memory(out.model, x) for x in arrays)
+        np.testing.assert_array_equal(out.model, kept[i])
