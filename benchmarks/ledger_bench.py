@@ -111,10 +111,12 @@ class Network:
 
     @classmethod
     def make(cls, spec_id: bytes, initial: np.ndarray) -> Network:
-        genesis = Genesis("bench", 1, spec_id, model_digest(spec_id, initial), 10, 4,
-                          BLOCK_SIZE, 60.0)
-        return cls(spec_id, genesis, Identity.from_seed(b"\x01" * 32),
-                   [Identity.from_seed(bytes([i + 2]) * 32) for i in range(N_PEERS)])
+        owner = Identity.from_seed(b"\x01" * 32)
+        peers = [Identity.from_seed(bytes([i + 2]) * 32) for i in range(N_PEERS)]
+        members = tuple(sorted(i.public_key for i in (owner, *peers)))
+        genesis = Genesis("bench", 2, spec_id, model_digest(spec_id, initial), 10, 4,
+                          BLOCK_SIZE, 60.0, members)
+        return cls(spec_id, genesis, owner, peers)
 
     def tx(self, seq: int, model: bytes, creator: Identity | None = None,
            created_at: float = NOW) -> Transaction:
@@ -183,7 +185,7 @@ def operation_rows(net: Network, vec: np.ndarray, repeat: int,
     add("Receipt.decode", timed(lambda: Receipt.decode(receipt_data), repeat, number))
 
     def receive() -> None:
-        check_transaction(tx, genesis_hash=genesis.hash, now=NOW + 1, last_seq=None)
+        check_transaction(tx, genesis=genesis, now=NOW + 1, last_seq=None)
         check_payload(tx, spec_id=spec_id, expected_size=N_PARAMS, vec=vec)
 
     add("check_transaction + check_payload", timed(receive, repeat, 5), "per received tx")
@@ -416,7 +418,7 @@ class RoundSim:
             if tx_id in self.seen:
                 return
             tx = Transaction.decode(header)
-            check_transaction(tx, genesis_hash=net.genesis.hash, now=now,
+            check_transaction(tx, genesis=net.genesis, now=now,
                               last_seq=self.last_seq.get(tx.creator))
             check_payload(tx, spec_id=net.spec_id, expected_size=N_PARAMS, vec=vec)
         self.seen.add(tx_id)

@@ -194,7 +194,7 @@ def run_network(layout: Layout, data: Dataset, rounds: int, sample_s: float) -> 
     model = new_lenet(data)
     spec = ModelSpec.of(model, cfg.model.name)
     initial = model_to_vector(model)
-    genesis = make_genesis(cfg, spec, initial)
+    genesis = make_genesis(cfg, spec, initial, n)
     arrays = {
         "train_images": data.train_images.numpy(), "train_labels": data.train_labels.numpy(),
         "test_images": data.test_images.numpy(), "test_labels": data.test_labels.numpy(),

@@ -14,7 +14,8 @@ class TxMessage:
 
     `payload` is whatever the transport's `share` returned (an object-store reference between
     processes, the array itself inside one). `hop` counts the hops travelled so far (1 on the
-    first delivery); it is not signed because every forwarder changes it.
+    first delivery); it is not signed because every forwarder changes it, so a receiver bounds
+    it by the genesis TTL and uses it only to decide whether to forward.
     """
 
     header: bytes
@@ -40,11 +41,12 @@ class EndorseRequest:
 
 @dataclass(frozen=True)
 class EndorseReply:
-    """An endorsement of `block_hash` (encoded), or the reason the signer refused."""
+    """An endorsement of `block_hash`, or with `refusal` the reason the signer refused; either
+    way signed by `signer` (`endorsement_message` or `refusal_message` of the ledger)."""
 
     block_hash: bytes
     signer: bytes
-    signature: bytes | None
+    signature: bytes
     refusal: str = ""
 
 

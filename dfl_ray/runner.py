@@ -166,7 +166,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
     )
     spec = ModelSpec.of(model, cfg.model.name)
     initial = model_to_vector(model)
-    genesis = make_genesis(cfg, spec, initial)
+    genesis = make_genesis(cfg, spec, initial, n)
     say(f"dfl_ray: {data.describe()}; {n} nodes on {cfg.topology.kind} "
         f"({graph.number_of_edges()} edges), {len(attackers)} x {cfg.attack.kind} attackers "
         f"{sorted(attackers)}, defense {cfg.defense.rule}, {cfg.runtime.schedule} schedule, "

@@ -1,7 +1,8 @@
-"""Builders for small DFL networks on synthetic data, without Ray."""
+"""Builders for small DFL networks on synthetic data, without Ray, and for the messages they get."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ import torch
 
 from dfl_ray.config import Config, config_from_dict
 from dfl_ray.data import partition
-from dfl_ray.ledger import Genesis
+from dfl_ray.ledger import Genesis, Transaction, model_digest
+from dfl_ray.messages import TxMessage
 from dfl_ray.models import LeNet, ModelSpec, model_to_vector
-from dfl_ray.node import HostSetup, NodeGroup, make_genesis
+from dfl_ray.node import DFLNode, HostSetup, NodeGroup, make_genesis
 from dfl_ray.topology import build_topology, neighbors
 
 
@@ -48,7 +50,7 @@ def small_config(**sections: dict[str, Any]) -> Config:
 
 
 def genesis_for(config: Config, initial: np.ndarray, spec: ModelSpec) -> Genesis:
-    return make_genesis(config, spec, initial, network_id="test")
+    return make_genesis(config, spec, initial, config.topology.nodes, network_id="test")
 
 
 def local_host(
@@ -88,3 +90,33 @@ def local_host(
         for node in host.nodes.values():
             node.clock = clock
     return host
+
+
+def state(node: DFLNode) -> tuple[Any, ...]:
+    assert node.store is not None
+    return (
+        frozenset(node.seen),
+        dict(node.last_seq),
+        {k: v.seq for k, v in node.buffer.items()},
+        frozenset(node.store.issued_receipt_ids()),
+        node.counters["accepted"],
+    )
+
+
+def forge(sender: DFLNode, vec: np.ndarray, **overrides: Any) -> TxMessage:
+    """A transaction by `sender` for `vec`, with any field overridden, signed properly."""
+    now = time.time()
+    fields: dict[str, Any] = {
+        "genesis_hash": sender.genesis_hash,
+        "seq": sender.seq + 1,
+        "created_at": now,
+        "expires_at": now + 60.0,
+        "ttl": 10,
+        "model_digest": model_digest(sender.spec.id, vec),
+        "base_digest": b"",
+        "self_score": 0.5,
+        "n_samples": 10,
+    }
+    fields.update(overrides)
+    tx = Transaction.create(sender.identity, **fields)
+    return TxMessage(tx.encode(), sender.transport.share(vec), 1, sender.id)

@@ -7,6 +7,7 @@ from dfl_ray.ledger.block import (
     Endorsement,
     endorse,
     endorsement_message,
+    refusal_message,
     reputation_digest,
     verify_block,
 )
@@ -21,7 +22,7 @@ from dfl_ray.ledger.errors import (
 from dfl_ray.ledger.genesis import Genesis
 from dfl_ray.ledger.hashing import digest, model_digest, payload_digest
 from dfl_ray.ledger.identity import Identity, address_of, short_address, verify_signature
-from dfl_ray.ledger.receipt import Receipt
+from dfl_ray.ledger.receipt import Receipt, check_receipt, check_receipt_fields
 from dfl_ray.ledger.sealing import required_receipts, select_block_entries
 from dfl_ray.ledger.store import ChainSnapshot, ChainStore, read_chain
 from dfl_ray.ledger.transaction import Transaction, check_payload, check_transaction
@@ -47,10 +48,13 @@ __all__ = [
     "ValidationError",
     "address_of",
     "check_payload",
+    "check_receipt",
+    "check_receipt_fields",
     "check_transaction",
     "digest",
     "endorse",
     "endorsement_message",
+    "refusal_message",
     "model_digest",
     "payload_digest",
     "read_chain",

@@ -17,15 +17,17 @@ from dfl_ray.ledger.encoding import (
     require_finite,
     require_uint,
 )
-from dfl_ray.ledger.errors import ValidationError
+from dfl_ray.ledger.errors import DecodeError, ValidationError
+from dfl_ray.ledger.genesis import Genesis
 from dfl_ray.ledger.hashing import DIGEST_SIZE, digest
 from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify_signature
-from dfl_ray.ledger.receipt import RECEIPT_TAG, Receipt
+from dfl_ray.ledger.receipt import RECEIPT_TAG, Receipt, check_receipt_fields
 from dfl_ray.ledger.signed import Signed
-from dfl_ray.ledger.transaction import Transaction
+from dfl_ray.ledger.transaction import Transaction, check_lifetime
 
 BLOCK_TAG = b"dfl/block/v1"
 ENDORSE_TAG = b"dfl/endorse/v1"
+REFUSE_TAG = b"dfl/refuse/v1"
 REPUTATION_TAG = b"dfl/reputation/v1"
 
 # Where a receipt's encoding holds its receiver: after the tag and the tx_id blob, past the
@@ -58,6 +60,12 @@ def endorsement_message(block_hash: bytes) -> bytes:
     return Writer(ENDORSE_TAG).blob(block_hash).getvalue()
 
 
+def refusal_message(block_hash: bytes, reason: str) -> bytes:
+    """What a peer signs when it refuses to endorse a block: the block and the reason, under a
+    tag of its own, so a refusal can be neither forged nor replayed as an endorsement."""
+    return Writer(REFUSE_TAG).blob(block_hash).text(reason).getvalue()
+
+
 @dataclass(frozen=True)
 class BlockEntry:
     """One own transaction with the receipts collected for it."""
@@ -79,15 +87,21 @@ class BlockEntry:
 @dataclass(frozen=True)
 class Claims:
     """What a block claims from one receipt signer: the block's hash and its receipts naming
-    the signer (in block order), which is all the signer needs to endorse it."""
+    the signer (in block order), with the block's creator, its genesis, and whether the
+    creator's signature on it verified: all the signer needs to endorse it."""
 
     block_hash: bytes
     signer: bytes
     receipts: tuple[Receipt, ...]
+    creator: bytes = bytes(PUBLIC_KEY_SIZE)
+    genesis_hash: bytes = bytes(DIGEST_SIZE)
+    creator_signed: bool = False
 
     def __post_init__(self) -> None:
         require_bytes("block_hash", self.block_hash, (DIGEST_SIZE,))
         require_bytes("signer", self.signer, (PUBLIC_KEY_SIZE,))
+        require_bytes("creator", self.creator, (PUBLIC_KEY_SIZE,))
+        require_bytes("genesis_hash", self.genesis_hash, (DIGEST_SIZE,))
         if not isinstance(self.receipts, tuple) or not all(
             isinstance(r, Receipt) and r.receiver == self.signer for r in self.receipts
         ):
@@ -239,7 +253,8 @@ class Block(Signed):
 
     def claims(self, signer: bytes) -> Claims:
         """This block's hash and its receipts naming `signer`."""
-        return Claims(self.hash, signer, tuple(r for r in self.receipts() if r.receiver == signer))
+        return Claims(self.hash, signer, tuple(r for r in self.receipts() if r.receiver == signer),
+                      self.creator, self.genesis_hash, self.has_valid_signature())
 
     @classmethod
     def read_claims(cls, data: bytes, signer: bytes) -> Claims:
@@ -255,7 +270,9 @@ class Block(Signed):
         """
         require_bytes("signer", signer, (PUBLIC_KEY_SIZE,))
         r = Reader(data, cls.TAG)
-        r.u64(), r.blob(), r.blob(), r.blob(), r.f64()  # height, links, creator, created_at
+        r.u64(), r.blob()  # height, prev_hash
+        genesis_hash, creator = r.blob(), r.blob()
+        r.f64()  # created_at
         mine: list[Receipt] = []
         for _ in range(r.count()):
             r.blob()  # the transaction: not this signer's to vouch for
@@ -263,18 +280,26 @@ class Block(Signed):
                 receipt = r.blob()
                 if receipt[_RECEIVER_AT] == signer:
                     mine.append(Receipt.decode(receipt))
-        r.blob(), r.blob(), r.blob()  # model digest, reputation digest, signature
+        r.blob(), r.blob()  # model digest, reputation digest
+        signing_end = r.offset
+        signature = r.blob()
         signed_end = r.offset
         for _ in range(r.count()):
             r.blob(), r.blob()
         r.finish()
-        return Claims(digest(r.data[:signed_end]), signer, tuple(mine))
+        try:
+            claims = Claims(digest(r.data[:signed_end]), signer, tuple(mine), creator,
+                            genesis_hash)
+        except (TypeError, ValueError) as err:
+            raise DecodeError(f"block: {err}") from err
+        signed = verify_signature(creator, signature, r.data[:signing_end])
+        return replace(claims, creator_signed=signed)
 
 
 def verify_block(
     block: Block,
     *,
-    genesis_hash: bytes,
+    genesis: Genesis,
     prev_hash: bytes,
     height: int,
     signatures_checked: bool = False,
@@ -282,20 +307,26 @@ def verify_block(
     """Check a block where it claims to sit; raise the first `ValidationError`, change nothing.
 
     `height` and `prev_hash` are where the block must go: height 0 follows the genesis, so its
-    `prev_hash` is the genesis hash. Checks, in order: genesis, height, link, the creator's
-    signature; per entry, the transaction's creator, genesis and signature, a seq used once,
-    and every receipt (for this transaction, signed, one per receiver); then every endorsement
-    (signed, by a receipt signer of this block).
+    `prev_hash` is the genesis hash. Checks, in order: genesis, a member creator, height, link,
+    the creator's signature; per entry, the transaction's creator, genesis, lifetime and
+    signature, a seq used once, and every receipt (for this transaction, by a member, within
+    the genesis's ranges, signed, one per receiver); then every endorsement (signed, by a
+    receipt signer of this block, so by a member).
 
     `signatures_checked=True` skips the Ed25519 checks (about 110 for a block of 10
     transactions with 9 receipts each) and keeps every other check. Only for a caller that
     made or verified each signature in the block itself: a node sealing its own block from
     the records it verified when it stored them.
     """
+    genesis_hash = genesis.hash
     if block.genesis_hash != genesis_hash:
         raise ValidationError(
             "wrong_genesis", f"block genesis {_short(block.genesis_hash)} is not "
             f"{_short(genesis_hash)}"
+        )
+    if not genesis.is_member(block.creator):
+        raise ValidationError(
+            "unknown_sender", f"block creator {_short(block.creator)} is not a member"
         )
     if block.height != height:
         raise ValidationError("bad_height", f"block height {block.height}, expected {height}")
@@ -309,7 +340,7 @@ def verify_block(
         block.verify()
     seqs: set[int] = set()
     for i, entry in enumerate(block.entries):
-        _verify_entry(i, entry, block.creator, genesis_hash, seqs, check)
+        _verify_entry(i, entry, block.creator, genesis, seqs, check)
     receivers = {r.receiver for r in block.receipts()}
     message = endorsement_message(block.hash)
     for e in block.endorsements:
@@ -324,8 +355,9 @@ def verify_block(
 
 
 def _verify_entry(
-    i: int, entry: BlockEntry, creator: bytes, genesis_hash: bytes, seqs: set[int], check: bool
+    i: int, entry: BlockEntry, creator: bytes, genesis: Genesis, seqs: set[int], check: bool
 ) -> None:
+    genesis_hash = genesis.hash
     tx = entry.tx
     if tx.creator != creator:
         raise ValidationError(
@@ -335,6 +367,7 @@ def _verify_entry(
     if tx.genesis_hash != genesis_hash:
         raise ValidationError("wrong_genesis", f"entry {i}: transaction of another genesis")
     try:
+        check_lifetime(tx, genesis)
         if check:
             tx.verify()
     except ValidationError as err:
@@ -347,6 +380,10 @@ def _verify_entry(
         where = f"entry {i} receipt {j}"
         if receipt.tx_id != tx.tx_id:
             raise ValidationError("bad_receipt", f"{where} is for another transaction")
+        try:
+            check_receipt_fields(receipt, genesis)
+        except ValidationError as err:
+            raise ValidationError(err.reason, f"{where}: {err.detail}") from err
         if check and not receipt.has_valid_signature():
             raise ValidationError("bad_receipt", f"{where} is not signed by its receiver")
         if receipt.receiver in receivers:
@@ -360,14 +397,17 @@ def endorse(
 ) -> Endorsement:
     """`identity`'s endorsement of `block`, confirming the receipts it holds in `identity`'s name.
 
-    Refuses (`bad_endorsement`) when the block claims a receipt from this signer that is not
-    among `issued_receipt_ids` (the ids of receipts it really issued), or holds none from it.
+    Refuses (`bad_signature`) a block its creator did not sign, and (`bad_endorsement`) one
+    that claims a receipt from this signer that is not among `issued_receipt_ids` (the ids of
+    receipts it really issued), or holds none from it.
     The endorser vouches for its own receipts only, not for the rest of the block, so the
     block may also be given as its `Claims` on this signer (see `Block.read_claims`).
     """
     claims = block if isinstance(block, Claims) else block.claims(identity.public_key)
     if claims.signer != identity.public_key:
         raise ValueError("the claims are on another signer than the endorsing identity")
+    if not claims.creator_signed:
+        raise ValidationError("bad_signature", "the block is not signed by its creator")
     mine = claims.receipts
     if not mine:
         raise ValidationError("bad_endorsement", "the block holds no receipt from this signer")

@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the `ledger` command and its subcommands; each sets `func(args) -> int`."""
     ledger = subparsers.add_parser("ledger", help="inspect and verify a node's chain store")
     sub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
-    verify = sub.add_parser("verify", help="verify every block, signature and kept payload")
+    verify = sub.add_parser(
+        "verify", help="verify every stored row (blocks, records, indexes) and payload file"
+    )
     verify.add_argument("path", help="store folder or its chain.sqlite")
     verify.set_defaults(func=run_verify)
     show = sub.add_parser("show", help="print the chain block by block")
@@ -29,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """Print `OK height=.. tip=.. blocks=.. txs=.. receipts=..` (0) or `FAIL ...` (1)."""
+    """Print `OK height=.. tip=.. blocks=.. txs=.. receipts=..` (0), or (1) `FAIL height=..
+    reason=..: <table> row <i> (rowid <r>): ...` for a bad row, `FAIL <why>` for no store."""
     try:
         s = verify_chain(args.path)
     except ChainError as err:

@@ -88,6 +88,13 @@ class Writer:
         self._parts.append(_U32.pack(n))
         return self
 
+    def blob_list(self, values: tuple[bytes, ...]) -> Writer:
+        """A counted sequence of blobs."""
+        self.count(len(values))
+        for value in values:
+            self.blob(value)
+        return self
+
     def getvalue(self) -> bytes:
         return b"".join(self._parts)
 

@@ -16,6 +16,12 @@ REASONS: frozenset[str] = frozenset(
         "bad_shape",
         "bad_dtype",
         "non_finite",
+        # the genesis's rules: membership and ranges
+        "unknown_sender",
+        "bad_lifetime",
+        "bad_ttl",
+        "bad_score",
+        "bad_hop",
         # blocks
         "bad_height",
         "broken_link",

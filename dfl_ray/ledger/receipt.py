@@ -14,6 +14,8 @@ from dfl_ray.ledger.encoding import (
     require_finite,
     require_uint,
 )
+from dfl_ray.ledger.errors import ValidationError
+from dfl_ray.ledger.genesis import Genesis
 from dfl_ray.ledger.hashing import DIGEST_SIZE
 from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity
 from dfl_ray.ledger.signed import SIGNATURE_FIELD, Signed
@@ -90,3 +92,37 @@ class Receipt(Signed):
 
     def describe(self) -> str:
         return f"receipt for tx {self.tx_id.hex()[:16]}.."
+
+
+def check_receipt_fields(receipt: Receipt, genesis: Genesis) -> None:
+    """What the genesis requires of every receipt, wherever it is read: a member's, with a
+    score in [0, 1] (an accuracy) and a hop within the genesis TTL."""
+    if not genesis.is_member(receipt.receiver):
+        raise ValidationError(
+            "unknown_sender", f"{receipt.describe()} is by {receipt.receiver.hex()[:16]}.., "
+            "not a member of the network"
+        )
+    if not 0.0 <= receipt.score <= 1.0:
+        raise ValidationError("bad_score", f"{receipt.describe()} has score {receipt.score}, "
+                              "outside [0, 1]")
+    if receipt.hop > genesis.ttl:
+        raise ValidationError("bad_hop", f"{receipt.describe()} has hop {receipt.hop}, above the "
+                              f"genesis ttl {genesis.ttl}")
+
+
+def check_receipt(receipt: Receipt, *, genesis: Genesis, now: float, max_clock_skew: float,
+                  verified: bool = False) -> None:
+    """Receive checks on a receipt, in order; raises the first failure, changes nothing.
+
+    The genesis's field rules (`check_receipt_fields`), a `received_at` no later than `now`
+    plus the allowed clock skew (`from_future`), then the receiver's signature unless
+    `verified` (the caller checked it, or signed the receipt itself).
+    """
+    check_receipt_fields(receipt, genesis)
+    if receipt.received_at > now + max_clock_skew:
+        raise ValidationError(
+            "from_future", f"{receipt.describe()} received at {receipt.received_at:.3f}, now is "
+            f"{now:.3f} (allowed skew {max_clock_skew} s)"
+        )
+    if not verified:
+        receipt.verify()

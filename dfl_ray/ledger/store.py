@@ -50,6 +50,19 @@ CREATE TABLE issued_receipts (id BLOB PRIMARY KEY, tx_id BLOB NOT NULL, data BLO
 """ + PAYLOADS_SCHEMA
 
 
+def schema_objects() -> list[tuple[str, str, str, str | None]]:
+    """(type, name, tbl_name, sql) of each table and index `create` puts in sqlite_master."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(_SCHEMA)
+        rows: list[tuple[str, str, str, str | None]] = conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master"
+        ).fetchall()
+    finally:
+        conn.close()
+    return rows
+
+
 def locate(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """(store folder, database file) for a store folder or its `chain.sqlite`; StoreError if absent."""
     path = Path(path)
@@ -476,7 +489,7 @@ class ChainStore:
                 raise ValidationError("wrong_creator", "block creator is not this store's owner")
             verify_block(
                 block,
-                genesis_hash=self._genesis.hash,
+                genesis=self._genesis,
                 prev_hash=self.tip_hash,
                 height=self.height + 1,
                 signatures_checked=verified,

@@ -19,6 +19,7 @@ from dfl_ray.ledger.encoding import (
     require_uint,
 )
 from dfl_ray.ledger.errors import DecodeError, ValidationError
+from dfl_ray.ledger.genesis import Genesis
 from dfl_ray.ledger.hashing import DIGEST_SIZE, digest, payload_digest
 from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity
 from dfl_ray.ledger.signed import SIGNATURE_FIELD, Signed
@@ -154,7 +155,7 @@ class Transaction(Signed):
 def check_transaction(
     tx: Transaction,
     *,
-    genesis_hash: bytes,
+    genesis: Genesis,
     now: float,
     last_seq: int | None,
     max_clock_skew: float = 5.0,
@@ -162,29 +163,35 @@ def check_transaction(
 ) -> None:
     """Receive checks on a transaction header, in order; raises the first failure, changes nothing.
 
-    Order: wrong genesis, bad signature, expired (`now > expires_at`) or from the future
-    (`created_at > now + max_clock_skew`), replayed seq (`seq <= last_seq`, the highest seq
-    accepted from this creator so far, None if none). It follows the DFL receive path (spec
-    section 5, step 3): cheap header checks first, so a bad transaction costs as little as
-    possible, and the payload only after them (`check_payload`).
+    Order: wrong genesis; a creator that is not a member (`unknown_sender`); a lifetime outside
+    (0, genesis expiry] (`bad_lifetime`) or a TTL above the genesis TTL (`bad_ttl`); bad
+    signature; expired (`now > expires_at`) or from the future (`created_at > now +
+    max_clock_skew`); replayed seq (`seq <= last_seq`, the highest seq accepted from this
+    creator so far, None if none). It follows the DFL receive path (spec section 5, step 3):
+    cheap header checks first, so a bad transaction costs as little as possible, and the
+    payload only after them (`check_payload`).
 
     `signed_ids`, when given, holds ids of transactions whose signature already verified: the
     signature check is skipped for them and a newly verified id is added. Sound because
     `tx_id` is the hash of the whole signed encoding, so one id means the same bytes and the
     same verdict; nodes that share a process share one set and verify each signature once.
     """
-    require_bytes("genesis_hash", genesis_hash, (DIGEST_SIZE,))
     require_finite("now", now)
     if last_seq is not None:
         require_uint("last_seq", last_seq, MAX_INT)
     require_finite("max_clock_skew", max_clock_skew)
     if max_clock_skew < 0:
         raise ValueError(f"max_clock_skew must be >= 0, got {max_clock_skew}")
-    if tx.genesis_hash != genesis_hash:
+    if tx.genesis_hash != genesis.hash:
         raise ValidationError(
             "wrong_genesis", f"transaction genesis {tx.genesis_hash.hex()[:16]}.. is not "
-            f"{genesis_hash.hex()[:16]}.."
+            f"{genesis.hash.hex()[:16]}.."
         )
+    if not genesis.is_member(tx.creator):
+        raise ValidationError(
+            "unknown_sender", f"creator {tx.creator.hex()[:16]}.. is not a member of the network"
+        )
+    check_lifetime(tx, genesis)
     if signed_ids is None or tx.tx_id not in signed_ids:
         tx.verify()
         if signed_ids is not None:
@@ -202,6 +209,20 @@ def check_transaction(
         raise ValidationError(
             "replayed_seq", f"seq {tx.seq} is not above the last seen seq {last_seq}"
         )
+
+
+def check_lifetime(tx: Transaction, genesis: Genesis) -> None:
+    """The genesis bounds every transaction: 0 < expires_at - created_at <= expiry_s and
+    ttl <= the genesis TTL, so no sender can make its model live or travel longer."""
+    lifetime = tx.expires_at - tx.created_at
+    if not 0.0 < lifetime <= genesis.expiry_s:
+        raise ValidationError(
+            "bad_lifetime", f"transaction lives {lifetime:.3f} s; the genesis allows (0, "
+            f"{genesis.expiry_s}]"
+        )
+    if tx.ttl > genesis.ttl:
+        raise ValidationError("bad_ttl", f"transaction ttl {tx.ttl} exceeds the genesis ttl "
+                              f"{genesis.ttl}")
 
 
 def check_payload(

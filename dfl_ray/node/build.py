@@ -24,7 +24,7 @@ from dfl_ray.node.memo import CheckMemo
 from dfl_ray.node.node import DFLNode
 from dfl_ray.node.params import NodeData, NodeParams
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,11 @@ class HostSetup:
 
 
 def make_genesis(
-    config: Config, spec: ModelSpec, initial: np.ndarray, network_id: str | None = None
+    config: Config, spec: ModelSpec, initial: np.ndarray, nodes: int,
+    network_id: str | None = None,
 ) -> Genesis:
-    """The genesis every node of one network shares: the common initial model and the protocol knobs."""
+    """The genesis every node of one network shares: the common initial model, the protocol
+    knobs, and the members, the public keys of nodes 0 to `nodes` - 1 (`node_identity`)."""
     return Genesis(
         network_id=network_id or f"{config.experiment.name}/{config.experiment.seed}",
         protocol_version=PROTOCOL_VERSION,
@@ -59,6 +61,8 @@ def make_genesis(
         buffer_size=config.defense.buffer_size,
         block_size=config.ledger.block_size,
         expiry_s=config.ledger.expiry_s,
+        members=tuple(sorted(
+            node_identity(config.experiment.seed, n).public_key for n in range(nodes))),
     )
 
 

@@ -31,10 +31,12 @@ from dfl_ray.ledger import (
     Receipt,
     Transaction,
     ValidationError,
+    check_receipt,
     check_transaction,
     endorse,
     endorsement_message,
     model_digest,
+    refusal_message,
     reputation_digest,
     select_block_entries,
     verify_signature,
@@ -49,6 +51,12 @@ from dfl_ray.messages import (
 )
 from dfl_ray.models.flat import ModelSpec
 from dfl_ray.node.aggregator import Aggregator, Buffered
+from dfl_ray.node.inbound import (
+    endorse_reply_fault,
+    endorse_request_fault,
+    receipt_message_fault,
+    tx_message_fault,
+)
 from dfl_ray.node.learner import Learner, Poison
 from dfl_ray.node.memo import CheckMemo
 from dfl_ray.node.params import NodeData, NodeParams
@@ -121,6 +129,9 @@ class DFLNode:
         self.reputations: dict[str, float] = {}
         self.rejected: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
+        # Staleness of every model aggregated -> how many: own seq minus the model's seq at
+        # aggregation (0 when its creator is level or ahead). Always 0 in sync rounds.
+        self.staleness: Counter[int] = Counter()
         self.candidate: Block | None = None
         self.awaiting: set[bytes] = set()
         self.endorsements: list[Endorsement] = []
@@ -148,6 +159,8 @@ class DFLNode:
             "seconds": self.timer.snapshot(),
             "height": self.store.height if self.store is not None else -1,
             "reputations": dict(self.reputations),
+            "seq": self.seq,
+            "staleness": dict(self.staleness),
         }
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -273,6 +286,7 @@ class DFLNode:
                 self.on_message(message)
 
     def on_message(self, message: Message) -> None:
+        """Hand a message to its handler; anything else is counted as `unknown_message`."""
         if isinstance(message, TxMessage):
             self.on_transaction(message)
         elif isinstance(message, ReceiptMessage):
@@ -285,8 +299,13 @@ class DFLNode:
             self.rejected["unknown_message"] += 1
 
     def on_transaction(self, msg: TxMessage) -> None:
-        """Spec 5.3: dedup, then genesis, signature, time, replay, digest, shape/dtype, finiteness."""
+        """Spec 5.3: shape, dedup, then genesis, membership, ranges, signature, time, replay,
+        digest, shape/dtype, finiteness; the node changes only once all of them passed."""
         with self.timer.time("ledger"):
+            fault = tx_message_fault(msg, self.genesis.ttl)
+            if fault is not None:
+                self.rejected[fault] += 1
+                return
             try:
                 # A duplicate is dropped on the id alone; decoding waits for a new transaction.
                 tx_id = Transaction.id_of(msg.header)
@@ -300,7 +319,7 @@ class DFLNode:
             try:
                 check_transaction(
                     tx,
-                    genesis_hash=self.genesis_hash,
+                    genesis=self.genesis,
                     now=self.clock(),
                     last_seq=self.last_seq.get(tx.creator),
                     max_clock_skew=self.params.max_clock_skew_s,
@@ -351,12 +370,19 @@ class DFLNode:
                         self.transport.send(peer, forward)
 
     def on_receipt(self, msg: ReceiptMessage) -> None:
-        """A peer's signed receipt for one of our transactions: verify and keep it for sealing."""
+        """A peer's signed receipt for one of our transactions: check and keep it for sealing."""
         with self.timer.time("ledger"):
+            fault = receipt_message_fault(msg)
+            if fault is not None:
+                self.rejected[fault] += 1
+                return
             try:
                 receipt = Receipt.decode(msg.receipt)
-                if receipt.id not in self.memo.signed_receipts:  # else signed in this process
-                    receipt.verify()
+                check_receipt(
+                    receipt, genesis=self.genesis, now=self.clock(),
+                    max_clock_skew=self.params.max_clock_skew_s,
+                    verified=receipt.id in self.memo.signed_receipts,  # signed in this process
+                )
             except DecodeError:
                 self.rejected["malformed"] += 1
                 return
@@ -369,7 +395,7 @@ class DFLNode:
             try:
                 # The store checks the transaction is an own one in the same statement as the
                 # insert; why it refused is looked up only then.
-                self.store.add_receipt(receipt, verified=True)  # receipt.verify() above
+                self.store.add_receipt(receipt, verified=True)  # check_receipt above
             except ValidationError as err:
                 known = self.store.has_transaction(receipt.tx_id)
                 self.rejected[err.reason if known else "unknown_tx"] += 1
@@ -378,12 +404,27 @@ class DFLNode:
 
     # ----------------------------------------------------------------- aggregate
 
-    def aggregate(self) -> bool:
-        """Run the defense rule when the buffer holds `buffer_size` models; returns whether it ran."""
+    def aggregate(self, max_staleness: int | None = None) -> bool:
+        """Run the defense rule when the buffer holds `buffer_size` models; returns whether it ran.
+
+        A buffered model's staleness is how many local rounds this node has published since
+        its creator published it: own seq minus its seq, 0 when the creator is level or ahead
+        (every model's is 0 in sync rounds). With `max_staleness` (the async schedule's bound),
+        staler models are dropped first, counted under `stale_dropped`, and do not count
+        towards `buffer_size`.
+        """
+        if max_staleness is not None:
+            stale = [c for c, b in self.buffer.items() if self.seq - b.seq > max_staleness]
+            for creator in stale:
+                del self.buffer[creator]
+            if stale:
+                self.counters["stale_dropped"] += len(stale)
         if len(self.buffer) < self.params.buffer_size:
             return False
         with self.timer.time("aggregate"):
             creators = sorted(self.buffer)  # a fixed order keeps sync runs deterministic
+            for creator in creators:
+                self.staleness[max(0, self.seq - self.buffer[creator].seq)] += 1
             if self.attack is not None and self.attack.observes:
                 self._observe(creators)
             result = self.aggregator.aggregate(
@@ -455,13 +496,31 @@ class DFLNode:
         return True
 
     def on_endorse_request(self, msg: EndorseRequest) -> None:
-        """Endorse a peer's block if every receipt it attributes to us is one we really issued."""
+        """Endorse a member's block if every receipt it attributes to us is one we really issued.
+
+        Only a block of this network, signed by its creator, sent by the node that creator
+        is, gets an answer: a signed endorsement, or a signed refusal naming the reason.
+        """
         with self.timer.time("ledger"):
+            fault = endorse_request_fault(msg)
+            if fault is not None:
+                self.rejected[fault] += 1
+                return
             try:
                 # Only the receipts naming this node are decoded: they are all it vouches for.
                 claims = Block.read_claims(msg.block, self.identity.public_key)
             except DecodeError:
                 self.rejected["malformed"] += 1
+                return
+            if claims.genesis_hash != self.genesis_hash:
+                self.rejected["wrong_genesis"] += 1
+                return
+            if (not self.genesis.is_member(claims.creator)
+                    or self.directory.get(claims.creator) != msg.requester):
+                self.rejected["unknown_sender"] += 1
+                return
+            if not claims.creator_signed:
+                self.rejected["bad_signature"] += 1
                 return
             issued = self.store.issued_receipt_ids() if self.store is not None else set()
             try:
@@ -470,30 +529,37 @@ class DFLNode:
             except ValidationError as err:
                 self.rejected[err.reason] += 1
                 reply = EndorseReply(
-                    claims.block_hash, self.identity.public_key, None, err.reason
+                    claims.block_hash, self.identity.public_key,
+                    self.identity.sign(refusal_message(claims.block_hash, err.reason)), err.reason,
                 )
         with self.timer.time("transport"):
             self.transport.send(msg.requester, reply)
 
     def on_endorse_reply(self, msg: EndorseReply) -> None:
-        if self.candidate is None or msg.block_hash != self.candidate.hash:
-            self.counters["stale_endorsements"] += 1
-            return
-        if msg.signer not in self.awaiting:
-            self.rejected["unexpected_endorsement"] += 1
-            return
-        self.awaiting.discard(msg.signer)
+        """An endorsement or a refusal of the candidate block; the awaited set changes only
+        once its signature verified, so a forged reply cannot stand in for the real one."""
         with self.timer.time("ledger"):
-            valid = msg.signature is not None and verify_signature(
-                msg.signer, msg.signature, endorsement_message(self.candidate.hash)
-            )
-        if valid:
-            assert msg.signature is not None
-            self.endorsements.append(Endorsement(signer=msg.signer, signature=msg.signature))
-        elif msg.signature is not None:
-            self.rejected["bad_endorsement"] += 1
-        else:
+            fault = endorse_reply_fault(msg)
+            if fault is not None:
+                self.rejected[fault] += 1
+                return
+            if self.candidate is None or msg.block_hash != self.candidate.hash:
+                self.counters["stale_endorsements"] += 1
+                return
+            if msg.signer not in self.awaiting:
+                self.rejected["unexpected_endorsement"] += 1
+                return
+            message = (refusal_message(self.candidate.hash, msg.refusal) if msg.refusal
+                       else endorsement_message(self.candidate.hash))
+            assert msg.signature is not None  # endorse_reply_fault
+            if not verify_signature(msg.signer, msg.signature, message):
+                self.rejected["bad_endorsement"] += 1
+                return
+        self.awaiting.discard(msg.signer)
+        if msg.refusal:
             self.counters["refused_endorsements"] += 1
+        else:
+            self.endorsements.append(Endorsement(signer=msg.signer, signature=msg.signature))
         if not self.awaiting:
             self._store_candidate()
 

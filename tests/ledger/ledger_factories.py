@@ -128,6 +128,8 @@ def make_genesis(**overrides: object) -> Genesis:
         "buffer_size": 4,
         "block_size": 2,
         "expiry_s": 60.0,
+        # identities 1 to 8 are members; tests use 9 and above as outsiders
+        "members": tuple(sorted(identity(i).public_key for i in range(1, 9))),
     }
     fields.update(overrides)
     return Genesis(**fields)  # type: ignore[arg-type]

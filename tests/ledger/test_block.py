@@ -26,7 +26,7 @@ def test_block_round_trip_and_endorsements_outside_the_hash(net: Net) -> None:
     bare = block.with_endorsements([])
     assert bare.hash == block.hash and bare.encode() != block.encode()
     assert block.with_endorsements(reversed(block.endorsements)) == block  # sorted for us
-    verify_block(block, genesis_hash=net.genesis.hash, prev_hash=net.genesis.hash, height=0)
+    verify_block(block, genesis=net.genesis, prev_hash=net.genesis.hash, height=0)
 
 
 def test_reputation_digest_is_order_independent(net: Net) -> None:
@@ -45,7 +45,7 @@ def test_endorse_signs_the_tagged_block_hash(net: Net) -> None:
     issued = {r.id for r in block.receipts() if r.receiver == peer.public_key}
     e = endorse(peer, block, issued)
     assert e.signer == peer.public_key
-    verify_block(block.with_endorsements([e]), genesis_hash=net.genesis.hash,
+    verify_block(block.with_endorsements([e]), genesis=net.genesis,
                  prev_hash=net.genesis.hash, height=0)
 
 

@@ -217,7 +217,7 @@ def test_flipped_byte_in_receipt_is_rejected(net: Net) -> None:
 
 def test_flipped_byte_in_block_is_rejected(net: Net) -> None:
     def accept(data: bytes) -> None:
-        verify_block(Block.decode(data), genesis_hash=net.genesis.hash,
+        verify_block(Block.decode(data), genesis=net.genesis,
                      prev_hash=net.genesis.hash, height=0)
 
     assert _flip_rejected(net.chain(1)[0].encode(), accept, 400, seed=3) > 0

@@ -361,6 +361,7 @@ def test_invalid_verified_receipts_still_checked(
 def test_verified_append_checks_no_signature(
     store: ChainStore, net: Net, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    blocks = net.chain(2)  # built first: endorsing a block checks its creator's signature
     calls = count_verifies(monkeypatch)
     checked: list[bytes] = []
     real = block_module.verify_signature
@@ -371,7 +372,6 @@ def test_verified_append_checks_no_signature(
 
     monkeypatch.setattr(block_module, "verify_signature", counted)  # endorsements
     monkeypatch.setattr(signed_module, "verify_signature", counted)  # every signed object
-    blocks = net.chain(2)
     store.append_block(blocks[0], verified=True)
     assert checked == [] and calls == {"tx": 0, "receipt": 0}
     store.append_block(blocks[1])

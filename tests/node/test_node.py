@@ -13,50 +13,19 @@ from dfl_ray.ledger import (
     Receipt,
     Transaction,
     check_payload,
-    model_digest,
     transaction,
     verify_chain,
 )
 from dfl_ray.ledger import signed as signed_module
 from dfl_ray.messages import ReceiptMessage, TxMessage
 from dfl_ray.models.flat import vector_to_model
-from dfl_ray.node import DFLNode, NodeGroup
-from tests.helpers import local_host, small_config
+from dfl_ray.node import NodeGroup
+from tests.helpers import forge, local_host, small_config, state
 
 
 @pytest.fixture
 def host(tmp_path: Path) -> NodeGroup:
     return local_host(small_config(), tmp_path)
-
-
-def state(node: DFLNode) -> tuple[Any, ...]:
-    assert node.store is not None
-    return (
-        frozenset(node.seen),
-        dict(node.last_seq),
-        {k: v.seq for k, v in node.buffer.items()},
-        frozenset(node.store.issued_receipt_ids()),
-        node.counters["accepted"],
-    )
-
-
-def forge(sender: DFLNode, vec: np.ndarray, **overrides: Any) -> TxMessage:
-    """A transaction by `sender` for `vec`, with any field overridden, signed properly."""
-    now = time.time()
-    fields: dict[str, Any] = {
-        "genesis_hash": sender.genesis_hash,
-        "seq": sender.seq + 1,
-        "created_at": now,
-        "expires_at": now + 60.0,
-        "ttl": 10,
-        "model_digest": model_digest(sender.spec.id, vec),
-        "base_digest": b"",
-        "self_score": 0.5,
-        "n_samples": 10,
-    }
-    fields.update(overrides)
-    tx = Transaction.create(sender.identity, **fields)
-    return TxMessage(tx.encode(), sender.transport.share(vec), 1, sender.id)
 
 
 def published(host: NodeGroup, node_id: int = 0) -> list[tuple[int, Any]]:
