@@ -549,7 +549,19 @@ def client_env(lay: Layout) -> dict[str, str]:
 
 def client_argv(lay: Layout, command: str) -> list[str]:
     d = lay.dir("client")
-    prep = (f"mount --bind {d}/tmp /tmp && mount --bind {d}/ssh_config /etc/ssh/ssh_config && "
+    # The client gets a private /tmp; a checkout or venv that lives under the real /tmp (a CI
+    # clone, say) is bound back in at its own path, or its `ray` and `dfl_ray` would vanish.
+    tmp = Path("/tmp")
+    under_tmp = sorted({p for p in (REPO, VENV) if p.is_relative_to(tmp)})
+    carried = [p for p in under_tmp if not any(p != q and p.is_relative_to(q) for q in under_tmp)]
+    outer = shlex.quote(f"{d}/outer_tmp")
+    keep = "".join(
+        f" && mkdir -p {shlex.quote(str(p))} && mount --bind "
+        f"{shlex.quote(f'{d}/outer_tmp/{p.relative_to(tmp)}')} {shlex.quote(str(p))}"
+        for p in carried)
+    hold = f"mkdir -p {outer} && mount --bind /tmp {outer} && " if carried else ""
+    prep = (f"{hold}mount --bind {d}/tmp /tmp{keep} && "
+            f"mount --bind {d}/ssh_config /etc/ssh/ssh_config && "
             'exec bash -c "$0"')
     return ["ip", "netns", "exec", lay.ns("client"), "unshare", "--mount", "--propagation",
             "private", "/bin/sh", "-c", prep, command]
