@@ -193,7 +193,9 @@ class AttackConfig:
     kind: str = "random_model"
     """Attack of the malicious nodes: none, random_model, random_model_by_turn, minus_uniform,
     free_rider, label_shuffle, label_shift, blank_images, sign_flip, scaled_update,
-    gaussian_noise, alie, ipm (dfl_ray.attacks)."""
+    gaussian_noise, alie, ipm, min_max, min_sum, mimic (omniscient: built from the honest models
+    the attackers received), gate_edge (white-box against dfl_guard), shield_edge (white-box
+    against dfl_shield), backdoor (dfl_ray.attacks)."""
     malicious: int = 3
     """Number of attacker nodes (the last ones, unless attack.nodes names them)."""
     nodes: tuple[int, ...] = ()
@@ -201,7 +203,13 @@ class AttackConfig:
     params: Mapping[str, float] = field(default_factory=dict)
     """Attack parameters (flag form: name=value,...). Every kind takes honest_turns (0:
     publications made honestly before attacking); sign_flip scale (1), keep_last (0);
-    scaled_update scale (10); gaussian_noise std (0.1); alie z (1); ipm epsilon (0.5)."""
+    scaled_update scale (10); gaussian_noise std (0.1); alie z (1); ipm epsilon (0.5); min_max
+    and min_sum gamma_init (10, start of the search for the perturbation's size); mimic
+    iterations (20, power iterations for the direction of largest honest variance); gate_edge
+    gate (3, the gate attacked), fraction (0.95 of the gate radius), keep_last (5010, trailing
+    coordinates published as trained: LeNet's output layer); shield_edge clip (2, the clip
+    attacked), fraction (0.95), keep_last (5010); backdoor target (0), size (3,
+    trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost)."""
 
     def __post_init__(self) -> None:
         from dfl_ray.attacks import ATTACK_KINDS, attack_params, make_attack
@@ -262,6 +270,16 @@ class RuntimeConfig:
     """pack (Ray's default) or spread (one host actor per Ray node, a placement group)."""
     torch_threads: int = 1
     """torch threads per actor."""
+    slow_nodes: tuple[int, ...] = ()
+    """Stragglers (flag form: 0,4): after each local round these nodes hold for (slowdown - 1) x the seconds their training took, so each round takes slowdown times as long. Sync rounds wait for them; an async run ends when the other nodes have run their rounds."""
+    slowdown: float = 5.0
+    """How many times slower runtime.slow_nodes run (>= 1)."""
+    slack: int = 0
+    """async: a node starts its next local round once the peers it waits for have published the round it just published, less this many rounds (bounded staleness), then aggregates; -1: never wait (free running, aggregate whenever the buffer is full)."""
+    patience: float = 2.0
+    """async: a node waits for a late peer while it publishes a round at least every this many typical rounds (the median of its peers' periods, in step the pace of the slowest); one that publishes nothing for that long is a straggler, not waited for until it catches up."""
+    max_staleness: int = 4
+    """async: a node leaves out of its aggregation a buffered model whose creator has published more than this many fewer rounds than the node (a straggler's), and a node more than that many rounds behind the median of its buffered models (a straggler itself) has its defense read their updates against their coordinate-wise median instead of its own, stale, round start; -1: neither (sync rounds never have stale models)."""
 
     def __post_init__(self) -> None:
         _check_choice("runtime.schedule", self.schedule, ["sync", "async"])
@@ -272,6 +290,12 @@ class RuntimeConfig:
         _check_range("runtime.cpus_per_host", self.cpus_per_host, 0.0)
         _check_range("runtime.gpus_per_node", self.gpus_per_node, 0.0)
         _check_range("runtime.torch_threads", self.torch_threads, 1)
+        _check_range("runtime.slowdown", self.slowdown, 1.0)
+        _check_range("runtime.max_staleness", self.max_staleness, -1)
+        _check_range("runtime.slack", self.slack, -1)
+        _check_range("runtime.patience", self.patience, 0.0, lo_open=True)
+        if len(set(self.slow_nodes)) != len(self.slow_nodes):
+            raise ConfigError(f"runtime.slow_nodes has duplicates: {list(self.slow_nodes)}")
 
 
 @dataclass(frozen=True)
@@ -304,6 +328,10 @@ class Config:
             raise ConfigError("topology.absent leaves fewer than 2 nodes")
         if self.runtime.hosts > n:
             raise ConfigError(f"runtime.hosts ({self.runtime.hosts}) exceeds topology.nodes ({n})")
+        present = n - len(set(self.topology.absent))
+        for node in self.runtime.slow_nodes:
+            if not 0 <= node < present:
+                raise ConfigError(f"runtime.slow_nodes: node {node} is not in 0..{present - 1}")
 
     @property
     def attackers(self) -> tuple[int, ...]:

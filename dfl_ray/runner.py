@@ -89,7 +89,26 @@ def summarize_stats(
         for addr, rep in st["reputations"].items():
             (rep_attacker if addr in attacker_addrs else rep_honest).append(rep)
     busy = sum(seconds.get(c, 0.0) for c in CATEGORIES)
+    staleness: Counter[int] = Counter()
+    per_node: dict[int, dict[str, Any]] = {}
+    for node, st in sorted(stats.items()):
+        hist = {int(k): v for k, v in st.get("staleness", {}).items()}
+        staleness.update(hist)
+        per_node[node] = {
+            "rounds": st.get("rounds", 0),
+            "waited_s": st.get("waited_s", 0.0),
+            "stragglers": st.get("stragglers", 0),
+            "gave_up": st.get("gave_up", 0),
+            "short": st.get("short", 0),
+            "received": st["counters"].get("accepted", 0),
+            "aggregations": st["counters"].get("aggregations", 0),
+            "stale_dropped": st["counters"].get("stale_dropped", 0),
+            **staleness_stats(hist),
+        }
     return {
+        "per_node": per_node,
+        "staleness": {**staleness_stats(staleness),
+                      "histogram": {str(k): v for k, v in sorted(staleness.items())}},
         "rejected": dict(sorted(rejected.items())),
         "seconds": {c: seconds.get(c, 0.0) for c in CATEGORIES},
         "busy_seconds": busy,
@@ -99,6 +118,41 @@ def summarize_stats(
         "reputation_honest_mean": float(np.mean(rep_honest)) if rep_honest else None,
         "heights": {n: st["height"] for n, st in sorted(stats.items())},
     }
+
+
+def staleness_stats(histogram: Mapping[int, int]) -> dict[str, float]:
+    """Mean and largest staleness (rounds between a model's publication and its aggregation)."""
+    used = sum(histogram.values())
+    if not used:
+        return {"staleness_mean": 0.0, "staleness_max": 0}
+    mean = sum(k * v for k, v in histogram.items()) / used
+    return {"staleness_mean": float(mean), "staleness_max": max(k for k, v in histogram.items() if v)}
+
+
+PER_NODE_SCALARS_MAX = 32
+"""Networks up to this size also get TensorBoard curves per node (rounds, models, staleness)."""
+
+
+def node_scalars(per_node: Mapping[int, Mapping[str, Any]]) -> dict[str, float]:
+    """Scalars of each node's progress: local round, models received and aggregations, staleness.
+
+    The spread over nodes always; one curve per node for networks up to `PER_NODE_SCALARS_MAX`.
+    """
+    out: dict[str, float] = {}
+    if not per_node:
+        return out
+    for key in ("rounds", "received", "aggregations", "staleness_mean"):
+        values = [float(p[key]) for p in per_node.values()]
+        out[f"nodes/{key}_min"] = min(values)
+        out[f"nodes/{key}_max"] = max(values)
+    out["nodes/staleness_max"] = float(max(p["staleness_max"] for p in per_node.values()))
+    out["nodes/waited_s_max"] = float(max(p["waited_s"] for p in per_node.values()))
+    out["nodes/stale_dropped"] = float(sum(p["stale_dropped"] for p in per_node.values()))
+    if len(per_node) <= PER_NODE_SCALARS_MAX:
+        for node, p in per_node.items():
+            for key in ("rounds", "received", "aggregations", "staleness_mean"):
+                out[f"node_{node}/{key}"] = float(p[key])
+    return out
 
 
 def accuracy_scalars(accs: Mapping[int, float], attackers: set[int]) -> dict[str, float]:
@@ -111,6 +165,12 @@ def accuracy_scalars(accs: Mapping[int, float], attackers: set[int]) -> dict[str
     }
     if bad:
         out["accuracy/attacker_mean"] = float(np.mean(bad))
+    # With a backdoor attacker, evaluations carry its success rate (dfl_ray.node.group).
+    rates = [rate for n, a in accs.items()
+             if n not in attackers and (rate := getattr(a, "backdoor", None)) is not None]
+    if rates:
+        out["backdoor/honest_mean"] = float(np.mean(rates))
+        out["backdoor/honest_max"] = float(np.max(rates))
     return out
 
 
@@ -185,7 +245,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
             },
             run_dir=str(run_dir),
         )
-        accs = _drive(net, cfg, recorder, attackers, started, quiet)
+        accs, run_seconds = _drive(net, cfg, recorder, attackers, started, quiet)
         stats = net.stats()
         totals = summarize_stats(stats, attackers, net.addresses)
         locations = net.node_locations()
@@ -203,10 +263,17 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
         "honest_accuracy_min_final": final["accuracy/honest_min"],
         "honest_accuracy_max_final": final["accuracy/honest_max"],
         "attacker_accuracy_final": final.get("accuracy/attacker_mean"),
+        "backdoor_success": final.get("backdoor/honest_mean"),
+        "backdoor_success_max": final.get("backdoor/honest_max"),
         "node_accuracy_final": {str(k): v for k, v in sorted(accs.items())},
         "rounds": cfg.experiment.rounds,
         "schedule": cfg.runtime.schedule,
         "wall_seconds": time.perf_counter() - started,
+        "run_seconds": run_seconds,
+        "slow_nodes": sorted(cfg.runtime.slow_nodes),
+        "slowdown": cfg.runtime.slowdown,
+        "per_node": {str(k): v for k, v in totals["per_node"].items()},
+        "staleness": totals["staleness"],
         "ledger_time_share": totals["ledger_time_share"],
         "busy_seconds": totals["busy_seconds"],
         "seconds_by_category": totals["seconds"],
@@ -228,16 +295,28 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
     recorder.write_summary(summary)
     recorder.plot(run_dir / "accuracy.png", title=f"{cfg.experiment.name}: test accuracy")
     if not quiet:
+        slow = set(cfg.runtime.slow_nodes)
         rows = [
-            {"node": k, "role": "attacker" if k in attackers else "honest",
-             "train": len(shards[k].train), "accuracy": v, "blocks": totals["heights"][k] + 1}
+            {"node": k, "role": ("attacker" if k in attackers else "honest")
+             + (" (slow)" if k in slow else ""),
+             "train": len(shards[k].train), "rounds": totals["per_node"][k]["rounds"],
+             "received": totals["per_node"][k]["received"],
+             "aggregations": totals["per_node"][k]["aggregations"],
+             "accuracy": v, "blocks": totals["heights"][k] + 1}
             for k, v in sorted(accs.items())
         ]
-        say(format_table(rows, ["node", "role", "train", "accuracy", "blocks"]))
+        say(format_table(rows, ["node", "role", "train", "rounds", "received", "aggregations",
+                                "accuracy", "blocks"]))
         say(f"honest accuracy: mean {summary['honest_accuracy_final']:.4f}, "
             f"min {summary['honest_accuracy_min_final']:.4f}; "
             f"ledger time share {100 * summary['ledger_time_share']:.2f} %; "
-            f"wall {summary['wall_seconds']:.1f} s; rejected {summary['rejected']}")
+            f"wall {summary['wall_seconds']:.1f} s (rounds {summary['run_seconds']:.1f} s); "
+            f"rejected {summary['rejected']}")
+        if cfg.runtime.schedule == "async":
+            st = summary["staleness"]
+            say(f"staleness of aggregated models: mean {st['staleness_mean']:.2f}, max "
+                f"{st['staleness_max']} rounds; dropped as stale "
+                f"{summary['counters'].get('stale_dropped', 0)}")
         diverged = summary["counters"].get("diverged", 0)
         if diverged:
             say(f"local training diverged {diverged} times (NaN or infinite weights); each time "
@@ -248,8 +327,13 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
 
 def _drive(
     net: Any, cfg: Config, recorder: RunRecorder, attackers: set[int], started: float, quiet: bool
-) -> dict[int, float]:
-    """Run the schedule, evaluating every eval_every rounds; returns the final accuracies."""
+) -> tuple[dict[int, float], float]:
+    """Run the schedule, evaluating every eval_every rounds.
+
+    Returns the final accuracies and the seconds the rounds took. In the async schedule the
+    driver only starts the hosts' loops, watches their progress (the bar and the periodic
+    evaluations) and stops them once every node that is not a straggler has run its rounds.
+    """
     from tqdm import tqdm
 
     rounds = cfg.experiment.rounds
@@ -271,34 +355,51 @@ def _drive(
             value = totals[f"reputation_{role}_mean"]
             if value is not None:
                 scalars[f"reputation/{role}_mean"] = value
+        scalars.update(node_scalars(totals["per_node"]))
         recorder.log(step, scalars, wall_seconds=time.perf_counter() - started)
         bar.set_postfix(honest=f"{scalars['accuracy/honest_mean']:.3f}")
 
+    began = time.perf_counter()
+    run_seconds = 0.0
     try:
         if cfg.runtime.schedule == "sync":
             for r in range(rounds):
                 net.run_round(r)
                 bar.update(1)
                 if (r + 1) % cfg.experiment.eval_every == 0 or r + 1 == rounds:
+                    run_seconds = time.perf_counter() - began
                     observe(r + 1)
         else:
+            slow = set(cfg.runtime.slow_nodes)
             net.start_async(rounds)
             next_eval, done = cfg.experiment.eval_every, 0
-            while done < rounds:
-                time.sleep(0.2)  # the driver only observes; nodes run on their own
-                now_done, errors = net.async_progress()
+            while True:
+                per_node, errors = net.async_progress()
                 if errors:
                     raise RuntimeError(f"a host's async loop failed: {errors[0]}")
+                # Stragglers are not waited for (unless every node is one).
+                paced = [p for n, p in per_node.items() if n not in slow] or list(per_node.values())
+                now_done = min(p["rounds"] for p in paced)
                 bar.update(now_done - done)
                 done = now_done
-                if done >= next_eval and done < rounds:
+                if all(p["finished"] for p in paced):
+                    break
+                if next_eval <= done < rounds:
                     observe(done)
                     next_eval = (done // cfg.experiment.eval_every + 1) * cfg.experiment.eval_every
-            net.stop_async()
+                time.sleep(ASYNC_POLL_S)  # the driver only watches; the nodes run on their own
+            run_seconds = time.perf_counter() - began
+            if not net.stop_async() and not quiet:
+                print("warning: messages were still in flight when the async run stopped",
+                      file=sys.stderr)
             observe(rounds)
     finally:
         bar.close()
-    return accs
+    return accs, run_seconds
+
+
+ASYNC_POLL_S = 0.2
+"""How often the driver reads the async run's progress."""
 
 
 # ------------------------------------------------------------------ command line

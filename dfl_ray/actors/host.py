@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
+from dfl_ray.actors.gossip import Batch, GossipLoop
 from dfl_ray.actors.transport import HostTransport, resolve
 from dfl_ray.messages import Message
 from dfl_ray.node import HostSetup, NodeGroup
@@ -13,18 +17,31 @@ from dfl_ray.node import HostSetup, NodeGroup
 
 class NodeHost(NodeGroup):
     """The nodes of one Ray actor; messages for other hosts are returned (sync schedule) or
-    pushed to their actors (async schedule)."""
+    pushed to their actors (async schedule, run by a `GossipLoop` in a thread of the actor).
+
+    Between two hosts the async schedule keeps the order in which batches were sent: a threaded
+    actor may run two `push` calls from one caller in either order, so each batch carries its
+    number on that channel and waits here until the ones before it have arrived.
+    """
 
     transport: HostTransport
 
     def __init__(self, setup: HostSetup) -> None:
         arrays = {k: resolve(v) for k, v in setup.arrays.items()}
         super().__init__(setup, arrays, HostTransport(set(setup.node_ids)))
+        runtime = setup.config.runtime
+        self.slowdown = {n: runtime.slowdown for n in runtime.slow_nodes
+                         if n in setup.node_ids and runtime.slowdown > 1.0}
         self.peer_hosts: dict[int, Any] = {}
         self.host_of: dict[int, int] = {}
-        self.async_thread: threading.Thread | None = None
-        self.stop_flag = threading.Event()
-        self.async_error: str | None = None
+        self.loop: GossipLoop | None = None
+        self.loop_thread: threading.Thread | None = None
+        self.loop_error: str | None = None
+        self.sent: dict[int, int] = {}
+        """Batches sent to each other host so far (the async schedule)."""
+        self._order = threading.Lock()
+        self._expected: dict[int, int] = {}
+        self._early: dict[int, dict[int, Batch]] = {}
 
     def connect(  # type: ignore[override]  # adds the other hosts
         self,
@@ -34,69 +51,126 @@ class NodeHost(NodeGroup):
     ) -> int:
         """Create the nodes once every node's public key is known; returns how many were made."""
         made = super().connect(directory)
+        me = self.setup.host_index
         self.host_of = dict(host_of or {})
         self.peer_hosts = dict(peer_hosts or {})
-        self.transport.object_store = any(h != self.setup.host_index for h in self.host_of.values())
+        self.transport.object_store = any(h != me for h in self.host_of.values())
+        self.sent = {h: 0 for h in set(self.host_of.values()) if h != me}
+        runtime = self.config.runtime
+        if runtime.schedule == "async":
+            self.loop = GossipLoop(
+                self, rounds=self.config.experiment.rounds, send=self._send,
+                slowdown=self.slowdown,
+                max_staleness=None if runtime.max_staleness < 0 else runtime.max_staleness,
+                slack=runtime.slack, patience=runtime.patience,
+            )
         return made
+
+    # ------------------------------------------------------------ sync schedule
+
+    def begin_round(self, round_index: int) -> list[tuple[int, Message]]:
+        """Train and publish; a straggler then holds for (k - 1) x its training time, so the
+        round (every host waits for the slowest) takes as long as its k times slower node."""
+        trained = {n: self.nodes[n].timer.seconds["train"] for n in self.slowdown}
+        out = super().begin_round(round_index)
+        hold = max(((k - 1.0) * (self.nodes[n].timer.seconds["train"] - trained[n])
+                    for n, k in self.slowdown.items()), default=0.0)
+        if hold > 0.0:
+            time.sleep(hold)
+        return out
 
     # ------------------------------------------------------------ async schedule
 
-    def push(self, messages: list[tuple[int, Message]]) -> None:
-        """Messages from another host, processed by this host's loop (deque appends are atomic)."""
-        self.incoming.extend(messages)
+    def push(self, source: int, number: int, batch: Batch) -> None:
+        """The `number`-th batch host `source` sent here; handed to the loop in sending order."""
+        loop = self._require_loop()
+        with self._order:
+            early = self._early.setdefault(source, {})
+            early[number] = batch
+            expected = self._expected.get(source, 0)
+            while expected in early:
+                loop.push(early.pop(expected))
+                expected += 1
+            self._expected[source] = expected
 
-    def _flush_remote(self) -> None:
-        by_host: dict[int, list[tuple[int, Message]]] = {}
-        for dest, message in self.transport.take_outbox():
+    def _send(self, messages: Batch) -> None:
+        by_host: dict[int, Batch] = {}
+        for dest, message in messages:
             by_host.setdefault(self.host_of[dest], []).append((dest, message))
         for host, batch in by_host.items():
-            self.peer_hosts[host].push.remote(batch)
+            number = self.sent[host]
+            self.sent[host] = number + 1
+            self.peer_hosts[host].push.remote(self.setup.host_index, number, batch)
+
+    def _require_loop(self) -> GossipLoop:
+        if self.loop is None:
+            raise RuntimeError("this host was not set up for the async schedule")
+        return self.loop
 
     def start_async(self, rounds: int) -> None:
         """Start this host's loop: each node trains, publishes, receives and aggregates on its own."""
-        if self.async_thread is not None:
+        loop = self._require_loop()
+        if self.loop_thread is not None:
             raise RuntimeError("the async loop is already running")
-        self.async_thread = threading.Thread(target=self._async_loop, args=(rounds,), daemon=True)
-        self.async_thread.start()
+        for state in loop.states.values():
+            state.rounds = rounds
+        self.loop_thread = threading.Thread(target=self._run_loop, daemon=True,
+                                            name=f"dfl-host-{self.setup.host_index}")
+        self.loop_thread.start()
 
-    def _async_loop(self, rounds: int) -> None:
+    def _run_loop(self) -> None:
+        assert self.loop is not None
+        torch.set_num_threads(self.config.runtime.torch_threads)  # per thread under OpenMP
         try:
-            while not self.stop_flag.is_set():
-                active = [n for n in self.nodes if self.rounds_done[n] < rounds]
-                if not active:
-                    break
-                for n in active:
-                    with self.lock:
-                        node = self.nodes[n]
-                        node.train()
-                        node.publish()
-                        self.transport.flush()
-                        self._drain()
-                        node.aggregate()
-                        node.seal_block()
-                        self._drain()
-                        self.rounds_done[n] += 1
-                    self._flush_remote()
-            # Keep answering peers (receipts, endorsements) until told to stop.
-            while not self.stop_flag.wait(0.05):
-                with self.lock:
-                    self._drain()
-                self._flush_remote()
+            self.loop.run()
         except Exception as exc:  # surfaced to the driver through progress()
-            self.async_error = f"{type(exc).__name__}: {exc}"
+            self.loop_error = f"{type(exc).__name__}: {exc}"
 
     def progress(self) -> dict[str, Any]:
-        return {"rounds_done": dict(self.rounds_done), "error": self.async_error}
+        """Local rounds done per node, and what the driver needs to tell when all is quiet."""
+        loop = self._require_loop()
+        with self._order:
+            waiting = sum(len(early) for early in self._early.values())
+        return {
+            "nodes": loop.progress(),
+            "error": self.loop_error,
+            "sent": sum(self.sent.values()),
+            "handled": loop.handled,
+            "idle": loop.idle and waiting == 0,
+        }
+
+    def wind_down(self) -> None:
+        """End the local rounds (stragglers' too); the nodes keep answering until `stop_async`."""
+        self._require_loop().wind_down()
 
     def stop_async(self) -> None:
-        self.stop_flag.set()
-        if self.async_thread is not None:
-            self.async_thread.join()
+        """Stop the loop, then store each pending block with the endorsements it has."""
+        if self.loop is not None:
+            self.loop.stop()
+        if self.loop_thread is not None:
+            self.loop_thread.join()
         with self.lock:
             for node in self.nodes.values():
                 node.finish_sealing()
 
     # ------------------------------------------------------------ observe
+
+    def evaluate(self) -> dict[int, float]:
+        if self.loop is None:
+            return super().evaluate()
+        return self.loop.call(super().evaluate)
+
+    def stats(self) -> dict[int, dict[str, Any]]:
+        def read() -> dict[int, dict[str, Any]]:
+            out = super(NodeHost, self).stats()
+            loop = self.loop.progress() if self.loop is not None else {}
+            for n, st in out.items():
+                st["rounds"] = self.rounds_done[n]
+                for key in ("waited_s", "stragglers", "gave_up", "short"):
+                    st[key] = loop[n][key] if n in loop else 0
+            return out
+
+        return read() if self.loop is None else self.loop.call(read)
 
     def ray_node_id(self) -> str:
         import ray

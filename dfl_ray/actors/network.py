@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,9 @@ from dfl_ray.models.flat import ModelSpec
 from dfl_ray.node import HostSetup
 
 PLACEMENT_TIMEOUT_S = 60.0
+SETTLE_TIMEOUT_S = 60.0
+"""Longest wait, at the end of an async run, for the messages in flight to be handled."""
+SETTLE_POLL_S = 0.05
 ACTOR_PER_NODE_MAX = 32
 """Largest network that `runtime.hosts = 0` runs as one actor per node."""
 
@@ -127,7 +131,9 @@ class Network:
             options: dict[str, Any] = {
                 "num_cpus": cpus,
                 "num_gpus": gpus[h],
-                "max_concurrency": 4 if config.runtime.schedule == "async" else 1,
+                # async: pushes from the other hosts and the driver's requests arrive while
+                # the host's loop thread runs; they only queue work for it.
+                "max_concurrency": 8 if config.runtime.schedule == "async" else 1,
                 "name": None,
             }
             if strategies[h] is not None:
@@ -194,14 +200,41 @@ class Network:
     def start_async(self, rounds: int) -> None:
         ray.get([h.start_async.remote(rounds) for h in self.hosts])
 
-    def async_progress(self) -> tuple[int, list[str]]:
-        """(fewest local rounds any node has finished, errors raised in host loops)."""
+    def async_progress(self) -> tuple[dict[int, dict[str, Any]], list[str]]:
+        """(each node's progress: rounds published, finished, ...; errors raised in host loops)."""
         reports = ray.get([h.progress.remote() for h in self.hosts])
-        done = min(r for rep in reports for r in rep["rounds_done"].values())
-        return done, [rep["error"] for rep in reports if rep["error"]]
+        nodes = {n: p for rep in reports for n, p in rep["nodes"].items()}
+        return nodes, [rep["error"] for rep in reports if rep["error"]]
 
-    def stop_async(self) -> None:
+    def stop_async(self, timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
+        """End the local rounds, let every message in flight be handled, then stop the loops.
+
+        All is quiet when every loop waits with nothing to do and every batch sent has been
+        handled, seen twice in a row with the same totals (a batch in flight shows as sent but
+        not handled; one handled between the two looks changes the totals). Returns whether that
+        happened within `timeout_s`; the loops stop either way and pending blocks are stored
+        with the endorsements they have.
+        """
+        ray.get([h.wind_down.remote() for h in self.hosts])
+        deadline = time.monotonic() + timeout_s
+        previous: tuple[int, int] | None = None
+        quiet = False
+        while time.monotonic() < deadline:
+            reports = ray.get([h.progress.remote() for h in self.hosts])
+            errors = [rep["error"] for rep in reports if rep["error"]]
+            if errors:
+                raise RuntimeError(f"a host's async loop failed: {errors[0]}")
+            totals = (sum(r["sent"] for r in reports), sum(r["handled"] for r in reports))
+            if all(r["idle"] for r in reports) and totals[0] == totals[1]:
+                if totals == previous:
+                    quiet = True
+                    break
+                previous = totals
+            else:
+                previous = None
+            time.sleep(SETTLE_POLL_S)
         ray.get([h.stop_async.remote() for h in self.hosts])
+        return quiet
 
     # ------------------------------------------------------------ observe
 

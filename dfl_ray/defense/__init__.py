@@ -7,6 +7,7 @@ Every rule is called as `rule(inp, **params)` with an `AggregationInput` and ret
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from dfl_ray.defense.guard import check_dfl_guard_params, dfl_guard
 from dfl_ray.defense.krum import check_krum_params, check_multi_krum_params, krum, multi_krum
 from dfl_ray.defense.median import median
 from dfl_ray.defense.reputation import check_dfl_reputation_params, dfl_reputation
+from dfl_ray.defense.shield import check_dfl_shield_params, dfl_shield
 from dfl_ray.defense.trimmed_mean import check_trimmed_mean_params, trimmed_mean
 from dfl_ray.defense.trust import check_dfl_trust_params, dfl_trust
 
@@ -31,6 +33,7 @@ RULES: dict[str, Callable[..., AggregationResult]] = {
     "centered_clipping": centered_clipping,
     "dfl_trust": dfl_trust,
     "dfl_guard": dfl_guard,
+    "dfl_shield": dfl_shield,
 }
 
 # Value checks per rule, so a configuration can be rejected before the first aggregation.
@@ -42,6 +45,7 @@ _PARAM_CHECKS: dict[str, Callable[..., None]] = {
     "centered_clipping": check_centered_clipping_params,
     "dfl_trust": check_dfl_trust_params,
     "dfl_guard": check_dfl_guard_params,
+    "dfl_shield": check_dfl_shield_params,
 }
 
 
@@ -74,7 +78,10 @@ def rule_uses_base(name: str, params: Mapping[str, Any]) -> bool:
 
     Nodes keep no second copy of their model unless their rule reads it.
     """
-    # dfl_guard reads it only for its opposition test, which oppose = 1 turns off.
+    # dfl_shield reads every update from it; dfl_guard only for its opposition test, which
+    # oppose = 1 turns off.
+    if name == "dfl_shield":
+        return True
     return _test_on(name, params, "oppose")
 
 
@@ -87,9 +94,19 @@ def rule_uses_head(name: str, params: Mapping[str, Any]) -> bool:
     return _test_on(name, params, "reversal")
 
 
+def rule_uses_probe(name: str, params: Mapping[str, Any]) -> bool:
+    """Whether rule `name` with `params` calls `AggregationInput.probe` (the node's validation
+    loss), so that nodes hand it only to rules that spend the scoring time."""
+    if name != "dfl_shield":
+        _get(name)
+        return False
+    return float(params.get("probe_ratio", rule_params(name)["probe_ratio"])) < math.inf
+
+
 def _test_on(name: str, params: Mapping[str, Any], test: str) -> bool:
-    """Whether dfl_guard's `test` (a threshold that 1 turns off) is on; False for other rules."""
-    if name != "dfl_guard":
+    """Whether dfl_guard's (or dfl_shield's) `test`, a threshold that 1 turns off, is on; False
+    for other rules."""
+    if name not in ("dfl_guard", "dfl_shield"):
         _get(name)  # unknown names still raise
         return False
     return float(params.get(test, rule_params(name)[test])) < 1.0
@@ -116,6 +133,7 @@ __all__ = [
     "check_rule_params",
     "dfl_guard",
     "dfl_reputation",
+    "dfl_shield",
     "dfl_trust",
     "fedavg",
     "get_rule",
@@ -126,5 +144,6 @@ __all__ = [
     "rule_params",
     "rule_uses_base",
     "rule_uses_head",
+    "rule_uses_probe",
     "trimmed_mean",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -60,6 +60,10 @@ class AggregationInput:
     and rows are read-only from then on, so a second scan of every row per aggregation would
     find nothing new. Anyone else leaves it False.
     """
+    probe: Callable[[np.ndarray], float] | None = None
+    """None, or the validation loss (lower is better) of a float32 [d] model vector on this
+    node's own held-out data, which no sender has seen: rules that test candidate models
+    against data an attacker cannot fit (dfl_shield) call it; a node passes `Learner.loss`."""
 
     def __post_init__(self) -> None:
         own, models, scores = self.own, self.models, self.scores
@@ -139,6 +143,8 @@ class AggregationInput:
                     or self.head_base.shape != (n,) or not is_finite(self.head_base)):
                 raise ValueError(f"head_base must be a finite float32 array of shape ({n},), "
                                  f"got {_describe(self.head_base)}")
+        if self.probe is not None and not callable(self.probe):
+            raise ValueError(f"probe must be callable, got {_describe(self.probe)}")
         if not isinstance(self.checked_rows, bool):
             raise ValueError(f"checked_rows must be a bool, got {_describe(self.checked_rows)}")
         if not self.checked_rows:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base, rule_uses_head
+from dfl_ray.defense import (
+    AggregationInput,
+    get_rule,
+    rule_uses_base,
+    rule_uses_head,
+    rule_uses_probe,
+)
 from dfl_ray.defense.momentum import check_momentum, momentum_step
 from dfl_ray.models.flat import ModelSpec
 from dfl_ray.node.params import NodeParams
@@ -59,8 +65,11 @@ class Aggregator:
     """
 
     def __init__(self, params: NodeParams, *, spec: ModelSpec, num_classes: int,
-                 initial: np.ndarray, keep_base: bool = False) -> None:
+                 initial: np.ndarray, keep_base: bool = False,
+                 probe: Callable[[np.ndarray], float] | None = None) -> None:
         self.params = params
+        # The validation-loss probe (Learner.loss), handed only to rules that call it.
+        self.probe = probe if rule_uses_probe(params.rule, params.rule_params) else None
         self.rule = get_rule(params.rule)
         self.rule_uses_base = rule_uses_base(params.rule, params.rule_params)
         self.keeps_base = self.rule_uses_base or keep_base
@@ -100,6 +109,7 @@ class Aggregator:
             head_base=self.round_head,
             # Every buffered row passed check_payload (finiteness included) on receipt.
             checked_rows=True,
+            probe=self.probe,
         )
         result = self.rule(inp, self.params.rule_params)
         model = result.model

@@ -10,12 +10,33 @@ from typing import Any
 import numpy as np
 import torch
 
+from dfl_ray.attacks import Backdoor, make_attack
 from dfl_ray.ledger import Genesis
 from dfl_ray.messages import LocalTransport, Message
 from dfl_ray.models.flat import as_tensor_readonly
 from dfl_ray.node.build import HostSetup, SharedData, build_nodes, node_identity, resolve_device
 from dfl_ray.node.memo import CheckMemo
 from dfl_ray.node.node import DFLNode
+
+
+class NodeEvaluation(float):
+    """A node's test accuracy (the float itself) with the backdoor's success rate on it.
+
+    `backdoor` is the share of triggered test images of the non-target classes the node's model
+    classifies as the backdoor's target, None when the run has no backdoor attacker. Being a
+    float, it passes unchanged through every caller that only wants the accuracy (the host
+    actors, `Network.evaluate`).
+    """
+
+    backdoor: float | None
+
+    def __new__(cls, accuracy: float, backdoor: float | None = None) -> NodeEvaluation:
+        out = super().__new__(cls, accuracy)
+        out.backdoor = backdoor
+        return out
+
+    def __reduce__(self) -> tuple[type, tuple[float, float | None]]:
+        return (NodeEvaluation, (float(self), self.backdoor))
 
 
 class NodeGroup:
@@ -51,6 +72,7 @@ class NodeGroup:
         self.lock = threading.Lock()
         self.incoming: deque[tuple[int, Message]] = deque()
         self.rounds_done: dict[int, int] = {}
+        self._triggered: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------ setup
 
@@ -118,12 +140,27 @@ class NodeGroup:
     # ------------------------------------------------------------ observe
 
     def evaluate(self) -> dict[int, float]:
-        """Each node's accuracy on the global test set."""
+        """Each node's accuracy on the global test set, as a `NodeEvaluation` that also carries
+        the backdoor's success rate on that node when the run's attack is a backdoor."""
+        triggered = self._triggered_test_set()
         with self.lock:
-            return {
-                n: node.evaluate(self.data.test_images, self.data.test_labels)
-                for n, node in self.nodes.items()
-            }
+            out: dict[int, float] = {}
+            for n, node in self.nodes.items():
+                accuracy = node.evaluate(self.data.test_images, self.data.test_labels)
+                backdoor = None if triggered is None else node.evaluate(*triggered)
+                out[n] = NodeEvaluation(accuracy, backdoor)
+            return out
+
+    def _triggered_test_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The backdoor's triggered test images (target classes left out) and target labels,
+        made once; None when the run's attack is not a backdoor."""
+        if self._triggered is None and self.config.attackers:
+            attack = make_attack(self.config.attack.kind, **dict(self.config.attack.params))
+            if isinstance(attack, Backdoor):
+                images, labels = attack.triggered_test_set(self.data.test_images.numpy(),
+                                                           self.data.test_labels.numpy())
+                self._triggered = (torch.from_numpy(images), torch.from_numpy(labels))
+        return self._triggered
 
     def stats(self) -> dict[int, dict[str, Any]]:
         with self.lock:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dfl_ray.models.flat import model_to_vector, vector_to_model
-from dfl_ray.models.training import evaluate, make_optimizer, train_steps
+from dfl_ray.models.training import evaluate, make_optimizer, to_input, train_steps
 from dfl_ray.node.params import NodeData, NodeParams
 
 Poison = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -76,6 +76,17 @@ class Learner:
         vector_to_model(vec, self.scorer)
         return evaluate(self.scorer, self.data.val_images, self.data.val_labels, batch_size=256,
                         device=self.device)
+
+    def loss(self, vec: np.ndarray) -> float:
+        """Mean cross-entropy of the model `vec` on this node's validation split: the probe
+        rules call to test a candidate against data no sender has seen (finer than accuracy
+        on a split of a few dozen images)."""
+        vector_to_model(vec, self.scorer)
+        self.scorer.eval()
+        with torch.no_grad():
+            x = to_input(self.data.val_images, self.device)
+            y = self.data.val_labels.to(self.device)
+            return float(nn.functional.cross_entropy(self.scorer(x), y))
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Accuracy of the own model on a test set (metrics only, not protocol work)."""

@@ -99,7 +99,8 @@ class DFLNode:
         self.data = data
         self.learner = Learner(params, model=model, data=data, initial=initial, scorer=scorer)
         self.aggregator = Aggregator(params, spec=spec, num_classes=data.num_classes,
-                                     initial=initial, keep_base=attack is not None)
+                                     initial=initial, keep_base=attack is not None,
+                                     probe=self.learner.loss)
         self.transport = transport
         # Read-only, so one table can serve every node of a process: a copy per node would
         # cost memory quadratic in the network size.
@@ -425,6 +426,14 @@ class DFLNode:
             creators = sorted(self.buffer)  # a fixed order keeps sync runs deterministic
             for creator in creators:
                 self.staleness[max(0, self.seq - self.buffer[creator].seq)] += 1
+            if max_staleness is not None and self._lags(creators, max_staleness):
+                # This node is the stale one (a straggler): its round start is older than the
+                # models it received by more than the bound, so the rule reads their updates
+                # against their coordinate-wise median, a stand-in for the round start they
+                # share (robust while fewer than half of them are an attacker's).
+                rows = np.stack([self.buffer[c].vec for c in creators])
+                self.aggregator.start_round(np.median(rows, axis=0).astype(np.float32))
+                self.counters["rebased"] += 1
             if self.attack is not None and self.attack.observes:
                 self._observe(creators)
             result = self.aggregator.aggregate(
@@ -438,6 +447,11 @@ class DFLNode:
             self.counters["accepted_models"] += int(np.count_nonzero(result.weights))
             self.counters["offered_models"] += len(creators)
         return True
+
+    def _lags(self, creators: list[bytes], max_staleness: int) -> bool:
+        """Whether the median buffered model is more than `max_staleness` rounds ahead of us."""
+        seqs = sorted(self.buffer[c].seq for c in creators)
+        return seqs[len(seqs) // 2] - self.seq > max_staleness
 
     def _observe(self, creators: list[bytes]) -> None:
         """Keep the updates of the buffered honest models, for an attacker that observes."""

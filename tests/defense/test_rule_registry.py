@@ -22,7 +22,9 @@ def sample_input(k: int, seed: int = 11) -> AggregationInput:
     models.flags.writeable = False
     senders = tuple(f"{i:040x}" for i in range(k))
     scores = rng.uniform(0.5, 1.0, k)
-    return AggregationInput(own, 0.8, models, senders, scores, {senders[0]: 0.5, "gone": 0.2})
+    # base: the round-start model, for rules that read updates (dfl_shield); the others ignore it.
+    return AggregationInput(own, 0.8, models, senders, scores, {senders[0]: 0.5, "gone": 0.2},
+                            base=base)
 
 
 def test_registry_holds_every_rule() -> None:
@@ -102,7 +104,8 @@ def test_rule_returns_fresh_well_formed_result(name: str, k: int) -> None:
 def test_rule_keeps_own_model_when_all_agree(name: str) -> None:
     own = np.array([0.5, -1.0, 2.0], np.float32)
     models = np.tile(own, (3, 1))
-    inp = AggregationInput(own, 0.9, models, ("a", "b", "c"), np.full(3, 0.9), {})
+    inp = AggregationInput(own, 0.9, models, ("a", "b", "c"), np.full(3, 0.9), {},
+                           base=own - np.float32(0.1))
     out = get_rule(name)(inp, {})
     np.testing.assert_allclose(out.model, own, rtol=1e-6)
 
@@ -158,7 +161,7 @@ def test_rule_reads_models_from_an_earlier_stack(name: str) -> None:
     expected = get_rule(name)(inp, {})
     stacked = stack_candidates(inp.own, inp.rows)
     held = AggregationInput(inp.own, inp.own_score, stacked[1:], inp.senders, inp.scores,
-                            inp.reputations)
+                            inp.reputations, base=inp.base)
     out = get_rule(name)(held, {})
     np.testing.assert_array_equal(out.model, expected.model)
     np.testing.assert_array_equal(stacked[1:], inp.matrix)

@@ -10,8 +10,9 @@ from dfl_ray.attacks import ATTACK_KINDS, Attack, attack_params, make_attack
 D = 2000
 NUM_CLASSES = 10
 MODEL_KINDS = ("random_model", "random_model_by_turn", "minus_uniform", "free_rider",
-               "sign_flip", "scaled_update", "gaussian_noise", "alie", "ipm")
-DATA_KINDS = ("label_shuffle", "label_shift", "blank_images")
+               "sign_flip", "scaled_update", "gaussian_noise", "alie", "ipm", "min_max",
+               "min_sum", "mimic", "gate_edge", "shield_edge")
+DATA_KINDS = ("label_shuffle", "label_shift", "blank_images", "backdoor")
 
 
 def batch(seed: int = 0, shape: tuple[int, ...] = (16, 28, 28)) -> tuple[np.ndarray, np.ndarray]:
@@ -173,10 +174,10 @@ def test_attack_params_list_defaults() -> None:
 
 
 def test_invalid_attack_kind_lists_valid_kinds() -> None:
-    with pytest.raises(ValueError, match="unknown attack kind 'backdoor'.*'sign_flip'"):
-        make_attack("backdoor")
+    with pytest.raises(ValueError, match="unknown attack kind 'trojan'.*'sign_flip'"):
+        make_attack("trojan")
     with pytest.raises(ValueError, match="unknown attack kind"):
-        attack_params("backdoor")
+        attack_params("trojan")
 
 
 def test_invalid_attack_param_is_named() -> None:

@@ -1,0 +1,358 @@
+"""The asynchronous schedule of one process: its nodes train, publish, receive, aggregate and seal
+on their own, as the original DFL ran (spec section 5), with stragglers if asked.
+
+Plain Python (no Ray inside): `NodeHost` runs a `GossipLoop` in a thread of its actor and sends
+what the loop hands it to the other host actors; tests join two loops directly and step them by
+hand. One thread alone touches the nodes (the loop's); other threads hand it messages (`push`)
+and requests (`call`), so the node classes need no locks.
+
+Pacing. Left free, nodes run their rounds as fast as their shards allow. A local round is an
+epoch of the node's shard, and Dirichlet shards differ many times over in size, so the small
+ones finish their rounds while the large ones have run a few: the models they exchange are built
+on bases many rounds apart, the defense (which compares models with the receiver's own) rejects
+most of them, and accuracy stays far below the sync schedule's (docs/results.md). So a node
+starts its next local round only once the peers it waits for have published the round it has
+just published, less `slack` rounds: bounded staleness (Ho et al., "More Effective Distributed
+ML via a Stale Synchronous Parallel Parameter Server", NeurIPS 2013), decided by each node from
+what it has received, with no barrier and no coordinator. It does not wait for stragglers: a
+late peer is waited for while it publishes a round at least every `patience` typical rounds (the
+median of the peers' periods: the pace of the slowest peer still waited for), so a peer that is
+only slower, or held up a moment by its machine, keeps the pace it sets; one that has published
+nothing for that long is a straggler, not waited for until it catches up. A node whose peers
+have mostly stalled waits for them: the median sets the pace.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, TypeVar
+
+from dfl_ray.messages import Message
+from dfl_ray.node.group import NodeGroup
+from dfl_ray.node.node import DFLNode
+
+Batch = list[tuple[int, Message]]
+"""(destination node id, message) pairs."""
+
+
+T = TypeVar("T")
+
+
+class Phase(Enum):
+    TRAIN = "train"
+    """Next: a local round (train, then publish or hold)."""
+    HOLD = "hold"
+    """A straggler's trained model waits until `hold_until`, then is published."""
+    WAIT = "wait"
+    """Published; waits for its peers' models of that round, then aggregates."""
+    FINISHED = "finished"
+    """Its rounds are run; it answers its peers and aggregates full buffers until stopped."""
+
+
+@dataclass
+class NodeState:
+    """Where one node stands in its own loop, kept apart from its protocol state (`DFLNode`).
+
+    A straggler (`slowdown` k > 1) makes each local round take k times its compute: after
+    training it holds its new model for (k - 1) x the seconds the training took before it
+    publishes it. While it holds it still receives, scores, issues receipts and endorses, but
+    does not aggregate: its models reach its peers built on a model k rounds old.
+    """
+
+    node_id: int
+    rounds: int
+    """Local rounds to run."""
+    slowdown: float = 1.0
+    phase: Phase = Phase.TRAIN
+    done: int = 0
+    """Local rounds published."""
+    round_start: float = 0.0
+    """Loop-clock time its current local round began."""
+    compute_s: float = 0.0
+    """Seconds its last local training took."""
+    published_at: float = 0.0
+    """Loop-clock time of its last publication."""
+    hold_until: float | None = None
+    quorum_at: float | None = None
+    """When half of the peers it waits for had published its current round (WAIT)."""
+    deadline: float | None = None
+    """When it stops waiting for the peers still missing (WAIT, once `quorum_at` is known)."""
+    stragglers: set[bytes] = field(default_factory=set)
+    """Peers it does not wait for, until they catch up."""
+    heard: dict[bytes, tuple[int, float]] = field(default_factory=dict)
+    """Each peer's latest round and when this node first saw it (loop clock)."""
+    periods: dict[bytes, float] = field(default_factory=dict)
+    """Each peer's seconds per round between the last two of its rounds seen."""
+    waited_s: float = 0.0
+    """Seconds spent in WAIT in total."""
+    gave_up: int = 0
+    """Waits ended by patience (peers marked as stragglers)."""
+    short: int = 0
+    """Waits ended with fewer than `buffer_size` models buffered: no aggregation."""
+
+
+class GossipLoop:
+    """Runs the nodes of one `NodeGroup` on their own until stopped.
+
+    Each pass (`step`) answers the requests waiting (evaluation, statistics), hands every
+    received message to its node, moves each node on (a held model published, a wait ended by
+    its peers' models and followed by an aggregation once the buffer holds `buffer_size`
+    models), lets every node propose a block once it can, then runs one local round of the node
+    furthest behind. Messages for nodes of other processes go to `send`. A node that has run
+    its rounds keeps answering its peers, and aggregates whenever its buffer fills, until the
+    loop stops; `wind_down` ends the rounds of the nodes still running (stragglers).
+
+    `slack` < 0 turns the pacing off: a node aggregates whenever its buffer is full between its
+    rounds and never waits (the original's free-running schedule).
+    """
+
+    def __init__(self, group: NodeGroup, *, rounds: int, send: Callable[[Batch], None],
+                 slowdown: Mapping[int, float] | None = None, max_staleness: int | None = None,
+                 slack: int = 0, patience: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.group = group
+        self.send = send
+        self.max_staleness = max_staleness
+        self.slack = slack
+        self.patience = patience
+        self.clock = clock
+        slow = slowdown or {}
+        self.states = {n: NodeState(n, rounds, float(slow.get(n, 1.0))) for n in group.nodes}
+        # The peers each node waits for: its direct peers, and every creator it has heard from.
+        self._keys = {n: {k for k, i in node.directory.items() if i in node.params.peers}
+                      for n, node in group.nodes.items()}
+        self._sealed_at: dict[int, tuple[int, int, bool]] = {}
+        self.handled = 0
+        """Received batches handed to the nodes so far."""
+        self.idle = False
+        """True while the loop waits with nothing to do (read by other threads)."""
+        self._cond = threading.Condition()
+        self._inbox: deque[Batch] = deque()
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._winding_down = False
+        self._stopping = False
+        self._thread: int | None = None
+
+    # ------------------------------------------------------------ any thread
+
+    def push(self, batch: Batch) -> None:
+        """Messages from another process, handled by the loop in the order pushed."""
+        with self._cond:
+            self._inbox.append(batch)
+            self._cond.notify()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """`fn()` run by the loop between two passes (directly when the loop is not running)."""
+        with self._cond:
+            direct = self._thread is None or self._thread == threading.get_ident()
+            if not direct:
+                future: Future[T] = Future()
+                self._calls.append((fn, future))
+                self._cond.notify()
+        return fn() if direct else future.result()
+
+    def wind_down(self) -> None:
+        """No more local rounds: held models are published and every node finishes."""
+        with self._cond:
+            self._winding_down = True
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    def progress(self) -> dict[int, dict[str, Any]]:
+        """Each node's rounds published, phase, and seconds waited for its peers."""
+        return {n: {"rounds": s.done, "finished": s.phase is Phase.FINISHED,
+                    "waited_s": s.waited_s, "stragglers": len(s.stragglers),
+                    "gave_up": s.gave_up, "short": s.short}
+                for n, s in self.states.items()}
+
+    # ------------------------------------------------------------ the loop's thread
+
+    def run(self) -> None:
+        """Run passes until `stop`, waiting while there is nothing to do; from one thread only."""
+        with self._cond:
+            self._thread = threading.get_ident()
+        try:
+            while True:
+                with self._cond:
+                    if self._stopping:
+                        return
+                if not self.step():
+                    self._wait()
+        finally:
+            with self._cond:
+                self._thread = None
+                calls = list(self._calls)
+                self._calls.clear()
+            self._answer(calls)  # requests that came in as the loop ended
+
+    def step(self) -> bool:
+        """One pass; returns whether there was anything to do."""
+        with self._cond:
+            calls = list(self._calls)
+            self._calls.clear()
+            batches = list(self._inbox)
+            self._inbox.clear()
+            winding_down = self._winding_down
+        self._answer(calls)
+        if batches:
+            self._deliver([m for batch in batches for m in batch])
+            self.handled += len(batches)
+        moved = self._advance(winding_down)
+        if batches or moved:
+            self._settle()
+        trained = False
+        if not winding_down:
+            ready = [s for s in self.states.values() if s.phase is Phase.TRAIN]
+            if ready:
+                self._local_round(min(ready, key=lambda s: (s.done, s.node_id)))
+                trained = True
+        return bool(calls or batches or moved or trained)
+
+    def _answer(self, calls: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+        for fn, future in calls:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # the caller gets it; the loop goes on
+                future.set_exception(exc)
+
+    def _advance(self, winding_down: bool) -> bool:
+        """Publish held models that are due, end waits that may end; returns whether any did."""
+        moved = False
+        now = self.clock()
+        for state in self.states.values():
+            node = self.group.nodes[state.node_id]
+            if state.phase is Phase.HOLD and state.hold_until is not None and (
+                    winding_down or now >= state.hold_until):
+                self._publish(state, node)
+                moved = True
+            if state.phase is Phase.TRAIN and winding_down:
+                state.phase = Phase.FINISHED
+                moved = True
+            if state.phase is Phase.WAIT and (winding_down or self._peers_in(state, node, now)):
+                state.waited_s += now - state.published_at
+                if not node.aggregate(self.max_staleness):
+                    state.short += 1
+                finished = winding_down or state.done >= state.rounds
+                state.phase = Phase.FINISHED if finished else Phase.TRAIN
+                state.quorum_at = state.deadline = None
+                moved = True
+        return moved
+
+    def _hear(self) -> None:
+        """Note when each node first sees each peer's newer rounds, and their periods."""
+        now = self.clock()
+        for n, node in self.group.nodes.items():
+            heard, periods = self.states[n].heard, self.states[n].periods
+            for key, seq in node.last_seq.items():
+                last = heard.get(key)
+                if last is None or seq > last[0]:
+                    if last is not None:
+                        periods[key] = (now - last[1]) / (seq - last[0])
+                    heard[key] = (seq, now)
+
+    def _peers_in(self, state: NodeState, node: DFLNode, now: float) -> bool:
+        """Whether the node may stop waiting: its peers published its last round, less slack,
+        but for stragglers; updates who counts as one."""
+        if self.slack < 0:
+            return True
+        keys = self._keys[state.node_id] | node.last_seq.keys()
+        need = node.seq - self.slack
+        fresh = {k for k in keys if node.last_seq.get(k, -1) >= need}
+        # The typical round: the median of the peers' periods once most are known (in step,
+        # the pace of the slowest peer waited for); before, how long the median peer took this
+        # round (or the own training, if longer).
+        periods = [state.periods[k] for k in keys if k in state.periods]
+        if state.quorum_at is None and 2 * len(fresh) >= len(keys):
+            state.quorum_at = now
+        if 2 * len(periods) > len(keys):
+            typical: float | None = float(statistics.median(periods))
+        elif state.quorum_at is not None:
+            typical = max(state.compute_s, state.quorum_at - state.round_start)
+        else:
+            typical = None
+        state.stragglers -= fresh  # caught up
+        late = keys - fresh - state.stragglers
+        state.deadline = None
+        if not late:
+            return True
+        if typical is None:
+            return False
+        # A late peer is waited for while it publishes a round at least every `patience`
+        # typical rounds; one that has published nothing for that long is a straggler.
+        deadlines = {k: max(state.round_start, state.heard[k][1] if k in state.heard else 0.0)
+                     + self.patience * typical for k in late}
+        missed = {k for k, t in deadlines.items() if now >= t}
+        if missed:
+            state.stragglers |= missed
+            state.gave_up += 1
+        if missed == late:
+            return True
+        state.deadline = min(t for k, t in deadlines.items() if k not in missed)
+        return False
+
+    def _local_round(self, state: NodeState) -> None:
+        node = self.group.nodes[state.node_id]
+        state.round_start = self.clock()
+        node.train()
+        state.compute_s = self.clock() - state.round_start
+        if state.slowdown > 1.0:
+            state.phase = Phase.HOLD
+            state.hold_until = self.clock() + (state.slowdown - 1.0) * state.compute_s
+        else:
+            self._publish(state, node)
+            self._settle()
+
+    def _publish(self, state: NodeState, node: DFLNode) -> None:
+        node.publish()
+        self.group.transport.flush()
+        state.done += 1
+        self.group.rounds_done[state.node_id] = state.done
+        state.phase, state.hold_until, state.published_at = Phase.WAIT, None, self.clock()
+        self._deliver([])
+
+    def _settle(self) -> None:
+        """Finished nodes aggregate full buffers; every node proposes a block if it can."""
+        for n, node in self.group.nodes.items():
+            if self.states[n].phase is Phase.FINISHED:
+                node.aggregate(self.max_staleness)
+            # A block needs a new own transaction or receipt, or the last candidate stored,
+            # since the last attempt; skipping the others saves a store query each.
+            key = (node.counters["published"], node.counters["receipts"], node.candidate is None)
+            if self._sealed_at.get(n) != key:
+                self._sealed_at[n] = key
+                node.seal_block()
+        self._deliver([])  # endorsement requests between nodes of this process
+
+    def _deliver(self, messages: Batch) -> None:
+        out = self.group.deliver(messages)
+        if out:
+            self.send(out)
+        self._hear()
+
+    def _wait(self) -> None:
+        """Sleep until a message, a request, a hold's or a wait's end, or the stop."""
+        with self._cond:
+            if self._inbox or self._calls or self._stopping:
+                return
+            times = [t for s in self.states.values() for t in (s.hold_until, s.deadline)
+                     if t is not None]
+            if self._winding_down and any(s.phase is not Phase.FINISHED
+                                          for s in self.states.values()):
+                return  # step() finishes them
+            timeout = max(0.0, min(times) - self.clock()) if times else None
+            self.idle = all(s.phase is Phase.FINISHED for s in self.states.values())
+            try:
+                self._cond.wait(timeout)
+            finally:
+                self.idle = False

@@ -1,0 +1,125 @@
+"""White-box attacks against this project's own default defenses: the attacker knows the rule
+and its parameters and crafts the largest damage that still passes every test the rule makes.
+
+`GateEdge` targets dfl_guard (`dfl_ray.defense.guard`): it keeps the output layer as honestly
+trained, so the reversal test (the output layer's update skew) passes, and replaces every other
+coordinate by the honest mean update pushed against its own direction, sized so that its
+distance to an honest receiver lies just inside the gate radius, gate x the median distance the
+receiver sees. It is the adaptive-attack recipe of Tramer et al. ("On Adaptive Attacks to
+Adversarial Example Defenses", NeurIPS 2020) applied to a Byzantine-robust rule, as Shejwalkar
+and Houmansadr (NDSS 2021) and Fang et al. ("Local Model Poisoning Attacks to Byzantine-Robust
+Federated Learning", USENIX Security 2020) do for Krum and trimmed mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from dfl_ray.attacks.base import Attack, check_positive
+
+
+@dataclass(frozen=True)
+class GateEdge(Attack):
+    """Publish base + mean(u) - s * mean(u) / ||mean(u)|| off the output layer, the trained
+    output layer on it.
+
+    u are the honest updates observed (see `dfl_ray.attacks.base`). The attacker estimates the
+    distance D a receiver's gate is set from as the median distance between two honest models
+    it observed, and picks s so that the published model lies about `fraction` x `gate` x D
+    from an honest model: s^2 = (fraction gate D)^2 - mean ||u_i - mean(u)||^2. `keep_last`
+    is the size of the output layer left as trained (LeNet: 5,010 = 500 x 10 weights + 10
+    biases). Without observations yet, the attacker's own update stands in for them.
+    """
+
+    name: ClassVar[str] = "gate_edge"
+    observes: ClassVar[bool] = True
+    gate: float = 3.0
+    """The gate of the defense attacked (dfl_guard's default 3)."""
+    fraction: float = 0.95
+    """Where inside the gate radius to sit: 0.95 just inside, 0.5 at half (never clipped)."""
+    keep_last: int = 5010
+    """Trailing coordinates published as trained (the output layer)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive("gate", self.gate)
+        check_positive("fraction", self.fraction)
+        if (isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int | np.integer)
+                or self.keep_last < 0):
+            raise ValueError(f"keep_last must be an integer >= 0, got {self.keep_last!r}")
+
+    def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
+                 turn: int, observed: np.ndarray | None) -> np.ndarray:
+        body = trained.size - min(int(self.keep_last), trained.size)
+        own = (trained - base)[:body].astype(np.float64)
+        if observed is None or len(observed) == 0:
+            u = own[None, :]
+        else:
+            u = np.asarray(observed[:, :body], dtype=np.float64)
+        mean = u.mean(axis=0)
+        norm = float(np.linalg.norm(mean))
+        out = trained.copy()
+        if norm == 0.0 or body == 0:
+            return out
+        spread = float(np.mean(((u - mean) ** 2).sum(axis=1)))
+        if len(u) >= 2:
+            sq = (u * u).sum(axis=1)
+            pair = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (u @ u.T), 0.0)
+            gate_d = float(np.median(np.sqrt(pair[np.triu_indices(len(u), 1)])))
+        else:  # one update: two honest models differ by about sqrt(2) update norms
+            gate_d = float(np.sqrt(2.0)) * float(np.linalg.norm(own))
+        reach = float(self.fraction) * float(self.gate) * gate_d
+        s = float(np.sqrt(max(reach * reach - spread, 0.0)))
+        out[:body] = (base[:body] + mean - (s / norm) * mean).astype(np.float32)
+        return out
+
+
+@dataclass(frozen=True)
+class ShieldEdge(Attack):
+    """Publish base - t * mean(u) / ||mean(u)|| off the output layer, the trained output layer
+    on it: white-box against dfl_shield (`dfl_ray.defense.shield`).
+
+    dfl_shield clips every update to `clip` x the median update norm r and gates at a larger
+    multiple, so the attacker sizes its update to t = `fraction` x `clip` x r, r estimated as
+    the median norm of the honest updates it observed and its own: never clipped, never gated,
+    pointing straight against the honest mean. It cannot run the shield's validation probe,
+    which needs data it does not hold; that test is what is left to stop it.
+    """
+
+    name: ClassVar[str] = "shield_edge"
+    observes: ClassVar[bool] = True
+    clip: float = 2.0
+    """The clip of the defense attacked (dfl_shield's default 2)."""
+    fraction: float = 0.95
+    """Where inside the clip radius to sit."""
+    keep_last: int = 5010
+    """Trailing coordinates published as trained (the output layer)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive("clip", self.clip)
+        check_positive("fraction", self.fraction)
+        if (isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int | np.integer)
+                or self.keep_last < 0):
+            raise ValueError(f"keep_last must be an integer >= 0, got {self.keep_last!r}")
+
+    def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
+                 turn: int, observed: np.ndarray | None) -> np.ndarray:
+        body = trained.size - min(int(self.keep_last), trained.size)
+        own = (trained - base).astype(np.float64)
+        u = own[None, :] if observed is None or len(observed) == 0 else np.vstack(
+            [np.asarray(observed, dtype=np.float64), own[None, :]])
+        mean = u[:, :body].mean(axis=0)
+        norm = float(np.linalg.norm(mean))
+        out = trained.copy()
+        if norm == 0.0 or body == 0:
+            return out
+        reach = float(self.fraction) * float(self.clip) * float(np.median(np.linalg.norm(u, axis=1)))
+        # The head stays as trained, so the body gets what is left of the reach.
+        head = float(np.linalg.norm(own[body:]))
+        t = float(np.sqrt(max(reach * reach - head * head, 0.0)))
+        out[:body] = (base[:body] - (t / norm) * mean).astype(np.float32)
+        return out

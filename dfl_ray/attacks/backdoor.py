@@ -1,0 +1,81 @@
+"""Backdoor: images carrying a small pixel trigger are taught to be one target class.
+
+Bagdasaryan et al., "How To Backdoor Federated Learning", AISTATS 2020 (model replacement when
+`scale` > 1) and Sun et al., "Can You Really Backdoor Federated Learning?", arXiv 1911.07963, 2019
+(the pixel-pattern trigger; norm bounds and small noise as the defense). The attacker trains on
+batches in which a `fraction` of the images carry the trigger (a bright `size` x `size` square
+one pixel in from the bottom-right corner, where MNIST digits never reach) and are relabelled
+`target`; the rest stay clean, so the model keeps its accuracy and the backdoor hides in it.
+`backdoor_success` is what the evaluation reports: the share of triggered test images of the
+other classes that the model classifies as the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from dfl_ray.attacks.base import Attack, check_batch, check_positive
+
+
+def stamp_trigger(images: np.ndarray, size: int) -> np.ndarray:
+    """A copy of images ([b, H, W] or [b, C, H, W]) with the trigger at full brightness."""
+    out = np.array(images, copy=True)
+    bright = np.iinfo(out.dtype).max if np.issubdtype(out.dtype, np.integer) else 1.0
+    out[..., -1 - size:-1, -1 - size:-1] = bright
+    return out
+
+
+@dataclass(frozen=True)
+class Backdoor(Attack):
+    """Train with a pixel trigger relabelled `target`; publish base + scale * (trained - base)."""
+
+    name: ClassVar[str] = "backdoor"
+    poisons_data: ClassVar[bool] = True
+    target: int = 0
+    """The class triggered images are taught to be."""
+    size: int = 3
+    """Side of the square trigger, in pixels."""
+    fraction: float = 0.5
+    """Share of each training batch that carries the trigger."""
+    scale: float = 1.0
+    """Boost of the published update (1: unscaled; Bagdasaryan et al. use about n / attackers)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("target", "size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < (
+                    1 if name == "size" else 0):
+                raise ValueError(f"{name} must be an integer >= {1 if name == 'size' else 0}, "
+                                 f"got {value!r}")
+        check_positive("fraction", self.fraction)
+        if self.fraction > 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction!r}")
+        check_positive("scale", self.scale)
+
+    def poison_batch(self, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                     num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        check_batch(images, labels, num_classes)
+        if self.target >= num_classes:
+            raise ValueError(f"target {self.target} is not one of the {num_classes} classes")
+        chosen = rng.random(len(labels)) < float(self.fraction)
+        images, labels = np.array(images, copy=True), np.array(labels, copy=True)
+        images[chosen] = stamp_trigger(images[chosen], int(self.size))
+        labels[chosen] = int(self.target)
+        return images, labels
+
+    def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
+                 turn: int, observed: np.ndarray | None) -> np.ndarray:
+        if float(self.scale) == 1.0:
+            return trained.copy()
+        return base + np.float32(self.scale) * (trained - base)
+
+    def triggered_test_set(self, images: np.ndarray,
+                           labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The test images of every class but the target, triggered, and their target labels."""
+        keep = np.asarray(labels) != int(self.target)
+        triggered = stamp_trigger(np.asarray(images)[keep], int(self.size))
+        return triggered, np.full(int(keep.sum()), int(self.target), dtype=np.int64)

@@ -1,0 +1,256 @@
+"""The attack matrix: honest accuracy and backdoor success for attacks x defenses x partitions x seeds.
+
+    python experiments/attack_matrix.py --data-dir ../shared/data --out runs/matrix \
+        --attacks none gate_edge backdoor min_max --defenses dfl_guard dfl_shield \
+        --partitions dirichlet0.1 labels2 --seeds 0 1 2 --parallel 2 --write-results
+
+Each trial is one full run of the main job (10 nodes on dfl10, 3 attackers, 40 sync rounds)
+in its own run folder under --out; trials run as Ray tasks, --parallel at a time (1: one after
+the other), each with its host actors sized to its share of the CPUs. For every (partition,
+defense, seed) the same run with the attackers and their shards taken out of the network
+("removed") is run too: a cell is judged against the removed run of the same seed, not against
+a fixed figure, because some seeds give the attackers most of a digit's images (Dirichlet(0.1)
+seed 2; docs/results.md, "Attack matrix"). The targets, per cell: honest mean >= 0.93 and at
+most 0.01 below the removed run of the same seed, backdoor success <= 5 %.
+
+Writes matrix.json (every trial's summary, accumulated across invocations), matrix.md (mean and
+worst over seeds of the honest mean, its gap to the removed run, and the backdoor success) and
+matrix.png (a heatmap of the worst gap), and with --write-results the table into
+docs/results.md (section attack_matrix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from dfl_ray.config import config_from_dict
+from dfl_ray.results import add_results_argument, record_output
+from dfl_ray.runner import run_experiment
+
+PARTITIONS: dict[str, dict[str, Any]] = {
+    "iid": {"partition": "iid"},
+    "dirichlet0.1": {"partition": "dirichlet", "alpha": 0.1},
+    "labels2": {"partition": "labels_per_node", "labels_per_node": 2},
+}
+# The suite: attack name -> (kind, params). Three attackers in every cell but "none".
+ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
+    "none": ("none", {}),
+    "random_model": ("random_model", {}),
+    "sign_flip": ("sign_flip", {}),
+    "sign_flip_layer_kept": ("sign_flip", {"keep_last": 5010}),
+    "alie": ("alie", {}),
+    "ipm": ("ipm", {}),
+    "min_max": ("min_max", {}),
+    "min_sum": ("min_sum", {}),
+    "mimic": ("mimic", {}),
+    "gate_edge": ("gate_edge", {}),
+    "gate_edge_half": ("gate_edge", {"fraction": 0.5}),
+    "shield_edge": ("shield_edge", {}),
+    "backdoor": ("backdoor", {}),
+    "backdoor_scaled": ("backdoor", {"scale": 3.0}),
+}
+DEFENSES = ("dfl_guard", "dfl_shield", "half_fedavg", "median", "trimmed_mean",
+            "centered_clipping", "multi_krum", "dfl_trust")
+MALICIOUS = 3
+NODES = 10
+
+
+def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str, seed: int,
+                 cpus_per_host: float) -> dict[str, Any]:
+    """The config of one trial; attack "removed" is the honest nodes alone."""
+    name = f"{part}__{attack}__{defense}__s{seed}"
+    removed = attack == "removed"
+    kind, params = ("none", {}) if removed else ATTACKS[attack]
+    return {
+        "experiment": {"name": name, "out": str(args.out), "rounds": args.rounds,
+                       "eval_every": args.eval_every, "seed": seed, "overwrite": True,
+                       "progress": False},
+        "data": {"data_dir": args.data_dir, **PARTITIONS[part]},
+        "attack": {"kind": kind, "malicious": 0 if kind == "none" else MALICIOUS,
+                   "params": dict(params)},
+        "topology": {"absent": list(range(NODES - MALICIOUS, NODES)) if removed else []},
+        "defense": defense_section(defense),
+        "runtime": {"hosts": args.hosts, "cpus_per_host": cpus_per_host},
+    }
+
+
+def defense_section(defense: str) -> dict[str, Any]:
+    """`rule` or `rule:name=value,...` (a rule with parameters) as a config defense section."""
+    rule, _, params = defense.partition(":")
+    values = {}
+    for item in filter(None, params.split(",")):
+        key, _, value = item.partition("=")
+        values[key] = float(value)
+    return {"rule": rule, "params": values}
+
+
+def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
+    """One trial, in whatever process runs it (a Ray task or the driver)."""
+    return run_experiment(config_from_dict(dict(config)), quiet=True)
+
+
+def trials(args: argparse.Namespace) -> list[tuple[str, str, str, int]]:
+    out = []
+    for part in args.partitions:
+        for seed in args.seeds:
+            for defense in args.defenses:
+                for attack in [*args.attacks, *([] if args.no_removed else ["removed"])]:
+                    out.append((part, attack, defense, seed))
+    return out
+
+
+def summarize(results: Mapping[str, Any], args: argparse.Namespace) -> tuple[str, list[Any]]:
+    """The markdown table and the heatmap's rows (row label, defense, worst gap)."""
+    lines = ["| partition | attack | defense | honest mean (mean / worst over seeds) | "
+             "gap to removed, same seed (mean / worst) | backdoor success (mean / worst) | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    heat: list[Any] = []
+    for part in args.partitions:
+        for attack in [*args.attacks, "removed"]:
+            for defense in args.defenses:
+                accs, gaps, bds, seeds = [], [], [], []
+                for seed in args.seeds:
+                    s = results.get(f"{part}__{attack}__{defense}__s{seed}")
+                    if s is None:
+                        continue
+                    seeds.append(seed)
+                    accs.append(s["honest_accuracy_final"])
+                    removed = results.get(f"{part}__removed__{defense}__s{seed}")
+                    if removed is not None and attack != "removed":
+                        gaps.append(s["honest_accuracy_final"] - removed["honest_accuracy_final"])
+                    if s.get("backdoor_success") is not None:
+                        bds.append(s["backdoor_success"])
+                if not accs:
+                    continue
+                gap = f"{np.mean(gaps):+.3f} / {min(gaps):+.3f}" if gaps else "-"
+                bd = f"{np.mean(bds):.3f} / {max(bds):.3f}" if bds else "-"
+                lines.append(f"| {part} | {attack} | {defense} | {np.mean(accs):.3f} / "
+                             f"{min(accs):.3f} | {gap} | {bd} | {','.join(map(str, seeds))} |")
+                if gaps:
+                    heat.append((f"{part} {attack}", defense, min(gaps)))
+    return "\n".join(lines), heat
+
+
+def plot(heat: list[Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(dict.fromkeys(h[0] for h in heat))
+    cols = list(dict.fromkeys(h[1] for h in heat))
+    grid = np.full((len(rows), len(cols)), np.nan)
+    for row, col, value in heat:
+        grid[rows.index(row), cols.index(col)] = value
+    fig, ax = plt.subplots(figsize=(max(6.0, 3.0 + 1.3 * len(cols)), 1.5 + 0.4 * len(rows)))
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=-0.2, vmax=0.01, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:+.3f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, label="gap")
+    ax.set_title("honest mean - attackers removed (same seed),\nworst over seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=None,
+                        help="data folder (default: $DFL_DATA_DIR, else the user cache folder)")
+    parser.add_argument("--out", type=Path, default=Path("runs/matrix"),
+                        help="folder for the run folders, matrix.json/.md/.png (default: runs/matrix)")
+    parser.add_argument("--rounds", type=int, default=40, help="sync rounds per trial (default: 40)")
+    parser.add_argument("--eval-every", type=int, default=10,
+                        help="evaluate every this many rounds (default: 10)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="seeds of every cell (default: 0 1 2)")
+    parser.add_argument("--hosts", type=int, default=2, help="host actors per trial (default: 2)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="trials at a time, as Ray tasks (default: 1, one after the other)")
+    parser.add_argument("--partitions", nargs="+", default=["dirichlet0.1", "labels2"],
+                        choices=list(PARTITIONS), help="partitions (default: dirichlet0.1 labels2)")
+    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS),
+                        help="attacks, three attackers each (default: the whole suite)")
+    parser.add_argument("--defenses", nargs="+", default=["dfl_guard", "dfl_shield"],
+                        help=f"defenses, each a rule ({', '.join(DEFENSES)}) or a rule with "
+                             "parameters, rule:name=value,... (default: dfl_guard dfl_shield)")
+    parser.add_argument("--no-removed", action="store_true", help="skip the attackers-removed runs")
+    parser.add_argument("--rerun", action="store_true", help="rerun trials already in matrix.json")
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing: tabulate the selected cells already in matrix.json")
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
+    if args.parallel < 1:
+        parser.error("--parallel must be >= 1")
+    for defense in args.defenses:
+        try:
+            config_from_dict({"defense": defense_section(defense)})
+        except ValueError as exc:
+            parser.error(f"--defenses {defense}: {exc}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    store = args.out / "matrix.json"
+    results: dict[str, Any] = json.loads(store.read_text()) if store.is_file() else {}
+    todo = [] if args.table_only else [
+        t for t in trials(args) if args.rerun or f"{t[0]}__{t[1]}__{t[2]}__s{t[3]}" not in results]
+    cpus = float(os.cpu_count() or 1)
+    cpus_per_host = max(cpus / (args.parallel * args.hosts), 0.01)
+
+    def keep(name: str, summary: dict[str, Any], seconds: float) -> None:
+        results[name] = summary
+        store.write_text(json.dumps(results, indent=1, sort_keys=True))
+        bd = summary.get("backdoor_success")
+        print(f"{name:50s} honest {summary['honest_accuracy_final']:.4f}"
+              + (f" backdoor {bd:.3f}" if bd is not None else "") + f" {seconds:.0f} s", flush=True)
+
+    if todo:
+        ray.init(include_dashboard=False, log_to_driver=False, num_cpus=int(cpus))
+    try:
+        remote = ray.remote(num_cpus=0)(run_trial)
+        pending: dict[Any, tuple[str, float]] = {}
+        queue = list(todo)
+        while queue or pending:
+            while queue and len(pending) < args.parallel:
+                part, attack, defense, seed = queue.pop(0)
+                cfg = trial_config(args, part, attack, defense, seed, cpus_per_host)
+                pending[remote.remote(cfg)] = (cfg["experiment"]["name"], time.perf_counter())
+            done, _ = ray.wait(list(pending), num_returns=1)
+            name, began = pending.pop(done[0])
+            keep(name, ray.get(done[0]), time.perf_counter() - began)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    table, heat = summarize(results, args)
+    (args.out / "matrix.md").write_text(table + "\n")
+    if heat:
+        plot(heat, args.out / "matrix.png")
+    print(table)
+    if args.write_results:
+        intro = (f"Honest-node mean final accuracy, 10 nodes on `dfl10`, {MALICIOUS} colluding "
+                 f"attackers (nodes 7-9), {args.rounds} sync rounds, seeds "
+                 f"{', '.join(map(str, args.seeds))}; every trial of {store}. Each cell is judged "
+                 "against the run with the attackers and their shards removed, same partition, "
+                 "defense and seed (\"gap\"): on some seeds the attackers' shards hold most of a "
+                 "digit, and no defense can learn it back (Dirichlet(0.1), seed 2: the honest "
+                 "nodes alone reached 0.863 with dfl_guard, measured on main before this "
+                 "matrix). The >= 0.93 target is judged together with that run. Targets: "
+                 "honest mean >= 0.93 and gap >= -0.01; backdoor success <= 0.05.")
+        print(f"wrote {record_output('attack_matrix', 'Attack matrix', intro + chr(10) * 2 + table, markdown=True)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Min-max, min-sum, mimic, gate edge and backdoor: each crafts what its paper says, from fixed inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dfl_ray.attacks import make_attack, stamp_trigger
+
+D = 3000
+
+
+def setting(seed: int = 0, k: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(trained, base, observed): honest updates that share a common direction plus noise."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal(D).astype(np.float32)
+    common = 0.02 * rng.standard_normal(D)
+    observed = (common + 0.01 * rng.standard_normal((k, D))).astype(np.float32)
+    trained = (base + common + 0.01 * rng.standard_normal(D)).astype(np.float32)
+    return trained, base, observed
+
+
+def published(kind: str, **params: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    trained, base, observed = setting()
+    out = make_attack(kind, **params).poison_model(trained, base, np.random.default_rng(0), 0,
+                                                   observed=observed)
+    u = np.vstack([observed, trained - base]).astype(np.float64)
+    return out, trained, base, u
+
+
+def sq_dists(u: np.ndarray, m: np.ndarray) -> np.ndarray:
+    return ((u - m) ** 2).sum(axis=1)
+
+
+def test_min_max_stays_within_the_largest_honest_distance_at_its_edge() -> None:
+    out, _, base, u = published("min_max")
+    m = out.astype(np.float64) - base
+    pair = np.array([sq_dists(u, row) for row in u])
+    assert sq_dists(u, m).max() <= pair.max() * (1 + 1e-4)
+    mean = u.mean(axis=0)
+    # against the honest mean, and as far as the bound allows (the search's tolerance)
+    assert float(m @ mean) < float(mean @ mean)
+    gamma = float(np.linalg.norm(m - mean))
+    farther = mean - (gamma + 1e-3) * mean / np.linalg.norm(mean)
+    assert sq_dists(u, farther).max() > pair.max()
+
+
+def test_min_sum_bounds_the_summed_distance() -> None:
+    out, _, base, u = published("min_sum")
+    m = out.astype(np.float64) - base
+    pair = np.array([sq_dists(u, row) for row in u])
+    assert sq_dists(u, m).sum() <= pair.sum(axis=1).max() * (1 + 1e-4)
+    assert float(m @ u.mean(axis=0)) < float(u.mean(axis=0) @ u.mean(axis=0))
+
+
+def test_mimic_copies_one_observed_honest_update() -> None:
+    trained, base, observed = setting()
+    out = make_attack("mimic").poison_model(trained, base, np.random.default_rng(0), 0,
+                                            observed=observed)
+    matches = [np.allclose(out, base + row, atol=1e-6) for row in observed]
+    assert sum(matches) == 1
+    # colluders with the same observations copy the same one, whatever their own training
+    other = make_attack("mimic").poison_model(base.copy(), base, np.random.default_rng(5), 3,
+                                              observed=observed)
+    np.testing.assert_array_equal(out, other)
+
+
+def test_gate_edge_keeps_the_output_layer_and_pushes_the_rest_against_the_mean() -> None:
+    out, trained, base, _ = published("gate_edge", keep_last=100, fraction=0.9)
+    _, _, observed = setting()
+    np.testing.assert_array_equal(out[-100:], trained[-100:])
+    body = (out[:-100] - base[:-100]).astype(np.float64)
+    mean = observed[:, :-100].astype(np.float64).mean(axis=0)
+    assert float(body @ mean) / (np.linalg.norm(body) * np.linalg.norm(mean)) < -0.9
+    # sized to about fraction x gate x the median honest distance from an honest model
+    honest = observed[:, :-100].astype(np.float64)
+    pair = [np.linalg.norm(a - b) for i, a in enumerate(honest) for b in honest[i + 1:]]
+    reach = np.median([np.linalg.norm(body - row) for row in honest])
+    assert reach == pytest.approx(0.9 * 3.0 * np.median(pair), rel=0.05)
+
+
+def test_gate_edge_scales_with_fraction() -> None:
+    near, _, base, _ = published("gate_edge", fraction=0.95, keep_last=0)
+    half, _, _, _ = published("gate_edge", fraction=0.5, keep_last=0)
+    assert np.linalg.norm(near - base) > 1.7 * np.linalg.norm(half - base)
+
+
+def test_backdoor_stamps_a_fraction_of_the_batch_and_relabels_it() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 100, size=(400, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=400).astype(np.int64)
+    attack = make_attack("backdoor", target=7, size=3, fraction=0.25)
+    out_images, out_labels = attack.poison_batch(images, labels, np.random.default_rng(1), 10)
+    stamped = (out_images[:, -4:-1, -4:-1] == 255).all(axis=(1, 2))
+    assert 0.15 < stamped.mean() < 0.35
+    assert (out_labels[stamped] == 7).all()
+    np.testing.assert_array_equal(out_labels[~stamped], labels[~stamped])
+    np.testing.assert_array_equal(out_images[~stamped], images[~stamped])
+    assert images.max() < 100  # the input is untouched
+
+
+def test_backdoor_scale_boosts_the_update_and_test_set_drops_the_target() -> None:
+    trained, base, _ = setting()
+    out = make_attack("backdoor", scale=4.0).poison_model(trained, base,
+                                                          np.random.default_rng(0), 0)
+    np.testing.assert_allclose(out - base, 4.0 * (trained - base), rtol=1e-4, atol=1e-5)
+    images = np.zeros((5, 1, 8, 8), dtype=np.float32)
+    labels = np.array([0, 1, 2, 0, 3])
+    x, y = make_attack("backdoor", target=0, size=2).triggered_test_set(images, labels)
+    assert x.shape == (3, 1, 8, 8) and y.tolist() == [0, 0, 0]
+    assert (x[..., -3:-1, -3:-1] == 1.0).all() and x.sum() == 3 * 4
+    np.testing.assert_array_equal(stamp_trigger(images, 2)[..., :-3, :], 0)
+
+
+@pytest.mark.parametrize(("kind", "params", "name"), [
+    ("min_max", {"gamma_init": 0.0}, "gamma_init"),
+    ("mimic", {"iterations": 0}, "iterations"),
+    ("gate_edge", {"fraction": -1.0}, "fraction"),
+    ("gate_edge", {"keep_last": -1}, "keep_last"),
+    ("backdoor", {"fraction": 1.5}, "fraction"),
+    ("backdoor", {"size": 0}, "size"),
+    ("backdoor", {"target": -1}, "target"),
+])
+def test_invalid_adaptive_attack_params(kind: str, params: dict[str, float], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        make_attack(kind, **params)
+
+
+def test_invalid_backdoor_target_for_the_data() -> None:
+    images = np.zeros((2, 28, 28), dtype=np.uint8)
+    with pytest.raises(ValueError, match="target 12"):
+        make_attack("backdoor", target=12).poison_batch(images, np.zeros(2, np.int64),
+                                                        np.random.default_rng(0), 10)
+
+
+def test_shield_edge_sits_inside_the_clip_radius_against_the_mean() -> None:
+    out, trained, base, u = published("shield_edge", keep_last=100, fraction=0.9, clip=2.0)
+    np.testing.assert_array_equal(out[-100:], trained[-100:])
+    update = out.astype(np.float64) - base
+    r = float(np.median(np.linalg.norm(u, axis=1)))
+    assert np.linalg.norm(update) == pytest.approx(0.9 * 2.0 * r, rel=1e-3)
+    mean = u[:, :-100].mean(axis=0)
+    body = update[:-100]
+    assert float(body @ mean) / (np.linalg.norm(body) * np.linalg.norm(mean)) == pytest.approx(-1.0)

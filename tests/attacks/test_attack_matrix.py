@@ -1,0 +1,62 @@
+"""experiments/attack_matrix.py: trial configs, defense parameters, and cells judged per seed."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from dfl_ray.config import config_from_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def matrix() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("attack_matrix",
+                                                  ROOT / "experiments" / "attack_matrix.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["attack_matrix"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def args(**over: object) -> argparse.Namespace:
+    values = {"out": Path("/tmp/m"), "rounds": 3, "eval_every": 1, "data_dir": None, "hosts": 1,
+              "partitions": ["dirichlet0.1"], "attacks": ["gate_edge"], "defenses": ["dfl_shield"],
+              "seeds": [0, 2], "no_removed": False}
+    values.update(over)
+    return argparse.Namespace(**values)
+
+
+def test_every_suite_attack_and_the_removed_run_make_valid_configs(matrix: ModuleType) -> None:
+    for attack in [*matrix.ATTACKS, "removed"]:
+        tree = matrix.trial_config(args(), "labels2", attack, "dfl_shield:beta=0.1", 1, 0.5)
+        cfg = config_from_dict(tree)
+        assert cfg.defense.params == {"beta": 0.1} and cfg.experiment.seed == 1
+        if attack == "removed":
+            assert cfg.topology.absent == (7, 8, 9) and not cfg.attackers
+        elif attack != "none":
+            assert cfg.attackers == (7, 8, 9)
+
+
+def test_cells_are_judged_against_the_removed_run_of_the_same_seed(matrix: ModuleType) -> None:
+    def run(acc: float, backdoor: float | None = None) -> dict[str, float | None]:
+        return {"honest_accuracy_final": acc, "backdoor_success": backdoor}
+
+    results = {
+        "dirichlet0.1__gate_edge__dfl_shield__s0": run(0.94),
+        "dirichlet0.1__gate_edge__dfl_shield__s2": run(0.85),
+        "dirichlet0.1__removed__dfl_shield__s0": run(0.95),
+        "dirichlet0.1__removed__dfl_shield__s2": run(0.863),
+    }
+    table, heat = matrix.summarize(results, args())
+    row = next(line for line in table.splitlines() if "gate_edge" in line)
+    assert "0.895 / 0.850" in row  # mean / worst accuracy
+    assert "-0.012 / -0.013" in row  # gaps: -0.010 (seed 0) and -0.013 (seed 2)
+    assert heat == [("dirichlet0.1 gate_edge", "dfl_shield", pytest.approx(-0.013))]
