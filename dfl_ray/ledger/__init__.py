@@ -11,6 +11,7 @@ from dfl_ray.ledger.block import (
     reputation_digest,
     verify_block,
 )
+from dfl_ray.ledger.checkpoint import Checkpoint, decode_state, encode_state
 from dfl_ray.ledger.errors import (
     REASONS,
     ChainError,
@@ -24,7 +25,7 @@ from dfl_ray.ledger.hashing import digest, model_digest, payload_digest
 from dfl_ray.ledger.identity import Identity, address_of, short_address, verify_signature
 from dfl_ray.ledger.receipt import Receipt, check_receipt, check_receipt_fields
 from dfl_ray.ledger.sealing import required_receipts, select_block_entries
-from dfl_ray.ledger.store import ChainSnapshot, ChainStore, read_chain
+from dfl_ray.ledger.store import ChainSnapshot, ChainStore, checkpoint_turn, read_chain
 from dfl_ray.ledger.transaction import Transaction, check_payload, check_transaction
 from dfl_ray.ledger.verify import ChainSummary, verify_chain
 
@@ -36,6 +37,7 @@ __all__ = [
     "ChainSnapshot",
     "ChainStore",
     "ChainSummary",
+    "Checkpoint",
     "Claims",
     "DecodeError",
     "Endorsement",
@@ -51,9 +53,12 @@ __all__ = [
     "check_receipt",
     "check_receipt_fields",
     "check_transaction",
+    "checkpoint_turn",
+    "decode_state",
     "digest",
     "endorse",
     "endorsement_message",
+    "encode_state",
     "refusal_message",
     "model_digest",
     "payload_digest",

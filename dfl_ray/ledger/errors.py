@@ -34,6 +34,7 @@ REASONS: frozenset[str] = frozenset(
         "missing_genesis",
         "payload_mismatch",
         "missing_payload",
+        "bad_checkpoint",
     }
 )
 

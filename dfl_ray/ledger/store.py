@@ -6,18 +6,19 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from dfl_ray.ledger.block import Block, verify_block
+from dfl_ray.ledger.checkpoint import CHECKPOINT_DIR, Checkpoint, check_checkpoint, parts_digest
 from dfl_ray.ledger.encoding import require_bytes, require_uint
 from dfl_ray.ledger.errors import DecodeError, StoreError, ValidationError
 from dfl_ray.ledger.genesis import Genesis
-from dfl_ray.ledger.hashing import DIGEST_SIZE
+from dfl_ray.ledger.hashing import DIGEST_SIZE, Buffer, byte_view, digest
 from dfl_ray.ledger.identity import PUBLIC_KEY_SIZE
 from dfl_ray.ledger.payloads import PAYLOAD_DIR, PayloadData, PayloadStore
 from dfl_ray.ledger.payloads import SCHEMA as PAYLOADS_SCHEMA
@@ -28,13 +29,15 @@ from dfl_ray.ledger.transaction import Transaction
 # `lock`, held (flock) by the one process that has the store open for writing.
 DB_NAME = "chain.sqlite"
 LOCK_NAME = "lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 WRITER_CACHE_KIB = 256
 
 # `blocks` holds each block's height, hash and encoding; `own_txs` the node's transactions,
 # sealed or pending; `received_receipts` the receipts peers returned for own transactions;
 # `issued_receipts` the receipts this node signed; `meta` the owner key, schema version and
-# retention; `payloads` belongs to the `PayloadStore`.
+# retention; `checkpoint` the node's signed checkpoint for a restart, whose state is the file
+# `checkpoint/<state digest>`, `candidate` the block it proposed and has not stored yet (both
+# at most one row); `payloads` belongs to the `PayloadStore`.
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE genesis (id INTEGER PRIMARY KEY CHECK (id = 0), hash BLOB NOT NULL,
@@ -47,6 +50,10 @@ CREATE TABLE received_receipts (id BLOB PRIMARY KEY, tx_id BLOB NOT NULL,
                                 receiver BLOB NOT NULL, data BLOB NOT NULL,
                                 UNIQUE (tx_id, receiver));
 CREATE TABLE issued_receipts (id BLOB PRIMARY KEY, tx_id BLOB NOT NULL, data BLOB NOT NULL);
+CREATE TABLE checkpoint (id INTEGER PRIMARY KEY CHECK (id = 0), turn INTEGER NOT NULL,
+                         data BLOB NOT NULL);
+CREATE TABLE candidate (id INTEGER PRIMARY KEY CHECK (id = 0), hash BLOB NOT NULL,
+                        data BLOB NOT NULL);
 """ + PAYLOADS_SCHEMA
 
 
@@ -501,6 +508,7 @@ class ChainStore:
                     "INSERT INTO blocks (height, hash, data) VALUES (?, ?, ?)",
                     (block.height, block.hash, block.encode()),
                 )
+                conn.execute("DELETE FROM candidate")  # proposed for this height
                 for entry in block.entries:
                     tx = entry.tx
                     conn.execute(
@@ -508,6 +516,100 @@ class ChainStore:
                         "ON CONFLICT (tx_id) DO UPDATE SET block_height = excluded.block_height",
                         (tx.tx_id, tx.seq, block.height, tx.encode()),
                     )
+
+    def put_candidate(self, block: Block, *, verified: bool = False) -> None:
+        """Keep the owner's proposed next block until it is stored with its endorsements, so
+        that a restarted node can still seal it (`append_block` removes it)."""
+        if not isinstance(block, Block):
+            raise TypeError(f"expected a Block, got {type(block).__name__}")
+        with self._lock:
+            if block.creator != self._owner:
+                raise ValidationError("wrong_creator", "block creator is not this store's owner")
+            verify_block(block, genesis=self._genesis, prev_hash=self.tip_hash,
+                         height=self.height + 1, signatures_checked=verified)
+            for entry in block.entries:
+                self._check_sealable(entry.tx)
+            with self._savepoint() as conn:
+                conn.execute("INSERT OR REPLACE INTO candidate (id, hash, data) VALUES (0, ?, ?)",
+                             (block.hash, block.encode()))
+
+    def candidate(self) -> Block | None:
+        """The proposed block not stored yet (it extends the tip: storing a block removes it)."""
+        row = self._one_or_none("SELECT data FROM candidate WHERE id = 0")
+        return None if row is None else _decode_stored(Block, row[0], "candidate block")
+
+    def save_checkpoint(self, checkpoint: Checkpoint, state: Sequence[Buffer], *,
+                        verified: bool = False) -> None:
+        """Make `checkpoint` (`dfl_ray.ledger.checkpoint`) the owner's, its state the pieces
+        `state` (`state_parts`) written to `checkpoint/<digest>`.
+
+        The file is written (under a temporary name, then renamed) before the row that names
+        it, and the previous state file is kept until a later checkpoint, so a process killed
+        at any moment, or a batch rolled back, leaves a row whose file exists (one checkpoint
+        per `batch()`: a second one in the same batch could remove the committed row's file).
+        `verified=True`:
+        the caller signed `checkpoint` over the digest of these very pieces just now.
+        """
+        if not isinstance(checkpoint, Checkpoint):
+            raise TypeError(f"expected a Checkpoint, got {type(checkpoint).__name__}")
+        with self._lock:
+            last = self.last_own_seq
+            check_checkpoint(checkpoint, genesis=self._genesis, owner=self._owner,
+                             published=0 if last is None else last + 1, verified=verified)
+            if not verified and parts_digest(state) != checkpoint.state_digest:
+                raise ValidationError("hash_mismatch",
+                                      "the state is not the one the checkpoint signed")
+            folder = self._folder / CHECKPOINT_DIR
+            folder.mkdir(exist_ok=True)
+            name = checkpoint.state_digest.hex()
+            tmp = folder / f".{name}.{os.getpid()}.tmp"
+            try:
+                with open(tmp, "wb") as out:
+                    for part in state:
+                        out.write(byte_view(part))
+                os.replace(tmp, folder / name)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            row = self._one_or_none("SELECT data FROM checkpoint WHERE id = 0")
+            keep = {name}
+            if row is not None:
+                with suppress(DecodeError):
+                    keep.add(Checkpoint.decode(bytes(row[0])).state_digest.hex())
+            with self._savepoint() as conn:
+                conn.execute("INSERT OR REPLACE INTO checkpoint (id, turn, data) VALUES (0, ?, ?)",
+                             (checkpoint.turn, checkpoint.encode()))
+            for path in folder.iterdir():  # older states than the previous one
+                if path.name not in keep and not path.name.startswith("."):
+                    path.unlink(missing_ok=True)
+
+    def checkpoint(self) -> tuple[Checkpoint, bytes] | None:
+        """The owner's last checkpoint and its state, checked; None before the first."""
+        row = self._one_or_none("SELECT data FROM checkpoint WHERE id = 0")
+        if row is None:
+            return None
+        try:
+            cp = Checkpoint.decode(bytes(row[0]))
+        except DecodeError as err:
+            raise StoreError(f"stored checkpoint does not decode: {err}") from err
+        last = self.last_own_seq
+        path = self._folder / CHECKPOINT_DIR / cp.state_digest.hex()
+        try:
+            check_checkpoint(cp, genesis=self._genesis, owner=self._owner,
+                             published=0 if last is None else last + 1)
+            state = path.read_bytes()
+        except ValidationError as err:
+            raise StoreError(f"stored checkpoint of {self._folder} is not valid: {err}") from err
+        except OSError as err:
+            raise StoreError(f"cannot read the checkpoint state {path}: {err}") from err
+        if digest(state) != cp.state_digest:
+            raise StoreError(f"checkpoint state {path} does not hash to its name")
+        return cp, state
+
+    def last_own_transaction(self) -> Transaction | None:
+        """The owner's stored transaction with the highest seq."""
+        row = self._one_or_none("SELECT data FROM own_txs ORDER BY seq DESC LIMIT 1")
+        return None if row is None else _decode_stored(Transaction, row[0], "own transaction")
 
     def put_payload(self, digest: bytes, data: PayloadData, *, verified: bool = False) -> None:
         """Keep a model payload under its digest (a float32 vector or its raw bytes).
@@ -681,3 +783,17 @@ def read_chain(path: str | os.PathLike[str]) -> ChainSnapshot:
     owner = row[0] if row is not None else b""
     blocks = tuple(_decode_stored(Block, data, f"block {i}") for i, (data,) in enumerate(rows))
     return ChainSnapshot(genesis, owner, blocks)
+
+
+def checkpoint_turn(path: str | os.PathLike[str]) -> int | None:
+    """The local round of the checkpoint in the store at `path`, read without taking the
+    store's lock (to plan a resume); None when the node never wrote one."""
+    _, db = locate(path)
+    conn = connect(db, read_only=True)
+    try:
+        row = conn.execute("SELECT turn FROM checkpoint WHERE id = 0").fetchone()
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot read {db}: {err}") from err
+    finally:
+        conn.close()
+    return None if row is None else int(row[0])

@@ -14,6 +14,7 @@ from typing import TypeVar
 import blake3
 
 from dfl_ray.ledger.block import Block, verify_block
+from dfl_ray.ledger.checkpoint import CHECKPOINT_DIR, Checkpoint, check_checkpoint, decode_state
 from dfl_ray.ledger.errors import ChainError, DecodeError, StoreError, ValidationError
 from dfl_ray.ledger.genesis import Genesis
 from dfl_ray.ledger.hashing import DIGEST_SIZE, digest
@@ -65,6 +66,10 @@ def verify_chain(path: str | os.PathLike[str]) -> ChainSummary:
     - received_receipts and issued_receipts: id is the hash of the stored bytes, tx_id and
       receiver agree with them; each meets the genesis's rules and is signed; a received one
       is for an own transaction;
+    - checkpoint: at most one row, id 0, signed by the owner for this genesis, its turn column
+      the signed one, counting no more own transactions than are stored, its state file
+      (`checkpoint/<digest>`) present, hashing to its name and decoding; candidate: at most one row, id 0, the next block after
+      the tip (`verify_block`) holding only pending own transactions;
     - payloads: each listed digest has its file, and every payload file, listed or left over by
       a crash, hashes to its name; then SQLite's integrity check (each index agrees with its
       table).
@@ -91,6 +96,7 @@ def verify_chain(path: str | os.PathLike[str]) -> ChainSummary:
     finally:
         conn.close()
     chain.check_payload_files(folder / PAYLOAD_DIR)
+    chain.check_checkpoint_files(folder / CHECKPOINT_DIR)
     return chain.summary()
 
 
@@ -144,6 +150,8 @@ class _Checker:
     sealed: dict[bytes, _Sealed] = field(default_factory=dict)
     sealed_receipts: set[bytes] = field(default_factory=set)
     own_ids: set[bytes] = field(default_factory=set)
+    max_own_seq: int = -1
+    checkpoint_state: tuple[_Place, bytes] | None = None
     payload_heights: dict[bytes, int] = field(default_factory=dict)
     listed: list[tuple[_Place, bytes]] = field(default_factory=list)
     # Keys that signed blocks, own transactions and issued receipts (all the owner's), and
@@ -174,6 +182,8 @@ class _Checker:
         self.check_own_txs(genesis)
         self.check_received(genesis)
         self.check_issued(genesis)
+        self.check_checkpoint(genesis)
+        self.check_candidate(genesis)
         self.check_payload_rows()
         self.check_owner(genesis)
         # What the rows cannot show: an index that disagrees with its table, a damaged page.
@@ -296,6 +306,7 @@ class _Checker:
             if seq in seqs:
                 raise at.error("replayed_seq", f"seq {seq} repeats own_txs row {seqs[seq].index}")
             seqs[seq] = at
+            self.max_own_seq = max(self.max_own_seq, seq)
             if digest(data) != tx_id:
                 raise at.error("hash_mismatch", "tx_id column is not the hash of the stored "
                                "transaction")
@@ -356,6 +367,40 @@ class _Checker:
             receipt = _receipt(at, cells, genesis, ids, frozenset())
             self.by_owner.setdefault(receipt.receiver, _Signer(at, "issued receipt", NO_HEIGHT))
 
+    def check_checkpoint(self, genesis: Genesis) -> None:
+        published = max(1 + max((s.seq for s in self.sealed.values()), default=-1),
+                        self.max_own_seq + 1)
+        for at, (id_, turn, data) in self.rows("checkpoint", "id, turn, data"):
+            if id_ != 0 or at.index > 0:
+                raise at.error("decode_error", f"id column is {_kind(id_)}; a store holds one "
+                               "checkpoint, with id 0")
+            cp = _decode(Checkpoint, _blob(at, "data", data), at)
+            if turn != cp.turn:
+                raise at.error("bad_checkpoint", f"turn column is {_kind(turn)}, the signed "
+                               f"checkpoint's turn is {cp.turn}")
+            _reraise(at, NO_HEIGHT, check_checkpoint, cp, genesis=genesis, owner=cp.owner,
+                     published=published)
+            self.checkpoint_state = (at, cp.state_digest)
+            self.by_owner.setdefault(cp.owner, _Signer(at, "checkpoint", NO_HEIGHT))
+
+    def check_candidate(self, genesis: Genesis) -> None:
+        for at, (id_, recorded, data) in self.rows("candidate", "id, hash, data"):
+            height = self.n_blocks
+            if id_ != 0 or at.index > 0:
+                raise at.error("decode_error", f"id column is {_kind(id_)}; a store holds one "
+                               "candidate block, with id 0", height)
+            recorded = _blob(at, "hash", recorded, DIGEST_SIZE, height)
+            block = _decode(Block, _blob(at, "data", data, height=height), at, height)
+            if block.hash != recorded:
+                raise at.error("hash_mismatch", "hash column is not the hash of the block", height)
+            _reraise(at, height, verify_block, block, genesis=genesis, prev_hash=self.tip_hash,
+                     height=height)
+            for i, entry in enumerate(block.entries):
+                if entry.tx.tx_id not in self.own_ids or entry.tx.tx_id in self.sealed:
+                    raise at.error("bad_height", f"entry {i}: seq {entry.tx.seq} is not a "
+                                   "pending own transaction", height)
+            self.by_owner.setdefault(block.creator, _Signer(at, "candidate block", height))
+
     def check_payload_rows(self) -> None:
         digests: set[bytes] = set()
         orders: set[int] = set()
@@ -415,6 +460,33 @@ class _Checker:
             if path.name.startswith("."):
                 continue  # a temporary file or the spare; never read as a payload
             _check_payload_file(path, self.genesis.model_spec_id, self.payload_heights)
+
+
+    def check_checkpoint_files(self, folder: Path) -> None:
+        """The checkpoint's state file exists, hashes to its name and decodes; any other state
+        file (the previous one, kept until the next checkpoint) hashes to its name."""
+        paths = sorted(p for p in folder.iterdir() if not p.name.startswith(".")) \
+            if folder.is_dir() else []
+        for path in paths:
+            where = f"{CHECKPOINT_DIR}/{path.name}"
+            try:
+                data = path.read_bytes()
+            except OSError as err:
+                raise ChainError(NO_HEIGHT, "bad_checkpoint", f"{where}: cannot be read: "
+                                 f"{err.strerror or err}") from err
+            if digest(data).hex() != path.name:
+                raise ChainError(NO_HEIGHT, "bad_checkpoint", f"{where}: does not hash to its name")
+        if self.checkpoint_state is None:
+            return
+        at, state_digest = self.checkpoint_state
+        path = folder / state_digest.hex()
+        if path not in paths:
+            raise at.error("bad_checkpoint", f"names state {state_digest.hex()[:16]}.., which "
+                           f"has no file in {CHECKPOINT_DIR}/")
+        try:
+            decode_state(path.read_bytes())
+        except DecodeError as err:
+            raise at.error("decode_error", f"its state file does not decode: {err}") from err
 
 
 def _check_payload_file(path: Path, spec_id: bytes, heights: dict[bytes, int]) -> None:
@@ -478,7 +550,7 @@ def _uint(at: _Place, column: str, value: object) -> int:
                    "non-negative integer")
 
 
-_Decoded = TypeVar("_Decoded", Genesis, Block, Transaction, Receipt)
+_Decoded = TypeVar("_Decoded", Genesis, Block, Transaction, Receipt, Checkpoint)
 
 
 def _decode(kind: type[_Decoded], data: bytes, at: _Place, height: int = NO_HEIGHT) -> _Decoded:

@@ -12,7 +12,7 @@ from ledger_factories import Net
 from dfl_ray.ledger import ChainStore, verify_chain
 
 # The child extends the chain forever, one batch per block (own txs, payloads, receipts, the
-# block), and reports each committed height on stdout; only the parent's kill stops it. At
+# block proposed, then stored, then the node's checkpoint), and reports each committed height on stdout; only the parent's kill stops it. At
 # height `pause_at` it reports "inside" from within the open batch and waits on stdin, so the
 # parent can kill it while a transaction is provably half-written. After each reported height it
 # waits for the parent's ack, so however slow the parent is to read, the writer is never more
@@ -21,7 +21,8 @@ CHILD = """
 import sys
 sys.path.insert(0, sys.argv[2])
 from ledger_factories import Net, identity, make_genesis
-from dfl_ray.ledger import ChainStore
+from dfl_ray.ledger import ChainStore, Checkpoint
+from dfl_ray.ledger.checkpoint import parts_digest, state_parts
 
 pause_at = int(sys.argv[3])
 net = Net(make_genesis(), identity(1), [identity(i) for i in range(2, 5)])
@@ -36,10 +37,15 @@ while True:
             store.put_payload(e.tx.model_digest, net.vector(e.tx.seq))
             for r in e.receipts:
                 store.add_receipt(r)
+        store.put_candidate(block)
         if height == pause_at:
             print("inside", flush=True)
             sys.stdin.readline()
         store.append_block(block)
+        state = state_parts({"height": height}, {"model": net.vector(1000 + height)})
+        store.save_checkpoint(Checkpoint.create(
+            net.owner, genesis_hash=net.genesis.hash, turn=height + 1, published=2 * height + 2,
+            state_digest=parts_digest(state), created_at=0.0), state)
     print(height, flush=True)
     sys.stdin.readline()  # the parent's ack: the writer runs at most one block ahead of it
     height, prev = height + 1, block.hash
@@ -85,6 +91,11 @@ def _check(path: Path, net: Net) -> int:
         # Each batch is atomic: no own transaction is left pending by a half-written round.
         assert store.pending_transactions() == []
         assert store.last_own_seq == 2 * summary.height + 1
+        # The checkpoint and the block it follows committed together; the block proposed
+        # with them is gone once stored.
+        found = store.checkpoint()
+        assert found is not None and found[0].turn == summary.height + 1
+        assert store.candidate() is None
     return summary.height
 
 

@@ -12,14 +12,17 @@ import pytest
 from ledger_factories import NOW, Net, identity, ledger_cli, make_genesis
 
 from dfl_ray.ledger import (
+    BlockEntry,
     ChainError,
     ChainStore,
+    Checkpoint,
     Identity,
     Receipt,
     digest,
     model_digest,
     verify_chain,
 )
+from dfl_ray.ledger.checkpoint import parts_digest, state_parts
 
 KEEP = 3  # payloads kept; the store puts 5, so 2 are pruned and one file stays as the spare
 # meta's keep_payloads and payloads.put_order are local bookkeeping with no signed counterpart:
@@ -39,7 +42,8 @@ class Cell:
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two sealed blocks (2 txs x 3 receipts), a late receipt for a sealed tx, a pending tx
-    with 2 receipts, 2 issued receipts, 5 payloads put (3 kept) and an unlisted leftover file."""
+    with 2 receipts, 2 issued receipts, 5 payloads put (3 kept), an unlisted leftover file, the
+    node's checkpoint and its candidate block for the pending transaction."""
     net = Net(make_genesis(), identity(1), [identity(i) for i in range(2, 5)])
     path = tmp_path_factory.mktemp("verify_rows") / "node"
     blocks = net.chain(2)
@@ -62,6 +66,13 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
             s.add_receipt(r)
         for peer in net.peers[:2]:
             s.add_issued_receipt(net.receipts(net.tx(0, creator=peer), [net.owner])[0])
+        # The node's checkpoint and the block it proposed for the pending transaction.
+        state = state_parts({"turn": 5}, {"model": net.vector(5)})
+        s.save_checkpoint(Checkpoint.create(net.owner, genesis_hash=net.genesis.hash, turn=5,
+                                            published=5, state_digest=parts_digest(state),
+                                            created_at=NOW), state)
+        s.put_candidate(net.block(2, blocks[-1].hash, [BlockEntry(
+            pending, tuple(r for r in s.pending_transactions()[0][1]))], endorsed=False))
     # A payload file a writer killed mid-batch left unlisted: tolerated, but checked.
     leftover = net.vector(99)
     (path / "payloads" / model_digest(net.spec_id, leftover).hex()).write_bytes(leftover.tobytes())
@@ -89,7 +100,7 @@ def test_every_cell_edit_is_reported_with_its_table_and_row(
     cells = _cells(db)
     assert {c.table for c in cells} == {
         "sqlite_master", "meta", "genesis", "blocks", "own_txs", "received_receipts",
-        "issued_receipts", "payloads",
+        "issued_receipts", "checkpoint", "candidate", "payloads",
     }
     edited = refused = 0
     misses: list[tuple[Cell, str, str]] = []
@@ -357,4 +368,20 @@ def _names_row(out: str, db: Path, cell: Cell, value: object) -> bool:
     return re.match(r"FAIL height=-?\d+ reason=\w+: ", out) is not None and where in out
 
 
-_ROWID_ALIASES = {"genesis": ("id",), "blocks": ("height",)}
+_ROWID_ALIASES = {"genesis": ("id",), "blocks": ("height",), "checkpoint": ("id",),
+                  "candidate": ("id",)}
+
+
+def test_a_changed_or_missing_checkpoint_state_file_is_reported(chain: Path, tmp_path: Path) -> None:
+    work = tmp_path / "node"
+    shutil.copytree(chain, work)
+    (state,) = (work / "checkpoint").iterdir()
+    data = bytearray(state.read_bytes())
+    data[-1] ^= 0x01
+    state.write_bytes(bytes(data))
+    with pytest.raises(ChainError, match="does not hash to its name") as err:
+        verify_chain(work)
+    assert err.value.reason == "bad_checkpoint"
+    state.unlink()
+    with pytest.raises(ChainError, match=r"checkpoint row 0 \(rowid 0\): names state .* no file"):
+        verify_chain(work)
