@@ -7,7 +7,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-CATEGORIES = ("train", "score", "aggregate", "ledger", "transport")
+CATEGORIES = ("train", "score", "aggregate", "ledger", "transport", "checkpoint")
+"""`checkpoint` is writing the node's restart state (dfl_ray.node.resume): fault tolerance,
+kept apart from `ledger`, the blockchain's own work, so that the ledger's share is the
+protocol's cost alone."""
 
 
 class Stopwatch:

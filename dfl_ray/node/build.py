@@ -16,10 +16,12 @@ from dfl_ray.attacks import make_attack
 from dfl_ray.config import Config
 from dfl_ray.data import NodeShard
 from dfl_ray.ledger import ChainStore, Genesis, Identity, model_digest
+from dfl_ray.ledger.store import DB_NAME
 from dfl_ray.messages import Transport
 from dfl_ray.models.flat import ModelSpec
 from dfl_ray.models.registry import build_model
 from dfl_ray.models.training import SGDSettings, steps_per_epoch
+from dfl_ray.node.faults import FaultPlan, FaultyTransport
 from dfl_ray.node.memo import CheckMemo
 from dfl_ray.node.node import DFLNode
 from dfl_ray.node.params import NodeData, NodeParams
@@ -149,7 +151,11 @@ def build_nodes(
     memo: CheckMemo,
     device: str,
 ) -> dict[int, DFLNode]:
-    """The nodes of one host, sharing one data set, one scorer model, one directory and one memo."""
+    """The nodes of one host, sharing one data set, one scorer model, one directory and one memo.
+
+    A node whose store exists already (its host restarted, or the run is resumed) opens it and
+    resumes from it (`DFLNode.restore`); the others start new stores.
+    """
     cfg = setup.config
     image_shape = tuple(data.train_images.shape[1:])
     channels = 1 if len(image_shape) == 2 else image_shape[0]
@@ -160,6 +166,7 @@ def build_nodes(
                            image_size=image_shape[-1])
 
     scorer = new_model().to(device)
+    plan = FaultPlan(cfg.faults, cfg.experiment.seed)
     shared_directory = MappingProxyType(dict(directory))
     nodes: dict[int, DFLNode] = {}
     for n in setup.node_ids:
@@ -175,11 +182,13 @@ def build_nodes(
         )
         store = None
         if setup.run_dir is not None:
-            keep = None if cfg.ledger.keep_payloads < 0 else cfg.ledger.keep_payloads
-            store = ChainStore.create(
-                Path(setup.run_dir) / "chains" / f"node_{n}", genesis,
-                identities[n].public_key, keep_payloads=keep,
-            )
+            folder = Path(setup.run_dir) / "chains" / f"node_{n}"
+            if (folder / DB_NAME).exists():  # a restarted host, or a resumed run
+                store = ChainStore.open(folder, expected_genesis=genesis)
+            else:
+                keep = None if cfg.ledger.keep_payloads < 0 else cfg.ledger.keep_payloads
+                store = ChainStore.create(folder, genesis, identities[n].public_key,
+                                          keep_payloads=keep)
         attack = None
         if n in cfg.attackers:
             attack = make_attack(cfg.attack.kind, **dict(cfg.attack.params))
@@ -198,4 +207,7 @@ def build_nodes(
             scorer=scorer,
             memo=memo,
         )
+        if plan.touches_messages:
+            nodes[n].transport = FaultyTransport(transport, plan, nodes[n])
+        nodes[n].restore()
     return nodes

@@ -85,7 +85,7 @@ class NodeGroup:
             self.setup, self.data, genesis=self.genesis, identities=self.identities,
             directory=directory, transport=self.transport, memo=self.memo, device=self.device,
         )
-        self.rounds_done = {n: 0 for n in self.nodes}
+        self.rounds_done = {n: node.turn for n, node in self.nodes.items()}
         return len(self.nodes)
 
     # ------------------------------------------------------------ sync schedule
@@ -134,8 +134,12 @@ class NodeGroup:
         return self._drain()
 
     def finish_round(self) -> None:
+        """Store pending blocks with the endorsements they have; checkpoint every node in the
+        same commit, so a restart resumes from the end of this round."""
         for node in self.nodes.values():
-            node.finish_sealing()
+            with node.ledger_batch():
+                node.finish_sealing()
+                node.checkpoint()
 
     # ------------------------------------------------------------ observe
 

@@ -60,6 +60,7 @@ from dfl_ray.node.inbound import (
 from dfl_ray.node.learner import Learner, Poison
 from dfl_ray.node.memo import CheckMemo
 from dfl_ray.node.params import NodeData, NodeParams
+from dfl_ray.node.resume import restore, save_checkpoint
 from dfl_ray.timing import Stopwatch
 
 
@@ -136,6 +137,9 @@ class DFLNode:
         self.candidate: Block | None = None
         self.awaiting: set[bytes] = set()
         self.endorsements: list[Endorsement] = []
+        # A candidate restored from the store, whose endorsement requests go out again.
+        self.resend_candidate = False
+        self.checkpointed_turn: int | None = None
         self.timer = Stopwatch()
 
     # ----------------------------------------------------------------- reads
@@ -170,11 +174,28 @@ class DFLNode:
 
     # ----------------------------------------------------------------- local work
 
+    def checkpoint(self) -> None:
+        """Store a signed checkpoint of the node's local state, once per local round."""
+        if self.store is None or self.checkpointed_turn == self.turn:
+            return
+        with self.timer.time("checkpoint"):
+            save_checkpoint(self)
+        self.checkpointed_turn = self.turn
+
+    def restore(self) -> bool:
+        """Resume from the node's store (chain, checkpoint, candidate); False if it is new."""
+        restored = restore(self)
+        if restored:
+            self.checkpointed_turn = self.turn
+        return restored
+
     def train(self) -> None:
         """Local SGD on the node's shard (a free-rider skips it), keeping the start when needed.
 
-        Training that diverges is undone by the learner and counted under `diverged`.
+        The state it starts from is checkpointed first (once per local round). Training that
+        diverges is undone by the learner and counted under `diverged`.
         """
+        self.checkpoint()
         start = self.learner.vector()
         self.aggregator.start_round(start)
         # An adaptive attacker behaves honestly until its attack turns active.
@@ -472,7 +493,12 @@ class DFLNode:
         The block is signed now and stored once every receipt signer has answered the
         endorsement request (see `on_endorse_reply`). Returns whether a block was proposed.
         """
-        if self.store is None or self.candidate is not None:
+        if self.store is None:
+            return False
+        if self.candidate is not None:
+            if self.resend_candidate:  # restored after a restart: ask its endorsers again
+                self.resend_candidate = False
+                self._request_endorsements(self.candidate.encode())
             return False
         with self.timer.time("ledger"):
             if self.store.pending_count() < self.genesis.block_size:
@@ -497,9 +523,15 @@ class DFLNode:
             )
             signers = {r.receiver for e in entries for r in e.receipts}
             encoded = block.encode()
+            # Stored before any request goes out, so a restart can still seal it.
+            self.store.put_candidate(block, verified=True)  # made from verified records
         self.candidate, self.awaiting, self.endorsements = block, set(signers), []
+        self._request_endorsements(encoded)
+        return True
+
+    def _request_endorsements(self, encoded: bytes) -> None:
         with self.timer.time("transport"):
-            for signer in sorted(signers):
+            for signer in sorted(self.awaiting):
                 dest = self.directory.get(signer)
                 if dest is None:
                     self.awaiting.discard(signer)
@@ -507,7 +539,6 @@ class DFLNode:
                     self.transport.send(dest, EndorseRequest(encoded, self.id))
         if not self.awaiting:
             self._store_candidate()
-        return True
 
     def on_endorse_request(self, msg: EndorseRequest) -> None:
         """Endorse a member's block if every receipt it attributes to us is one we really issued.
