@@ -281,6 +281,11 @@ class RuntimeConfig:
     max_staleness: int = 4
     """async: a node leaves out of its aggregation a buffered model whose creator has published more than this many fewer rounds than the node (a straggler's), and a node more than that many rounds behind the median of its buffered models (a straggler itself) has its defense read their updates against their coordinate-wise median instead of its own, stale, round start; -1: neither (sync rounds never have stale models)."""
 
+    round_timeout_s: float = 0.0
+    """sync: longest a round may take; hosts that have not answered by then are marked down for the round, which closes without them, and rejoin when they answer. 0: auto, 4 x the median round so far and at least 10 s (300 s until two rounds have been timed)."""
+    max_restarts: int = 3
+    """Times Ray restarts a host actor whose process died; a restarted host resumes its nodes from their chains. -1: no limit."""
+
     def __post_init__(self) -> None:
         _check_choice("runtime.schedule", self.schedule, ["sync", "async"])
         _check_choice("runtime.device", self.device, ["cpu", "cuda", "auto"])
@@ -294,8 +299,69 @@ class RuntimeConfig:
         _check_range("runtime.max_staleness", self.max_staleness, -1)
         _check_range("runtime.slack", self.slack, -1)
         _check_range("runtime.patience", self.patience, 0.0, lo_open=True)
+        _check_range("runtime.round_timeout_s", self.round_timeout_s, 0.0)
+        _check_range("runtime.max_restarts", self.max_restarts, -1)
         if len(set(self.slow_nodes)) != len(self.slow_nodes):
             raise ConfigError(f"runtime.slow_nodes has duplicates: {list(self.slow_nodes)}")
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    drop: float = 0.0
+    """Probability that a message is lost on its way (each delivery decided on its own, the same for a seed)."""
+    duplicate: float = 0.0
+    """Probability that a message arrives twice."""
+    delay_ms: float = 0.0
+    """Latency added to every batch of messages a host receives, in milliseconds."""
+    partition: str = ""
+    """Nodes cut off from the rest for a range of rounds, NODES@START-END: 3,4@10-20 cuts nodes 3 and 4 off from round 10 up to round 20 (they still reach each other); several separated by ';'."""
+    kill: str = ""
+    """Host processes really killed (SIGKILL), NODE@ROUND: 3@5 kills the process holding node 3 as its round 5 starts; several separated by ';'. The host restarts (runtime.max_restarts) and resumes its nodes from their chains."""
+
+    def __post_init__(self) -> None:
+        for name in ("drop", "duplicate"):
+            _check_range(f"faults.{name}", getattr(self, name), 0.0, 1.0)
+        _check_range("faults.delay_ms", self.delay_ms, 0.0)
+        self.partitions()
+        self.kills()
+
+    def partitions(self) -> tuple[tuple[frozenset[int], int, int], ...]:
+        """(nodes, first round, round they are back) of each `partition` entry."""
+        out = []
+        for part in _entries(self.partition):
+            try:
+                nodes_text, rounds = part.split("@")
+                start, end = (int(x) for x in rounds.split("-"))
+                nodes = frozenset(int(x) for x in nodes_text.split(",") if x.strip())
+            except ValueError:
+                raise ConfigError(f"faults.partition entry {part!r} is not NODES@START-END, "
+                                  "e.g. 3,4@10-20") from None
+            if not nodes or start < 0 or end <= start:
+                raise ConfigError(f"faults.partition entry {part!r} needs nodes and "
+                                  "0 <= START < END")
+            out.append((nodes, start, end))
+        return tuple(out)
+
+    def kills(self) -> tuple[tuple[int, int], ...]:
+        """(node, round) of each `kill` entry."""
+        out = []
+        for part in _entries(self.kill):
+            try:
+                node, round_index = (int(x) for x in part.split("@"))
+            except ValueError:
+                raise ConfigError(f"faults.kill entry {part!r} is not NODE@ROUND, e.g. 3@5") from None
+            if node < 0 or round_index < 0:
+                raise ConfigError(f"faults.kill entry {part!r}: node and round must be >= 0")
+            out.append((node, round_index))
+        return tuple(out)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.drop or self.duplicate or self.delay_ms or self.partition or self.kill)
+
+
+def _entries(text: str) -> list[str]:
+    return [p.strip() for p in text.replace(" ", "").split(";") if p.strip()]
 
 
 @dataclass(frozen=True)
@@ -309,6 +375,7 @@ class Config:
     attack: AttackConfig = field(default_factory=AttackConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     def __post_init__(self) -> None:
         n = self.topology.nodes
@@ -329,6 +396,10 @@ class Config:
         if self.runtime.hosts > n:
             raise ConfigError(f"runtime.hosts ({self.runtime.hosts}) exceeds topology.nodes ({n})")
         present = n - len(set(self.topology.absent))
+        named = [n for nodes, _, _ in self.faults.partitions() for n in nodes]
+        for node in named + [n for n, _ in self.faults.kills()]:
+            if not 0 <= node < present:
+                raise ConfigError(f"faults: node {node} is not in 0..{present - 1}")
         for node in self.runtime.slow_nodes:
             if not 0 <= node < present:
                 raise ConfigError(f"runtime.slow_nodes: node {node} is not in 0..{present - 1}")

@@ -6,13 +6,14 @@ This is the only module that calls `ray.init`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ import networkx as nx
 import numpy as np
 import torch
 
-from dfl_ray.config import Config, ConfigError, add_config_arguments, config_from_args
+from dfl_ray.config import Config, ConfigError, add_config_arguments, config_from_args, load_yaml
 from dfl_ray.data import DataNotFoundError, label_histogram, load_dataset, partition
+from dfl_ray.ledger import checkpoint_turn
 from dfl_ray.metrics import RunRecorder, format_table
 from dfl_ray.models.flat import ModelSpec, model_to_vector
 from dfl_ray.models.registry import build_model
@@ -43,7 +45,7 @@ def prepare_run_dir(config: Config) -> Path:
                 f"run folder {run_dir} already exists; pass --overwrite true to replace it "
                 "or choose another --name"
             )
-        for child in ("chains", "metrics.csv", "summary.json", "accuracy.png"):
+        for child in ("chains", "faults", "metrics.csv", "summary.json", "accuracy.png"):
             path = run_dir / child
             if path.is_dir():
                 shutil.rmtree(path)
@@ -113,6 +115,7 @@ def summarize_stats(
         "seconds": {c: seconds.get(c, 0.0) for c in CATEGORIES},
         "busy_seconds": busy,
         "ledger_time_share": seconds.get("ledger", 0.0) / busy if busy > 0 else 0.0,
+        "checkpoint_time_share": seconds.get("checkpoint", 0.0) / busy if busy > 0 else 0.0,
         "counters": dict(sorted(counters.items())),
         "reputation_attacker_mean": float(np.mean(rep_attacker)) if rep_attacker else None,
         "reputation_honest_mean": float(np.mean(rep_honest)) if rep_honest else None,
@@ -174,11 +177,28 @@ def accuracy_scalars(accs: Mapping[int, float], attackers: set[int]) -> dict[str
     return out
 
 
-def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
-    """Run one DFL experiment end to end; returns the summary also written to summary.json."""
+def resume_round(run_dir: Path, nodes: int) -> int:
+    """The round a resumed run starts from: the earliest local round any node's checkpoint
+    reached (0 for a node that never wrote one)."""
+    turns = []
+    for n in range(nodes):
+        folder = run_dir / "chains" / f"node_{n}"
+        turns.append((checkpoint_turn(folder) or 0) if (folder / "chain.sqlite").exists() else 0)
+    return min(turns)
+
+
+def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
+                   on_round: Callable[[Any, int], None] | None = None) -> dict[str, Any]:
+    """Run one DFL experiment end to end; returns the summary also written to summary.json.
+
+    `resume`: continue the run in the config's run folder from its chains (each node from its
+    checkpoint) instead of starting a new one. Ctrl-C ends the run with `status: interrupted`
+    and any error with `status: failed` and the error, in summary.json either way.
+    `on_round(network, round_index)` is called after each sync round (to watch or disturb a run).
+    """
     import ray
 
-    from dfl_ray.actors.network import Network
+    from dfl_ray.actors.network import FINAL_RECOVER_WAIT_S, Network
 
     started = time.perf_counter()
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -206,7 +226,14 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
         shards = [shards[i] for i in present]
         n = len(present)
     peers = neighbors(graph)
-    run_dir = prepare_run_dir(cfg)
+    start_round = 0
+    if resume:
+        run_dir = Path(cfg.experiment.out) / cfg.experiment.name
+        if not (run_dir / "chains").is_dir():
+            raise RunError(f"cannot resume {run_dir}: it holds no chains/ folder")
+        start_round = resume_round(run_dir, n)
+    else:
+        run_dir = prepare_run_dir(cfg)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     (run_dir / "partition.json").write_text(json.dumps({
         "attackers": sorted(attackers),
@@ -232,9 +259,13 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
         f"{sorted(attackers)}, defense {cfg.defense.rule}, {cfg.runtime.schedule} schedule, "
         f"{cfg.experiment.rounds} rounds -> {run_dir}")
 
+    if resume:
+        say(f"dfl_ray: resuming {run_dir} at round {start_round} of {cfg.experiment.rounds}")
+
     started_ray = init_ray(cfg)
     recorder = RunRecorder(run_dir)
     net = None
+    progress = {"rounds": start_round}
     try:
         net = Network(
             cfg, shards=shards, neighbors=peers, genesis=genesis, spec=spec,
@@ -244,14 +275,37 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
                 "initial": initial,
             },
             run_dir=str(run_dir),
+            log=_log_line,
         )
-        accs, run_seconds = _drive(net, cfg, recorder, attackers, started, quiet)
+        accs, run_seconds = _drive(net, cfg, recorder, attackers, started, quiet,
+                                   start_round, progress, on_round)
+        if net.restarting():  # a host still restarting: let it rejoin, so its nodes count
+            net.recover(wait_s=FINAL_RECOVER_WAIT_S)
+            accs = net.evaluate()
         stats = net.stats()
         totals = summarize_stats(stats, attackers, net.addresses)
         locations = net.node_locations()
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        recorder.write_summary({
+            "name": cfg.experiment.name,
+            "status": "interrupted" if interrupted else "failed",
+            "error": None if interrupted else f"{type(exc).__name__}: {exc}",
+            "rounds": cfg.experiment.rounds,
+            "rounds_completed": progress["rounds"],
+            "resumed_from_round": start_round if resume else None,
+            "faults": _faults_or_none(net),
+            "wall_seconds": time.perf_counter() - started,
+        })
+        if not quiet:
+            print(f"\nrun {'interrupted' if interrupted else 'failed'} after "
+                  f"{progress['rounds']} complete rounds; summary in {run_dir / 'summary.json'}; "
+                  f"continue it with: dfl-ray run --resume {run_dir}", file=sys.stderr)
+        raise
     finally:
         if net is not None:
-            net.shutdown()
+            with contextlib.suppress(Exception):  # a dying cluster must not hide the cause
+                net.shutdown()
         recorder.close()
         if started_ray:
             ray.shutdown()
@@ -259,6 +313,13 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
     final = accuracy_scalars(accs, attackers)
     summary = {
         "name": cfg.experiment.name,
+        "status": "ok",
+        "error": None,
+        "rounds_completed": progress["rounds"],
+        "resumed_from_round": start_round if resume else None,
+        "faults": {**net.fault_summary(), **{
+            k: totals["counters"].get(k, 0)
+            for k in ("fault_dropped", "fault_cut", "fault_duplicated", "restored")}},
         "honest_accuracy_final": final["accuracy/honest_mean"],
         "honest_accuracy_min_final": final["accuracy/honest_min"],
         "honest_accuracy_max_final": final["accuracy/honest_max"],
@@ -275,6 +336,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
         "per_node": {str(k): v for k, v in totals["per_node"].items()},
         "staleness": totals["staleness"],
         "ledger_time_share": totals["ledger_time_share"],
+        "checkpoint_time_share": totals["checkpoint_time_share"],
         "busy_seconds": totals["busy_seconds"],
         "seconds_by_category": totals["seconds"],
         "rejected": totals["rejected"],
@@ -309,7 +371,8 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
                                 "accuracy", "blocks"]))
         say(f"honest accuracy: mean {summary['honest_accuracy_final']:.4f}, "
             f"min {summary['honest_accuracy_min_final']:.4f}; "
-            f"ledger time share {100 * summary['ledger_time_share']:.2f} %; "
+            f"ledger time share {100 * summary['ledger_time_share']:.2f} % (checkpoints "
+            f"{100 * summary['checkpoint_time_share']:.2f} %); "
             f"wall {summary['wall_seconds']:.1f} s (rounds {summary['run_seconds']:.1f} s); "
             f"rejected {summary['rejected']}")
         if cfg.runtime.schedule == "async":
@@ -325,8 +388,41 @@ def run_experiment(config: Config, *, quiet: bool = False) -> dict[str, Any]:
     return summary
 
 
+def _log_line(line: str) -> None:
+    """A log line that does not break the progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
+
+
+def _faults_or_none(net: Any) -> dict[str, Any] | None:
+    if net is None:
+        return None
+    try:
+        summary: dict[str, Any] = net.fault_summary()
+    except Exception:  # the failure may have left the network half built
+        return None
+    return summary
+
+
+def fault_scalars(net: Any, counters: Mapping[str, int]) -> dict[str, float]:
+    """The faults so far as TensorBoard scalars: hosts down now, events, messages lost."""
+    return {
+        "faults/nodes_down": float(sum(len(net.groups[h]) for h in net.down)),
+        "faults/down_events": float(net.fault_counts["down"]),
+        "faults/restarts": float(net.fault_counts["restarted"]),
+        "faults/back_events": float(net.fault_counts["back"]),
+        "faults/messages_lost": float(counters.get("fault_dropped", 0)
+                                      + counters.get("fault_cut", 0)
+                                      + net.fault_counts["dropped_to_down"]),
+        "faults/messages_duplicated": float(counters.get("fault_duplicated", 0)),
+    }
+
+
 def _drive(
-    net: Any, cfg: Config, recorder: RunRecorder, attackers: set[int], started: float, quiet: bool
+    net: Any, cfg: Config, recorder: RunRecorder, attackers: set[int], started: float,
+    quiet: bool, start_round: int = 0, progress: dict[str, int] | None = None,
+    on_round: Callable[[Any, int], None] | None = None,
 ) -> tuple[dict[int, float], float]:
     """Run the schedule, evaluating every eval_every rounds.
 
@@ -337,8 +433,9 @@ def _drive(
     from tqdm import tqdm
 
     rounds = cfg.experiment.rounds
-    bar = tqdm(total=rounds, unit="round", disable=quiet or not cfg.experiment.progress,
-               dynamic_ncols=True, file=sys.stderr)
+    progress = progress if progress is not None else {}
+    bar = tqdm(total=rounds, initial=start_round, unit="round",
+               disable=quiet or not cfg.experiment.progress, dynamic_ncols=True, file=sys.stderr)
     accs: dict[int, float] = {}
 
     def observe(step: int) -> None:
@@ -351,11 +448,15 @@ def _drive(
         for cat, sec in totals["seconds"].items():
             scalars[f"seconds/{cat}"] = sec
         scalars["ledger/time_share"] = totals["ledger_time_share"]
+        scalars["checkpoint/time_share"] = totals["checkpoint_time_share"]
         for role in ("attacker", "honest"):
             value = totals[f"reputation_{role}_mean"]
             if value is not None:
                 scalars[f"reputation/{role}_mean"] = value
         scalars.update(node_scalars(totals["per_node"]))
+        scalars.update(fault_scalars(net, totals["counters"]))
+        if net.round_seconds:
+            scalars["time/round_s"] = net.round_seconds[-1]
         recorder.log(step, scalars, wall_seconds=time.perf_counter() - started)
         bar.set_postfix(honest=f"{scalars['accuracy/honest_mean']:.3f}")
 
@@ -363,8 +464,11 @@ def _drive(
     run_seconds = 0.0
     try:
         if cfg.runtime.schedule == "sync":
-            for r in range(rounds):
+            for r in range(start_round, rounds):
                 net.run_round(r)
+                progress["rounds"] = r + 1
+                if on_round is not None:
+                    on_round(net, r)
                 bar.update(1)
                 if (r + 1) % cfg.experiment.eval_every == 0 or r + 1 == rounds:
                     run_seconds = time.perf_counter() - began
@@ -372,16 +476,19 @@ def _drive(
         else:
             slow = set(cfg.runtime.slow_nodes)
             net.start_async(rounds)
-            next_eval, done = cfg.experiment.eval_every, 0
+            every = cfg.experiment.eval_every
+            next_eval, done = (start_round // every + 1) * every, start_round
             while True:
                 per_node, errors = net.async_progress()
                 if errors:
                     raise RuntimeError(f"a host's async loop failed: {errors[0]}")
-                # Stragglers are not waited for (unless every node is one).
-                paced = [p for n, p in per_node.items() if n not in slow] or list(per_node.values())
+                # Stragglers and down nodes are not waited for (unless every node is one).
+                paced = ([p for n, p in per_node.items() if n not in slow and not p["down"]]
+                         or list(per_node.values()))
                 now_done = min(p["rounds"] for p in paced)
-                bar.update(now_done - done)
-                done = now_done
+                bar.update(max(now_done - done, 0))
+                done = max(now_done, done)
+                progress["rounds"] = done
                 if all(p["finished"] for p in paced):
                     break
                 if next_eval <= done < rounds:
@@ -406,19 +513,43 @@ ASYNC_POLL_S = 0.2
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, base: Config | None = None) -> None:
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", default=None,
+        help="continue an interrupted or failed run from its run folder (e.g. runs/NAME): its "
+             "config.yaml, each node from its chain and checkpoint, metrics appended; flags "
+             "given override the stored config (e.g. --rounds to extend it)")
     add_config_arguments(parser, base)
 
 
+def _resume_base(run_dir: Path, base: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The stored config of the run folder `run_dir`, placed to write back into it."""
+    stored = run_dir / "config.yaml"
+    if not stored.is_file():
+        raise ConfigError(f"cannot resume {run_dir}: {stored} does not exist (is it a run folder?)")
+    tree: dict[str, Any] = {k: dict(v) for k, v in (base or {}).items()}
+    for section, values in load_yaml(stored).items():
+        tree.setdefault(section, {}).update(values or {})
+    tree.setdefault("experiment", {}).update(out=str(run_dir.parent), name=run_dir.name)
+    return tree
+
+
 def run_command(args: argparse.Namespace, base: Mapping[str, Any] | None = None) -> int:
+    resume = getattr(args, "resume", None)
     try:
+        if resume:
+            base = _resume_base(Path(resume), base)
         config = config_from_args(args, base)
+        if resume and Path(config.experiment.out) / config.experiment.name != Path(resume):
+            raise ConfigError("--resume takes the run folder itself; leave out --name and --out")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from dfl_ray.actors.network import PlacementError
 
     try:
-        run_experiment(config)
+        run_experiment(config, resume=bool(resume))
+    except KeyboardInterrupt:
+        return 130
     except (DataNotFoundError, RunError, ConfigError, PlacementError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

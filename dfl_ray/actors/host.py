@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +16,20 @@ from dfl_ray.actors.gossip import Batch, GossipLoop
 from dfl_ray.actors.transport import HostTransport, resolve
 from dfl_ray.messages import Message
 from dfl_ray.node import HostSetup, NodeGroup
+from dfl_ray.node.faults import FaultPlan
+
+KILL_POLL_S = 0.02
+"""How often an async host checks whether `faults.kill` names one of its nodes' rounds."""
+
+
+def _reconstructed() -> bool:
+    """Whether Ray restarted this actor after its process died (False outside an actor)."""
+    try:
+        import ray
+
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # not in a Ray worker
+        return False
 
 
 class NodeHost(NodeGroup):
@@ -32,6 +49,9 @@ class NodeHost(NodeGroup):
         runtime = setup.config.runtime
         self.slowdown = {n: runtime.slowdown for n in runtime.slow_nodes
                          if n in setup.node_ids and runtime.slowdown > 1.0}
+        self.plan = FaultPlan(setup.config.faults, setup.config.experiment.seed)
+        self.restarted = _reconstructed()
+        self._killer: threading.Thread | None = None
         self.peer_hosts: dict[int, Any] = {}
         self.host_of: dict[int, int] = {}
         self.loop: GossipLoop | None = None
@@ -64,13 +84,50 @@ class NodeHost(NodeGroup):
                 max_staleness=None if runtime.max_staleness < 0 else runtime.max_staleness,
                 slack=runtime.slack, patience=runtime.patience,
             )
+            for n, state in self.loop.states.items():  # nodes restored from their chains
+                state.done = self.rounds_done[n]
         return made
+
+    # ------------------------------------------------------------ faults
+
+    def ping(self) -> dict[str, Any]:
+        """Whether this actor is up, whether Ray restarted it, and whether it has its nodes."""
+        return {"pid": os.getpid(), "restarted": self.restarted, "connected": bool(self.nodes)}
+
+    def _kill_if_planned(self, nodes_rounds: Mapping[int, int]) -> None:
+        """SIGKILL this process if `faults.kill` names one of its nodes at its round; once per
+        entry (a marker file in the run folder, or the first incarnation without one)."""
+        for n, r in nodes_rounds.items():
+            if not self.plan.kills_at(n, r):
+                continue
+            if self.setup.run_dir is None:
+                if self.restarted:
+                    continue
+            else:
+                marker = Path(self.setup.run_dir) / "faults" / f"killed_node{n}_round{r}"
+                if marker.exists():
+                    continue
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(f"pid {os.getpid()}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _watch_kills(self) -> None:
+        """async: kill this process when a node named by `faults.kill` reaches its round."""
+        while self.loop_thread is not None and self.loop_thread.is_alive():
+            self._kill_if_planned(dict(self.rounds_done))
+            time.sleep(KILL_POLL_S)
+
+    def deliver(self, messages: list[tuple[int, Message]]) -> list[tuple[int, Message]]:
+        if messages and self.plan.delay_s:
+            time.sleep(self.plan.delay_s)  # the link's latency (faults.delay_ms)
+        return super().deliver(messages)
 
     # ------------------------------------------------------------ sync schedule
 
     def begin_round(self, round_index: int) -> list[tuple[int, Message]]:
         """Train and publish; a straggler then holds for (k - 1) x its training time, so the
         round (every host waits for the slowest) takes as long as its k times slower node."""
+        self._kill_if_planned(dict.fromkeys(self.nodes, round_index))
         trained = {n: self.nodes[n].timer.seconds["train"] for n in self.slowdown}
         out = super().begin_round(round_index)
         hold = max(((k - 1.0) * (self.nodes[n].timer.seconds["train"] - trained[n])
@@ -84,10 +141,20 @@ class NodeHost(NodeGroup):
     def push(self, source: int, number: int, batch: Batch) -> None:
         """The `number`-th batch host `source` sent here; handed to the loop in sending order."""
         loop = self._require_loop()
+        if self.plan.delay_s:
+            time.sleep(self.plan.delay_s)  # the link's latency (faults.delay_ms)
         with self._order:
             early = self._early.setdefault(source, {})
+            # A restarted host (or one whose sender restarted) starts from the first batch it
+            # gets; older ones that arrive later are dropped.
+            expected = self._expected.setdefault(source, 0 if number == 0 or not self.restarted
+                                                 else number)
+            if number < expected and number != 0:
+                return
+            if number == 0 and expected > 0:  # the sender restarted: a new channel
+                early.clear()
+                expected = 0
             early[number] = batch
-            expected = self._expected.get(source, 0)
             while expected in early:
                 loop.push(early.pop(expected))
                 expected += 1
@@ -117,6 +184,10 @@ class NodeHost(NodeGroup):
         self.loop_thread = threading.Thread(target=self._run_loop, daemon=True,
                                             name=f"dfl-host-{self.setup.host_index}")
         self.loop_thread.start()
+        if self.plan.kills:
+            self._killer = threading.Thread(target=self._watch_kills, daemon=True,
+                                            name=f"dfl-kill-{self.setup.host_index}")
+            self._killer.start()
 
     def _run_loop(self) -> None:
         assert self.loop is not None
