@@ -63,6 +63,17 @@ DEFAULT_JOB_ARGS = (
     "--eval-every 1"
 )
 
+# `run --faults`: enough rounds for a link cut and a raylet kill between rounds that go well; an
+# evaluation every round, so metrics.csv shows each round's end (the faults are timed by it).
+FAULT_JOB_ARGS = DEFAULT_JOB_ARGS.replace("--rounds 3", "--rounds 14")
+FAULT_LINK_HOST = "h2"  # its link is cut, then restored
+FAULT_KILL_HOST = "h3"  # its raylet is killed
+# Ray's GCS declares a node dead after 5 failed health checks (10 s timeout each, 3 s apart:
+# about a minute when the link drops every packet), and a raylet that cannot reach the GCS for
+# 60 s exits. A cut shorter than this stays a network fault, not a node death.
+LINK_DOWN_MAX_S = 40.0
+LINK_DOWN_MIN_S = 20.0
+
 
 # ----------------------------------------------------------------------------------------------
 # small helpers
@@ -748,16 +759,25 @@ def verify_chains(lay: Layout, run_local: Path, result: dict[str, Any]) -> list[
     placement = summary.get("placement", {})
     result["placement"] = placement
     result["summary"] = {k: summary.get(k) for k in
-                         ("nodes", "rounds", "wall_seconds", "honest_accuracy_final",
-                          "chain_heights", "ledger_time_share")}
+                         ("status", "error", "nodes", "rounds", "rounds_completed", "wall_seconds",
+                          "honest_accuracy_final", "chain_heights", "ledger_time_share")}
+    if summary.get("status", "ok") != "ok":
+        problems.append(f"the job's summary.json says status {summary.get('status')!r}: "
+                        f"{summary.get('error')}")
+    # A node whose host is down at the end has no placement entry (its Ray node may be gone).
+    down = set((summary.get("faults") or {}).get("down_at_end") or [])
+    n_nodes = int(summary.get("nodes") or len(placement))
     distinct = sorted({json.dumps(v, sort_keys=True) for v in placement.values()})
     result["distinct_ray_nodes"] = len(distinct)
-    if len(distinct) != len(lay.hosts):
+    if len(distinct) != len(placement):
+        problems.append(f"placement puts two DFL nodes on one Ray node: {placement}")
+    if not down and len(distinct) != len(lay.hosts):
         problems.append(f"placement spans {len(distinct)} Ray nodes, not {len(lay.hosts)}: {placement}")
-    if len(placement) != summary.get("nodes"):
-        problems.append(f"placement has {len(placement)} entries for {summary.get('nodes')} nodes")
+    if len(placement) != n_nodes - len(down):
+        problems.append(f"placement has {len(placement)} entries for {n_nodes} nodes, "
+                        f"{len(down)} down at the end")
     chains = {}
-    for node in sorted(placement, key=int):
+    for node in [str(i) for i in range(n_nodes)]:  # every node's chain, down ones too
         d = run_local / "chains" / f"node_{node}"
         if not d.is_dir():
             problems.append(f"node {node}: no chain collected at {d}")
@@ -793,6 +813,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     name = args.name or f"local_hosts_{time.strftime('%Y%m%d_%H%M%S')}"
     data_dir = Path(args.data_dir)
+    if args.job_args is None:
+        args.job_args = FAULT_JOB_ARGS if args.faults else DEFAULT_JOB_ARGS
     steps = readme_steps(lay, name, args.job_args, data_dir)
     lay.logs.mkdir(parents=True, exist_ok=True)
     logfile = lay.logs / f"run-{name}.log"
@@ -801,6 +823,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     result_file = lay.workdir / f"result-{name}.json"
     step = Step(lay, result, logfile)
     dashboard: subprocess.Popen[str] | None = None
+    plan: FaultPlan | None = None
     cluster_started = False
     run_local = REPO / "runs" / name
     try:
@@ -827,19 +850,36 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise RuntimeError(f"`ray dashboard` did not forward port 8265; see {dash_log}")
         t_submit = time.time()
         result["events"]["submit"] = t_submit
-        step("submit", steps["submit"], timeout=args.job_timeout, stream=args.verbose)
+        if args.faults:
+            plan = FaultPlan(lay, name, args, t_submit)
+            plan.start()
+        try:
+            step("submit", steps["submit"], timeout=args.job_timeout, stream=args.verbose)
+        finally:
+            if plan is not None:
+                result["faults_injected"] = plan.finish()
         step("collect", steps["collect"], timeout=600)
         result["chains_on_hosts"] = chains_on_hosts(lay, f"{HOST_HOME}/dfl_runs/{name}")
         problems = verify_chains(lay, run_local, result)
         result["problems"] += problems
         # every node's chain was written on the host whose Ray node ran it, and only there
-        node_ip = {n["id"]: n["ip"] for n in nodes}
-        for node, where in result.get("placement", {}).items():
-            ip = node_ip.get(str(where))
+        if plan is not None:  # a node that Ray restarted there has a new Ray node id
+            result["ray_nodes_after_job"] = ray_nodes(lay)
+        node_ip = {n["id"]: n["ip"] for n in [*nodes, *result.get("ray_nodes_after_job", [])]}
+        for node in result.get("chains", {}):
             holders = [h for h, held in result["chains_on_hosts"].items() if f"node_{node}" in held]
+            where = result.get("placement", {}).get(node)
+            if where is None:  # down at the end: no placement entry, its chain on one host
+                if len(holders) != 1:
+                    result["problems"].append(f"node {node} (down at the end): chain found on "
+                                              f"{holders}, not on one host")
+                continue
+            ip = node_ip.get(str(where))
             if ip is None or holders != [ip]:
                 result["problems"].append(
                     f"node {node}: ran on Ray node {where} ({ip}), chain found on {holders}")
+        if plan is not None:
+            result["problems"] += check_faults(lay, result, run_local)
         first, per_round = per_round_seconds(run_local / "metrics.csv")
         result["job_first_round_s"] = first
         result["seconds_per_round"] = per_round
@@ -878,7 +918,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         log(f"result: {result_file}")
     print(json.dumps({k: result.get(k) for k in
                       ("ok", "problems", "distinct_ray_nodes", "seconds", "up_to_first_round_s",
-                       "submit_to_first_round_s", "seconds_per_round", "baseline")},
+                       "submit_to_first_round_s", "seconds_per_round", "faults_injected",
+                       "faults", "baseline")},
                      indent=1, default=str))
     return 0 if result["ok"] else 1
 
@@ -942,25 +983,197 @@ def baseline(lay: Layout, name: str, job_args: str, data_dir: Path, logfile: Pat
 # faults
 
 
-def cmd_fault(args: argparse.Namespace) -> int:
-    lay = layout(args)
-    h = args.host
-    if args.kind in ("link-down", "link-up"):
+def inject(lay: Layout, kind: str, h: str) -> bool:
+    """Cut or restore host `h`'s link (its veth on the bridge), or SIGKILL its raylet; whether
+    it did something (a raylet kill finds none when Ray does not run there)."""
+    if kind in ("link-down", "link-up"):
         sh(["ip", "-n", lay.bridge_ns, "link", "set", f"v{h}",
-            "down" if args.kind == "link-down" else "up"])
-        log(f"{h}: link {args.kind.split('-')[1]}")
-        return 0
-    if args.kind == "kill-raylet":
+            "down" if kind == "link-down" else "up"])
+        log(f"{h}: link {kind.split('-')[1]}")
+        return True
+    if kind == "kill-raylet":
         pids = sh(["ip", "netns", "pids", lay.ns(h)], capture_output=True).stdout.split()
         killed = []
         for pid in pids:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet":
                     os.kill(int(pid), signal.SIGKILL)
                     killed.append(int(pid))
         log(f"{h}: killed raylet {killed}")
-        return 0 if killed else 1
-    raise SystemExit(f"unknown fault {args.kind}")
+        return bool(killed)
+    raise ValueError(f"unknown fault {kind}")
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    return 0 if inject(layout(args), args.kind, args.host) else 1
+
+
+class FaultPlan(threading.Thread):
+    """`run --faults`: while the job runs, cut a worker's link and restore it, then kill another
+    worker's raylet, each once the job's metrics.csv (on the head) shows enough rounds."""
+
+    def __init__(self, lay: Layout, name: str, args: argparse.Namespace, t_submit: float) -> None:
+        super().__init__(daemon=True, name="fault-plan")
+        self.lay, self.name, self.t_submit = lay, name, t_submit
+        self.after_rounds = args.fault_after_rounds
+        self.gap_rounds = args.fault_gap_rounds
+        self.link_down_s = args.link_down_s
+        self.link_host, self.kill_host = FAULT_LINK_HOST, FAULT_KILL_HOST
+        self.done = threading.Event()  # set when the job's step ends
+        self.injected: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self.error: str | None = None
+        self.link_is_down = False
+
+    def progress(self) -> tuple[int, list[float]]:
+        """(rounds the job has logged, wall seconds at each logged round) from its metrics.csv."""
+        r = on_host(self.lay, self.lay.hosts[0],
+                    f"cat {HOST_HOME}/dfl_runs/{shlex.quote(self.name)}/metrics.csv 2>/dev/null")
+        walls: dict[int, float] = {}
+        for row in csv.DictReader(r.stdout.splitlines()):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                walls[int(row["step"])] = float(row["wall_seconds"])
+        return (max(walls) if walls else 0), [walls[k] for k in sorted(walls)]
+
+    def wait_rounds(self, target: int) -> int | None:
+        """The job's round count once it reaches `target`; None if the job ended first."""
+        while not self.done.is_set():
+            rounds, _ = self.progress()
+            if rounds >= target:
+                return rounds
+            self.done.wait(1.0)
+        return None
+
+    def note(self, kind: str, host: str, rounds: int, **extra: Any) -> None:
+        now = time.time()
+        self.injected.append({"kind": kind, "host": host, "ip": self.lay.ip(host),
+                              "after_round": rounds, "at": round(now, 3),
+                              "since_submit_s": round(now - self.t_submit, 1), **extra})
+
+    def cut_seconds(self, walls: list[float]) -> float:
+        """How long the link stays down: longer than the driver's round deadline (4 x the median
+        round, at least 10 s), shorter than Ray's node-death detection."""
+        if self.link_down_s > 0:
+            return self.link_down_s
+        gaps = sorted(walls[i + 1] - walls[i] for i in range(1, len(walls) - 1))  # after round 1
+        median = gaps[len(gaps) // 2] if gaps else 5.0
+        want = max(LINK_DOWN_MIN_S, 4 * median + 6)
+        if want > LINK_DOWN_MAX_S:
+            self.notes.append(f"rounds take {median:.1f} s: a cut of {LINK_DOWN_MAX_S:.0f} s may "
+                              "end before the driver's round deadline")
+        return min(want, LINK_DOWN_MAX_S)
+
+    def run(self) -> None:
+        try:
+            rounds = self.wait_rounds(self.after_rounds)
+            if rounds is None:
+                return
+            cut = self.cut_seconds(self.progress()[1])
+            inject(self.lay, "link-down", self.link_host)
+            self.link_is_down = True
+            self.note("link-down", self.link_host, rounds, planned_s=round(cut, 1))
+            self.done.wait(cut)
+            inject(self.lay, "link-up", self.link_host)
+            self.link_is_down = False
+            rounds = self.progress()[0]
+            self.note("link-up", self.link_host, rounds)
+            rounds = self.wait_rounds(rounds + self.gap_rounds)
+            if rounds is None:
+                return
+            killed = inject(self.lay, "kill-raylet", self.kill_host)
+            self.note("kill-raylet", self.kill_host, rounds, killed=killed)
+        except Exception as e:  # noqa: BLE001 - reported in the result
+            self.error = f"{type(e).__name__}: {e}"
+
+    def finish(self) -> dict[str, Any]:
+        """Stop waiting (the job ended), restore a cut link, and say what was done."""
+        self.done.set()
+        self.join(60)
+        if self.link_is_down:
+            with contextlib.suppress(Exception):
+                inject(self.lay, "link-up", self.link_host)
+                self.link_is_down = False
+                self.notes.append("the job ended while the link was down; restored it")
+        return {"link_host": self.link_host, "kill_host": self.kill_host,
+                "after_rounds": self.after_rounds, "gap_rounds": self.gap_rounds,
+                "events": self.injected, "notes": self.notes, "error": self.error}
+
+
+def check_faults(lay: Layout, result: dict[str, Any], run_local: Path) -> list[str]:
+    """What the job's summary.json says about the injected faults (into result["faults"]), and
+    the problems: a fault not injected, a job not ok, a cut host that did not go down and come
+    back, a killed host not down, Ray declaring the cut host dead."""
+    problems: list[str] = []
+    plan = result.get("faults_injected") or {}
+    kinds = [e["kind"] for e in plan.get("events", []) if e.get("killed", True)]
+    if plan.get("error"):
+        problems.append(f"fault injection failed: {plan['error']}")
+    if kinds != ["link-down", "link-up", "kill-raylet"]:
+        problems.append(f"faults injected: {kinds}, not link-down, link-up, kill-raylet (did "
+                        "the job end first? give it more rounds)")
+    summary = json.loads((run_local / "summary.json").read_text())
+    faults = summary.get("faults") or {}
+    result["faults"] = {
+        "status": summary.get("status"),
+        **{k: faults.get(k) for k in ("down", "restarted", "back", "down_at_end",
+                                      "dropped_to_down_nodes", "round_timeout_s", "events",
+                                      "rounds")},
+    }
+    on_ip = {ip: sorted(int(c.split("_")[1]) for c in held)
+             for ip, held in result.get("chains_on_hosts", {}).items()}
+    cut_nodes = on_ip.get(lay.ip(plan.get("link_host", FAULT_LINK_HOST)), [])
+    killed_nodes = on_ip.get(lay.ip(plan.get("kill_host", FAULT_KILL_HOST)), [])
+    result["faults"]["link_cut_nodes"] = cut_nodes
+    result["faults"]["raylet_killed_nodes"] = killed_nodes
+    events = faults.get("events") or []
+
+    def first(kind: str, nodes: list[int], after: int = -1) -> dict[str, Any] | None:
+        for i, e in enumerate(events):
+            if i > after and e.get("kind") == kind and sorted(e.get("nodes", [])) == nodes:
+                return {**e, "index": i}
+        return None
+
+    down_at_end = sorted(faults.get("down_at_end") or [])
+    before = {n["ip"]: n["id"] for n in result.get("ray_nodes", [])}
+    after = {n["ip"]: n["id"] for n in result.get("ray_nodes_after_job", [])}
+    result["faults"]["ray_alive_after_job"] = sorted(after)
+    cut_ip, kill_ip = lay.ip(FAULT_LINK_HOST), lay.ip(FAULT_KILL_HOST)
+    if after.get(cut_ip) != before.get(cut_ip):
+        problems.append(f"Ray declared {FAULT_LINK_HOST} ({cut_ip}) dead after its link was cut "
+                        f"(Ray node {before.get(cut_ip)} before, {after.get(cut_ip)} after): the "
+                        "cut outlasted Ray's health checks")
+    went = first("down", cut_nodes)
+    if not cut_nodes or went is None:
+        problems.append(f"no 'down' event for node(s) {cut_nodes} of {FAULT_LINK_HOST}, whose "
+                        f"link was cut: {events}")
+    elif first("back", cut_nodes, went["index"]) is None:
+        problems.append(f"node(s) {cut_nodes} of {FAULT_LINK_HOST} went down (link cut) and "
+                        f"never came back: {events}")
+    if set(cut_nodes) & set(down_at_end):
+        problems.append(f"node(s) {cut_nodes} of {FAULT_LINK_HOST} still down at the end")
+    # The raylet kill ends the host actor's process. The head's autoscaler (min_workers: 3)
+    # then starts Ray on that worker again, as a new Ray node; the STRICT_SPREAD bundle moves
+    # there and Ray restarts the host actor, which resumes its node from the chain on that disk.
+    # Whether that happens before the run ends depends on timing: either outcome is fine, a
+    # node neither down at the end nor restarted is not.
+    died = first("down", killed_nodes)
+    restarted = died and first("restarted", killed_nodes, died["index"])
+    back = restarted and first("back", killed_nodes, restarted["index"])
+    if not killed_nodes or died is None:
+        outcome = "never down"
+        problems.append(f"no 'down' event for node(s) {killed_nodes} of {FAULT_KILL_HOST}, "
+                        f"whose raylet was killed: {events}")
+    elif set(killed_nodes) <= set(down_at_end):
+        outcome = "down at the end"
+    elif back:
+        outcome = (f"restarted on {FAULT_KILL_HOST} (Ray node {after.get(kill_ip)}, was "
+                   f"{before.get(kill_ip)}) and back in round {back.get('round')}")
+    else:
+        outcome = "up at the end without a restart"
+        problems.append(f"node(s) {killed_nodes} of {FAULT_KILL_HOST} (raylet killed): neither "
+                        f"down at the end nor restarted and back: {events}")
+    result["faults"]["raylet_killed_outcome"] = outcome
+    return problems
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1055,8 +1268,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("run", parents=[common],
                        help="run cluster/README.md steps 2-8 against the hosts and check the result")
     s.add_argument("--name", default=None, help="run name (default local_hosts_<time>)")
-    s.add_argument("--job-args", default=DEFAULT_JOB_ARGS,
-                   help=f"appended to the README's job command (default: {DEFAULT_JOB_ARGS!r})")
+    s.add_argument("--job-args", default=None,
+                   help=f"appended to the README's job command (default: {DEFAULT_JOB_ARGS!r}; "
+                        f"with --faults {FAULT_JOB_ARGS!r})")
     s.add_argument("--data-dir", default=str((REPO / ".." / "shared" / "data").resolve()),
                    help="offline MNIST folder copied to the head (default ../shared/data)")
     s.add_argument("--up-timeout", type=float, default=1800,
@@ -1067,6 +1281,25 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--baseline", action="store_true",
                    help="also run the same job on one host (local Ray in the client) for s/round")
     s.add_argument("--verbose", action="store_true", help="echo the job's output")
+    s.add_argument("--faults", action="store_true",
+                   help=f"faults across hosts while the job runs: once the job's metrics.csv on "
+                        f"the head shows --fault-after-rounds rounds, cut {FAULT_LINK_HOST}'s link "
+                        f"for --link-down-s seconds and restore it; --fault-gap-rounds rounds "
+                        f"later, kill {FAULT_KILL_HOST}'s raylet. The job must still exit 0 with "
+                        f"status ok; summary.json must record {FAULT_LINK_HOST}'s node going down "
+                        f"and coming back and {FAULT_KILL_HOST}'s node down at the end; every "
+                        "chain (the killed host's too) is collected and verified. What was "
+                        "injected and when, and the summary's faults, go into the result JSON")
+    s.add_argument("--fault-after-rounds", type=int, default=3,
+                   help="rounds the job completes before the link cut (default 3: the driver's "
+                        "round deadline is 4 x the median round once two rounds are timed)")
+    s.add_argument("--fault-gap-rounds", type=int, default=3,
+                   help="rounds between the link's restore and the raylet kill (default 3)")
+    s.add_argument("--link-down-s", type=float, default=0.0,
+                   help=f"seconds the link stays cut; 0 (default): 4 x the job's median round + "
+                        f"6 s, at least {LINK_DOWN_MIN_S:.0f} s (past the round deadline), at most "
+                        f"{LINK_DOWN_MAX_S:.0f} s (Ray's GCS takes about a minute of failed health "
+                        "checks to declare a silent node dead)")
     s.set_defaults(fn=cmd_run)
     s = sub.add_parser("exec", parents=[common],
                        help="run a command in the client or inside a host's namespaces")

@@ -7,6 +7,13 @@ fifth namespace: token, `ray up`, wait for the workers, data copy, `ray dashboar
 start from a cached image whose ~/dfl_venv holds the dependencies (`up --venv seed`), so `ray up`
 installs only the project; building that image once takes a few more minutes.
 
+The same run carries faults across hosts (`run --faults`, one cluster for both, to keep the test
+to minutes): while the job runs, h2's link is cut past the driver's round deadline and restored,
+then h3's raylet is killed. The job must still end ok, its summary.json must record h2's node
+going down and coming back and h3's node going down (then restarted on h3 once the autoscaler
+has started Ray there again, or down at the end if the run ends first), and every chain, h3's
+too, must be collected from its own host and verify.
+
 Skipped, saying why, where the machine cannot make the hosts (not root, no namespaces, no sshd).
 """
 
@@ -64,7 +71,7 @@ def test_four_hosts_readme_end_to_end(data_dir: Path) -> None:
         up = _cli("up", "--venv", "seed", timeout=1800)
         assert up.returncode == 0, f"harness up failed:\n{_show(up)}"
         run = _cli("run", "--name", name, "--data-dir", str(data_dir), "--up-timeout", "900",
-                   "--job-timeout", "600", timeout=2400)
+                   "--job-timeout", "600", "--faults", timeout=2400)
         result_file = WORKDIR / f"result-{name}.json"
         assert result_file.exists(), f"harness run wrote no result:\n{_show(run)}"
         result = json.loads(result_file.read_text())
@@ -78,22 +85,50 @@ def test_four_hosts_readme_end_to_end(data_dir: Path) -> None:
         nodes = result["ray_nodes"]
         assert len(nodes) == 4, nodes
         assert sorted(n["ip"] for n in nodes) == [f"{SUBNET}.{i}" for i in (1, 2, 3, 4)]
-        # the job ran its 4 DFL nodes on 4 distinct Ray nodes
-        placement = result["placement"]
-        assert len(placement) == 4
-        assert len(set(placement.values())) == 4, placement
-        assert set(placement.values()) == {n["id"] for n in nodes}
-        # each node's chain lies on the host that ran it, and nowhere else
         by_ip = {n["id"]: n["ip"] for n in nodes}
+        faults = result["faults"]
+        assert faults["status"] == "ok", faults
+        killed, cut = faults["raylet_killed_nodes"], faults["link_cut_nodes"]
+        assert len(killed) == 1 and len(cut) == 1, faults
+        # the job ran its 4 DFL nodes on 4 distinct Ray nodes. h3's raylet was killed: the head's
+        # autoscaler starts Ray there again as a new Ray node, and the host actor restarts on it
+        # from its chain, unless the run ends first (then the node is down at the end and has
+        # no placement entry)
+        placement = result["placement"]
+        by_ip.update({n["id"]: n["ip"] for n in result["ray_nodes_after_job"]})
+        up_at_end = [str(i) for i in range(4) if i not in faults["down_at_end"]]
+        assert faults["down_at_end"] in ([], killed), faults
+        assert sorted(placement, key=int) == up_at_end, (placement, faults)
+        assert len(set(placement.values())) == len(placement), placement
+        # each node's chain lies on the host that ran it, and nowhere else; four hosts, four chains
+        held = {ip: chains for ip, chains in result["chains_on_hosts"].items() if chains}
+        assert sorted(len(c) for c in held.values()) == [1, 1, 1, 1], held
         for node, ray_node in placement.items():
-            holders = [ip for ip, held in result["chains_on_hosts"].items() if f"node_{node}" in held]
+            holders = [ip for ip, c in result["chains_on_hosts"].items() if f"node_{node}" in c]
             assert holders == [by_ip[ray_node]], (node, holders)
-        # every chain, collected as the README's step 7 does, verifies and holds blocks
+        assert held[f"{SUBNET}.4"] == [f"node_{killed[0]}"], held  # h3
+        assert held[f"{SUBNET}.3"] == [f"node_{cut[0]}"], held  # h2
+        # every chain, collected as the README's step 7 does (h3's after its raylet died),
+        # verifies and holds blocks
         chains = result["chains"]
-        assert sorted(chains, key=int) == sorted(placement, key=int)
+        assert sorted(chains, key=int) == ["0", "1", "2", "3"]
         for node, chain in chains.items():
             assert chain["verify_exit"] == 0, (node, chain)
             assert chain["blocks"] >= 1, (node, chain)
+        # the faults as injected and as the driver recorded them
+        injected = [e["kind"] for e in result["faults_injected"]["events"]]
+        assert injected == ["link-down", "link-up", "kill-raylet"], result["faults_injected"]
+        events = [(e["kind"], e["nodes"]) for e in faults["events"]]
+        assert ("down", cut) in events and ("back", cut) in events, events
+        assert events.index(("down", cut)) < events.index(("back", cut)), events
+        assert ("down", killed) in events, events
+        if not faults["down_at_end"]:
+            assert events.index(("down", killed)) < events.index(("restarted", killed)), events
+            assert events.index(("restarted", killed)) < events.index(("back", killed)), events
+        # Ray kept h2's node through the cut (same Ray node id before and after)
+        h2_before = [n["id"] for n in nodes if n["ip"] == f"{SUBNET}.3"]
+        h2_after = [n["id"] for n in result["ray_nodes_after_job"] if n["ip"] == f"{SUBNET}.3"]
+        assert h2_before == h2_after, (nodes, result["ray_nodes_after_job"])
         assert result["problems"] == []
     finally:
         down = _cli("down", timeout=300)
