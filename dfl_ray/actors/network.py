@@ -35,6 +35,9 @@ TIMED_ROUNDS_MIN = 2
 ROUND_TIMEOUT_FACTOR = 4.0
 """Auto deadline: this many times the median time of the rounds every host answered in."""
 ROUND_TIMEOUT_FLOOR_S = 10.0
+TIMED_ROUNDS_KEPT = 20
+"""The auto deadline follows the median of the last this many whole rounds."""
+MAJORITY_EXTENSIONS = 4
 PHASE_GRACE = 0.25
 """A phase that starts after the round's deadline waits this share of the deadline."""
 RECOVER_WAIT_S = 0.5
@@ -247,14 +250,24 @@ class Network:
         """The answers of the hosts that answered `calls` by `deadline` (monotonic seconds).
 
         A host that has not answered by then is marked down with its call pending; one whose
-        process died (or is being restarted) is marked down too. Any other error is a bug and
-        propagates.
+        process died (or is being restarted) is marked down too. When most hosts are late the
+        deadline is extended instead (up to `MAJORITY_EXTENSIONS` times one round deadline): a
+        deadline cuts off a silent minority, not a cluster that is slow as a whole. Any other
+        error is a bug and propagates.
         """
         by_ref = {ref: h for h, ref in calls.items()}
         if not by_ref:
             return {}
         ready, late = ray.wait(list(by_ref), num_returns=len(by_ref),
                                timeout=max(deadline - time.monotonic(), 0.0))
+        extensions = 0
+        while 2 * len(late) > len(by_ref) and extensions < MAJORITY_EXTENSIONS:
+            # Most hosts are late: the whole cluster is slow (a loaded machine), which is no
+            # host's fault; wait on rather than leave most of the network out of the round.
+            extensions += 1
+            self.fault_counts["deadline_extended"] += 1
+            more, late = ray.wait(late, num_returns=len(late), timeout=self.round_timeout())
+            ready += more
         out: dict[int, Any] = {}
         for ref in ready:
             h = by_ref[ref]
@@ -273,7 +286,8 @@ class Network:
             return float(given)
         if len(self.round_times) < TIMED_ROUNDS_MIN:
             return FIRST_ROUNDS_TIMEOUT_S
-        return max(ROUND_TIMEOUT_FLOOR_S, ROUND_TIMEOUT_FACTOR * statistics.median(self.round_times))
+        recent = self.round_times[-TIMED_ROUNDS_KEPT:]
+        return max(ROUND_TIMEOUT_FLOOR_S, ROUND_TIMEOUT_FACTOR * statistics.median(recent))
 
     def recover(self, wait_s: float = RECOVER_WAIT_S) -> None:
         """Bring back the down hosts that answer again: a stalled one once its late call
@@ -338,6 +352,7 @@ class Network:
             "restarted": self.fault_counts["restarted"],
             "back": self.fault_counts["back"],
             "dropped_to_down_nodes": self.fault_counts["dropped_to_down"],
+            "deadline_extended": self.fault_counts["deadline_extended"],
             "down_at_end": sorted(n for h in self.down for n in self.groups[h]),
             "round_timeout_s": self.round_timeout(),
             "events": list(self.events),
