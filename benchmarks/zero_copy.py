@@ -142,7 +142,8 @@ def main() -> None:
 
     vec = np.random.default_rng(0).standard_normal(N_PARAMS).astype(np.float32)
     tensor = torch.from_numpy(vec.copy())
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
+             log_to_driver=False)
     try:
         # Receivers take no CPU slot so that max(ks) of them exist on a small machine too.
         receivers = [ray.remote(Receiver).options(num_cpus=0).remote() for _ in range(max(ks))]

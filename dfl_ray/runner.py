@@ -63,10 +63,11 @@ def init_ray(config: Config) -> bool:
 
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-    if config.runtime.address:
-        kwargs["address"] = config.runtime.address
-    elif config.runtime.num_cpus:
+    # Without an address, a Ray of its own: a bare ray.init() would join whatever local Ray
+    # another process started last, and die with it.
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
+                              "address": config.runtime.address or "local"}
+    if not config.runtime.address and config.runtime.num_cpus:
         kwargs["num_cpus"] = config.runtime.num_cpus
     ray.init(**kwargs)
     return True
@@ -440,7 +441,12 @@ def _drive(
 
     def observe(step: int) -> None:
         nonlocal accs
-        accs = net.evaluate()
+        found = net.evaluate()
+        if not any(n not in attackers for n in found):
+            print(f"round {step}: no honest node answered the evaluation; nothing logged",
+                  file=sys.stderr)
+            return
+        accs = found
         scalars = accuracy_scalars(accs, attackers)
         totals = summarize_stats(net.stats(), attackers, net.addresses)
         for reason, count in totals["rejected"].items():

@@ -37,7 +37,7 @@ def local_ray() -> Iterator[None]:
     """A local Ray instance with two CPUs for the tests of one module (Ray imported only here)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

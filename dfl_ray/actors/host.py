@@ -18,6 +18,8 @@ from dfl_ray.messages import Message
 from dfl_ray.node import HostSetup, NodeGroup
 from dfl_ray.node.faults import FaultPlan
 
+IN_FLIGHT_MAX = 64
+"""async: most batches sent to one peer host and not yet taken by it."""
 KILL_POLL_S = 0.02
 """How often an async host checks whether `faults.kill` names one of its nodes' rounds."""
 
@@ -59,6 +61,9 @@ class NodeHost(NodeGroup):
         self.loop_error: str | None = None
         self.sent: dict[int, int] = {}
         """Batches sent to each other host so far (the async schedule)."""
+        self._in_flight: dict[int, list[Any]] = {}
+        self.dropped_to_silent = 0
+        """Messages not sent to a peer host that left IN_FLIGHT_MAX batches unanswered."""
         self._order = threading.Lock()
         self._expected: dict[int, int] = {}
         self._early: dict[int, dict[int, Batch]] = {}
@@ -164,10 +169,20 @@ class NodeHost(NodeGroup):
         by_host: dict[int, Batch] = {}
         for dest, message in messages:
             by_host.setdefault(self.host_of[dest], []).append((dest, message))
+        import ray
+
         for host, batch in by_host.items():
+            # A silent peer (stalled, cut off) answers no push: past IN_FLIGHT_MAX unanswered
+            # batches, new ones for it are dropped here rather than queued without bound.
+            waiting = self._in_flight.setdefault(host, [])
+            if waiting:
+                _, waiting[:] = ray.wait(waiting, num_returns=len(waiting), timeout=0)
+            if len(waiting) >= IN_FLIGHT_MAX:
+                self.dropped_to_silent += len(batch)
+                continue
             number = self.sent[host]
             self.sent[host] = number + 1
-            self.peer_hosts[host].push.remote(self.setup.host_index, number, batch)
+            waiting.append(self.peer_hosts[host].push.remote(self.setup.host_index, number, batch))
 
     def _require_loop(self) -> GossipLoop:
         if self.loop is None:
@@ -207,6 +222,7 @@ class NodeHost(NodeGroup):
             "error": self.loop_error,
             "sent": sum(self.sent.values()),
             "handled": loop.handled,
+            "dropped_to_silent": self.dropped_to_silent,
             "idle": loop.idle and waiting == 0,
         }
 

@@ -353,6 +353,8 @@ class Network:
             "back": self.fault_counts["back"],
             "dropped_to_down_nodes": self.fault_counts["dropped_to_down"],
             "deadline_extended": self.fault_counts["deadline_extended"],
+            "dropped_to_silent_hosts": sum(rep.get("dropped_to_silent", 0)
+                                           for rep in self.last_progress.values()),
             "down_at_end": sorted(n for h in self.down for n in self.groups[h]),
             "round_timeout_s": self.round_timeout(),
             "events": list(self.events),

@@ -90,3 +90,20 @@ def test_a_stalled_host_misses_the_deadline_and_catches_up(
     seqs = own_seqs(run_dir, 1)
     assert seqs == list(range(len(seqs))) and len(seqs) >= 4
     assert summary["chain_heights"]["0"] >= 1  # the others sealed blocks all along
+
+
+def test_a_fifth_of_all_messages_lost_the_run_goes_on(
+    local_ray: None, tmp_path: Path, data_dir: Path
+) -> None:
+    cfg = tiny_config(tmp_path, data_dir, experiment={"rounds": 3},
+                      attack={"kind": "none", "malicious": 0}, faults={"drop": 0.2})
+    summary = run_experiment(cfg, quiet=True)
+    assert summary["status"] == "ok"
+    lost, accepted = summary["faults"]["fault_dropped"], summary["counters"]["accepted"]
+    # Each node sends each transaction to both ring peers, which forward it on: about one in
+    # five deliveries never arrives, so fewer transactions are accepted than the 12 x 3 of a
+    # lossless ring, and the receipts and endorsements lost are counted too.
+    assert lost > 0 and accepted < 3 * 4 * 3
+    assert summary["faults"]["down"] == 0  # a lost message is not a down node
+    for node in range(4):
+        verify_chain(tmp_path / "tiny" / "chains" / f"node_{node}")
