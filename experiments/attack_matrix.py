@@ -56,10 +56,11 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "gate_edge": ("gate_edge", {}),
     "gate_edge_half": ("gate_edge", {"fraction": 0.5}),
     "shield_edge": ("shield_edge", {}),
+    "sentinel_edge": ("sentinel_edge", {}),
     "backdoor": ("backdoor", {}),
     "backdoor_scaled": ("backdoor", {"scale": 3.0}),
 }
-DEFENSES = ("dfl_guard", "dfl_shield", "half_fedavg", "median", "trimmed_mean",
+DEFENSES = ("dfl_guard", "dfl_shield", "dfl_sentinel", "half_fedavg", "median", "trimmed_mean",
             "centered_clipping", "multi_krum", "dfl_trust")
 MALICIOUS = 3
 NODES = 10

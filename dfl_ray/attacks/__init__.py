@@ -3,7 +3,7 @@
 One module per family: `base` (the `Attack` interface and what attackers observe), `original`
 (the DFL paper's set), `model` (sign flip, scaling, noise), `omniscient` (ALIE, IPM, min-max,
 min-sum, mimic), `adaptive` (white-box attacks on this project's defenses: gate edge against dfl_guard, shield
-edge against dfl_shield) and `backdoor`.
+edge against dfl_shield, sentinel edge against dfl_sentinel) and `backdoor`.
 `make_attack(kind, **params)` builds one by its configuration name.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from dfl_ray.attacks.adaptive import GateEdge, ShieldEdge
+from dfl_ray.attacks.adaptive import GateEdge, SentinelEdge, ShieldEdge
 from dfl_ray.attacks.backdoor import Backdoor, stamp_trigger
 from dfl_ray.attacks.base import Attack
 from dfl_ray.attacks.model import GaussianNoise, ScaledUpdate, SignFlip
@@ -31,7 +31,7 @@ _ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
     for cls in (Attack, RandomModel, RandomModelByTurn, MinusUniform, FreeRider, LabelShuffle,
                 LabelShift, BlankImages, SignFlip, ScaledUpdate, GaussianNoise, ALIE, IPM,
-                MinMax, MinSum, Mimic, GateEdge, ShieldEdge, Backdoor)
+                MinMax, MinSum, Mimic, GateEdge, ShieldEdge, SentinelEdge, Backdoor)
 }
 
 ATTACK_KINDS: tuple[str, ...] = tuple(_ATTACKS)
@@ -83,6 +83,7 @@ __all__ = [
     "RandomModel",
     "RandomModelByTurn",
     "ScaledUpdate",
+    "SentinelEdge",
     "ShieldEdge",
     "SignFlip",
     "attack_params",

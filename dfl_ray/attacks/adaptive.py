@@ -8,7 +8,8 @@ distance to an honest receiver lies just inside the gate radius, gate x the medi
 receiver sees. It is the adaptive-attack recipe of Tramer et al. ("On Adaptive Attacks to
 Adversarial Example Defenses", NeurIPS 2020) applied to a Byzantine-robust rule, as Shejwalkar
 and Houmansadr (NDSS 2021) and Fang et al. ("Local Model Poisoning Attacks to Byzantine-Robust
-Federated Learning", USENIX Security 2020) do for Krum and trimmed mean.
+Federated Learning", USENIX Security 2020) do for Krum and trimmed mean. `ShieldEdge` does the
+same against dfl_shield, `SentinelEdge` against dfl_sentinel.
 """
 
 from __future__ import annotations
@@ -122,4 +123,62 @@ class ShieldEdge(Attack):
         head = float(np.linalg.norm(own[body:]))
         t = float(np.sqrt(max(reach * reach - head * head, 0.0)))
         out[:body] = (base[:body] - (t / norm) * mean).astype(np.float32)
+        return out
+
+
+@dataclass(frozen=True)
+class SentinelEdge(Attack):
+    """Publish base + mean(u) - z * std(u) off the output layer (coordinate by coordinate),
+    shortened to `fraction` x `clip` x r when longer, and the trained output layer on it:
+    white-box against dfl_sentinel (`dfl_ray.defense.sentinel`).
+
+    u are the honest updates observed and the attacker's own, r their median norm (the
+    attacker's estimate of a receiver's own update norm, which sets dfl_sentinel's clip radius).
+    dfl_sentinel trims the feature layers coordinate by coordinate, so a push against the honest
+    mean by a whole update norm is cut away; what survives a trimmed mean is a shift inside the
+    honest spread, ALIE's recipe (Baruch et al., NeurIPS 2019): all colluders publish the same
+    value, `z` honest standard deviations below the honest mean, so that they fill the low end
+    of every coordinate's trimmed window. The output layer stays as trained (the reversal test
+    passes), and the update stays inside the clip radius (never clipped). The sentinel's
+    validation test needs data the attacker never sees; a small `z` is the attacker's lever
+    against it.
+    """
+
+    name: ClassVar[str] = "sentinel_edge"
+    observes: ClassVar[bool] = True
+    z: float = 1.0
+    """Honest standard deviations below the honest mean, per coordinate."""
+    clip: float = 2.0
+    """The clip of the defense attacked (dfl_sentinel's default 2)."""
+    fraction: float = 0.95
+    """At most this share of the clip radius."""
+    keep_last: int = 5010
+    """Trailing coordinates published as trained (the output layer)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive("z", self.z)
+        check_positive("clip", self.clip)
+        check_positive("fraction", self.fraction)
+        if (isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int | np.integer)
+                or self.keep_last < 0):
+            raise ValueError(f"keep_last must be an integer >= 0, got {self.keep_last!r}")
+
+    def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
+                 turn: int, observed: np.ndarray | None) -> np.ndarray:
+        body = trained.size - min(int(self.keep_last), trained.size)
+        own = (trained - base).astype(np.float64)
+        u = own[None, :] if observed is None or len(observed) == 0 else np.vstack(
+            [np.asarray(observed, dtype=np.float64), own[None, :]])
+        out = trained.copy()
+        if body == 0:
+            return out
+        shift = u[:, :body].mean(axis=0) - float(self.z) * u[:, :body].std(axis=0)
+        reach = float(self.fraction) * float(self.clip) * float(np.median(np.linalg.norm(u, axis=1)))
+        head = float(np.linalg.norm(own[body:]))
+        room = float(np.sqrt(max(reach * reach - head * head, 0.0)))
+        length = float(np.linalg.norm(shift))
+        if length > room:
+            shift *= room / length
+        out[:body] = (base[:body] + shift).astype(np.float32)
         return out

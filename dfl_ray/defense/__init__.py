@@ -18,6 +18,7 @@ from dfl_ray.defense.guard import check_dfl_guard_params, dfl_guard
 from dfl_ray.defense.krum import check_krum_params, check_multi_krum_params, krum, multi_krum
 from dfl_ray.defense.median import median
 from dfl_ray.defense.reputation import check_dfl_reputation_params, dfl_reputation
+from dfl_ray.defense.sentinel import check_dfl_sentinel_params, dfl_sentinel
 from dfl_ray.defense.shield import check_dfl_shield_params, dfl_shield
 from dfl_ray.defense.trimmed_mean import check_trimmed_mean_params, trimmed_mean
 from dfl_ray.defense.trust import check_dfl_trust_params, dfl_trust
@@ -34,6 +35,7 @@ RULES: dict[str, Callable[..., AggregationResult]] = {
     "dfl_trust": dfl_trust,
     "dfl_guard": dfl_guard,
     "dfl_shield": dfl_shield,
+    "dfl_sentinel": dfl_sentinel,
 }
 
 # Value checks per rule, so a configuration can be rejected before the first aggregation.
@@ -46,6 +48,7 @@ _PARAM_CHECKS: dict[str, Callable[..., None]] = {
     "dfl_trust": check_dfl_trust_params,
     "dfl_guard": check_dfl_guard_params,
     "dfl_shield": check_dfl_shield_params,
+    "dfl_sentinel": check_dfl_sentinel_params,
 }
 
 
@@ -78,9 +81,9 @@ def rule_uses_base(name: str, params: Mapping[str, Any]) -> bool:
 
     Nodes keep no second copy of their model unless their rule reads it.
     """
-    # dfl_shield reads every update from it; dfl_guard only for its opposition test, which
-    # oppose = 1 turns off.
-    if name == "dfl_shield":
+    # dfl_shield and dfl_sentinel read every update from it; dfl_guard only for its opposition
+    # test, which oppose = 1 turns off.
+    if name in ("dfl_shield", "dfl_sentinel"):
         return True
     return _test_on(name, params, "oppose")
 
@@ -97,17 +100,20 @@ def rule_uses_head(name: str, params: Mapping[str, Any]) -> bool:
 def rule_uses_probe(name: str, params: Mapping[str, Any]) -> bool:
     """Whether rule `name` with `params` calls `AggregationInput.probe` (the node's validation
     loss), so that nodes hand it only to rules that spend the scoring time."""
-    if name != "dfl_shield":
+    test = {"dfl_shield": "probe_ratio", "dfl_sentinel": "tolerance"}.get(name)
+    if test is None:
         _get(name)
         return False
-    return float(params.get("probe_ratio", rule_params(name)["probe_ratio"])) < math.inf
+    return float(params.get(test, rule_params(name)[test])) < math.inf
 
 
 def _test_on(name: str, params: Mapping[str, Any], test: str) -> bool:
-    """Whether dfl_guard's (or dfl_shield's) `test`, a threshold that 1 turns off, is on; False
-    for other rules."""
-    if name not in ("dfl_guard", "dfl_shield"):
+    """Whether dfl_guard's (or dfl_shield's, dfl_sentinel's) `test`, a threshold that 1 turns
+    off, is on; False for other rules (and for a test the rule does not have)."""
+    if name not in ("dfl_guard", "dfl_shield", "dfl_sentinel"):
         _get(name)  # unknown names still raise
+        return False
+    if test not in rule_params(name):
         return False
     return float(params.get(test, rule_params(name)[test])) < 1.0
 
@@ -133,6 +139,7 @@ __all__ = [
     "check_rule_params",
     "dfl_guard",
     "dfl_reputation",
+    "dfl_sentinel",
     "dfl_shield",
     "dfl_trust",
     "fedavg",

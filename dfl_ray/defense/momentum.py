@@ -24,7 +24,7 @@ import numpy as np
 
 # Rules that run with momentum unless the configuration says otherwise. The others (the
 # original's rules and the published robust aggregators) run as their sources state them.
-DEFAULT_MOMENTUM: dict[str, float] = {"dfl_guard": 0.5, "dfl_shield": 0.5}
+DEFAULT_MOMENTUM: dict[str, float] = {"dfl_guard": 0.5, "dfl_shield": 0.5, "dfl_sentinel": 0.5}
 
 
 def default_momentum(rule: str) -> float:

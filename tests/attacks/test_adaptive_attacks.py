@@ -142,3 +142,23 @@ def test_shield_edge_sits_inside_the_clip_radius_against_the_mean() -> None:
     mean = u[:, :-100].mean(axis=0)
     body = update[:-100]
     assert float(body @ mean) / (np.linalg.norm(body) * np.linalg.norm(mean)) == pytest.approx(-1.0)
+
+
+def test_sentinel_edge_shifts_below_the_honest_mean_inside_the_own_norm_radius() -> None:
+    out, trained, base, u = published("sentinel_edge", keep_last=100, z=0.5, clip=3.0)
+    np.testing.assert_array_equal(out[-100:], trained[-100:])
+    body = out[:-100].astype(np.float64) - base[:-100]
+    expected = u[:, :-100].mean(axis=0) - 0.5 * u[:, :-100].std(axis=0)
+    np.testing.assert_allclose(body, expected, atol=1e-6)
+
+
+def test_sentinel_edge_is_shortened_to_the_clip_radius() -> None:
+    out, trained, base, u = published("sentinel_edge", keep_last=100, z=50.0, clip=2.0,
+                                      fraction=0.9)
+    update = out.astype(np.float64) - base
+    r = float(np.median(np.linalg.norm(u, axis=1)))
+    assert np.linalg.norm(update) == pytest.approx(0.9 * 2.0 * r, rel=1e-4)
+    expected = u[:, :-100].mean(axis=0) - 50.0 * u[:, :-100].std(axis=0)
+    body = update[:-100]
+    assert float(body @ expected) / (np.linalg.norm(body) * np.linalg.norm(expected)) == \
+        pytest.approx(1.0)
