@@ -161,7 +161,7 @@ class DefenseConfig:
     params: Mapping[str, float] = field(default_factory=dict)
     """Rule parameters (flag form: name=value,name=value)."""
     momentum: float | None = None
-    """Server momentum beta in [0, 1) on each aggregation's result (FedAvgM); none: 0.5 for dfl_guard, 0 for the other rules."""
+    """Server momentum beta in [0, 1) on each aggregation's result (FedAvgM); none: 0.5 for dfl_guard, dfl_shield and dfl_sentinel, 0 for the other rules."""
 
     @property
     def effective_momentum(self) -> float:
@@ -195,7 +195,7 @@ class AttackConfig:
     free_rider, label_shuffle, label_shift, blank_images, sign_flip, scaled_update,
     gaussian_noise, alie, ipm, min_max, min_sum, mimic (omniscient: built from the honest models
     the attackers received), gate_edge (white-box against dfl_guard), shield_edge (white-box
-    against dfl_shield), backdoor (dfl_ray.attacks)."""
+    against dfl_shield), sentinel_edge (white-box against dfl_sentinel), backdoor (dfl_ray.attacks)."""
     malicious: int = 3
     """Number of attacker nodes (the last ones, unless attack.nodes names them)."""
     nodes: tuple[int, ...] = ()
@@ -208,7 +208,9 @@ class AttackConfig:
     iterations (20, power iterations for the direction of largest honest variance); gate_edge
     gate (3, the gate attacked), fraction (0.95 of the gate radius), keep_last (5010, trailing
     coordinates published as trained: LeNet's output layer); shield_edge clip (2, the clip
-    attacked), fraction (0.95), keep_last (5010); backdoor target (0), size (3,
+    attacked), fraction (0.95), keep_last (5010); sentinel_edge z (1, honest standard
+    deviations below the honest mean), clip (2, the clip attacked), fraction (0.95), keep_last
+    (5010); backdoor target (0), size (3,
     trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost)."""
 
     def __post_init__(self) -> None:
@@ -277,7 +279,7 @@ class RuntimeConfig:
     slack: int = 0
     """async: a node starts its next local round once the peers it waits for have published the round it just published, less this many rounds (bounded staleness), then aggregates; -1: never wait (free running, aggregate whenever the buffer is full)."""
     patience: float = 2.0
-    """async: a node waits for a late peer while it publishes a round at least every this many typical rounds (the median of its peers' periods, in step the pace of the slowest); one that publishes nothing for that long is a straggler, not waited for until it catches up."""
+    """async: a node waits for a late peer while it publishes a round at least every this many typical rounds (the time from its round start until three quarters of the peers it waits for had published that round, or its own training if longer); one that publishes nothing for that long is a straggler, not waited for until it catches up."""
     max_staleness: int = 4
     """async: a node leaves out of its aggregation a buffered model whose creator has published more than this many fewer rounds than the node (a straggler's), and a node more than that many rounds behind the median of its buffered models (a straggler itself) has its defense read their updates against their coordinate-wise median instead of its own, stale, round start; -1: neither (sync rounds never have stale models)."""
 
