@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -120,3 +121,14 @@ def forge(sender: DFLNode, vec: np.ndarray, **overrides: Any) -> TxMessage:
     fields.update(overrides)
     tx = Transaction.create(sender.identity, **fields)
     return TxMessage(tx.encode(), sender.transport.share(vec), 1, sender.id)
+
+
+def own_seqs(run_dir: Path, node: int) -> list[int]:
+    """The seqs of every transaction node `node`'s store holds, sealed or pending, in order
+    (read-only, so it works beside a running node)."""
+    db = run_dir / "chains" / f"node_{node}" / "chain.sqlite"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [seq for (seq,) in conn.execute("SELECT seq FROM own_txs ORDER BY seq")]
+    finally:
+        conn.close()

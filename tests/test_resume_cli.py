@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dfl_ray.ledger import verify_chain
+from tests.helpers import own_seqs
 
 pytestmark = pytest.mark.ray
 
@@ -54,15 +54,6 @@ def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen[bytes], log: 
         assert proc.poll() is None, f"the run ended early:\n{log.read_text()[-3000:]}"
         time.sleep(0.5)
     raise AssertionError(f"no step {step} in {path}:\n{log.read_text()[-3000:]}")
-
-
-def own_seqs(run_dir: Path, node: int) -> list[int]:
-    db = run_dir / "chains" / f"node_{node}" / "chain.sqlite"
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return [seq for (seq,) in conn.execute("SELECT seq FROM own_txs ORDER BY seq")]
-    finally:
-        conn.close()
 
 
 def test_a_run_whose_driver_was_killed_resumes_from_its_chains(

@@ -22,6 +22,22 @@ import numpy as np
 from dfl_ray.attacks.base import Attack, check_positive
 
 
+def check_keep_last(keep_last: object) -> None:
+    """`keep_last` (trailing coordinates published as trained) must be an integer >= 0."""
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int | np.integer) or keep_last < 0:
+        raise ValueError(f"keep_last must be an integer >= 0, got {keep_last!r}")
+
+
+def edge_updates(trained: np.ndarray, base: np.ndarray, keep_last: int,
+                 observed: np.ndarray | None) -> tuple[int, np.ndarray, np.ndarray]:
+    """(coordinates before the kept tail, the attacker's own update, the honest updates it
+    observed with its own as the last row), in float64: what the edge attacks compute from."""
+    body = trained.size - min(int(keep_last), trained.size)
+    own = (trained - base).astype(np.float64)
+    u = own[None, :] if observed is None or len(observed) == 0 else np.vstack(
+        [np.asarray(observed, dtype=np.float64), own[None, :]])
+    return body, own, u
+
 @dataclass(frozen=True)
 class GateEdge(Attack):
     """Publish base + mean(u) - s * mean(u) / ||mean(u)|| off the output layer, the trained
@@ -48,9 +64,7 @@ class GateEdge(Attack):
         super().__post_init__()
         check_positive("gate", self.gate)
         check_positive("fraction", self.fraction)
-        if (isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int | np.integer)
-                or self.keep_last < 0):
-            raise ValueError(f"keep_last must be an integer >= 0, got {self.keep_last!r}")
+        check_keep_last(self.keep_last)
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:
@@ -103,16 +117,11 @@ class ShieldEdge(Attack):
         super().__post_init__()
         check_positive("clip", self.clip)
         check_positive("fraction", self.fraction)
-        if (isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int | np.integer)
-                or self.keep_last < 0):
-            raise ValueError(f"keep_last must be an integer >= 0, got {self.keep_last!r}")
+        check_keep_last(self.keep_last)
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:
-        body = trained.size - min(int(self.keep_last), trained.size)
-        own = (trained - base).astype(np.float64)
-        u = own[None, :] if observed is None or len(observed) == 0 else np.vstack(
-            [np.asarray(observed, dtype=np.float64), own[None, :]])
+        body, own, u = edge_updates(trained, base, self.keep_last, observed)
         mean = u[:, :body].mean(axis=0)
         norm = float(np.linalg.norm(mean))
         out = trained.copy()
@@ -160,16 +169,11 @@ class SentinelEdge(Attack):
         check_positive("z", self.z)
         check_positive("clip", self.clip)
         check_positive("fraction", self.fraction)
-        if (isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int | np.integer)
-                or self.keep_last < 0):
-            raise ValueError(f"keep_last must be an integer >= 0, got {self.keep_last!r}")
+        check_keep_last(self.keep_last)
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:
-        body = trained.size - min(int(self.keep_last), trained.size)
-        own = (trained - base).astype(np.float64)
-        u = own[None, :] if observed is None or len(observed) == 0 else np.vstack(
-            [np.asarray(observed, dtype=np.float64), own[None, :]])
+        body, own, u = edge_updates(trained, base, self.keep_last, observed)
         out = trained.copy()
         if body == 0:
             return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,9 @@ import pytest
 from dfl_ray.ledger import verify_chain
 from dfl_ray.runner import run_experiment
 from tests.conftest import tiny_config
+from tests.helpers import own_seqs
 
 pytestmark = pytest.mark.ray
-
-
-def own_seqs(run_dir: Path, node: int) -> list[int]:
-    """The seqs of every transaction the node's store holds, sealed or pending, in order."""
-    db = run_dir / "chains" / f"node_{node}" / "chain.sqlite"
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return [seq for (seq,) in conn.execute("SELECT seq FROM own_txs ORDER BY seq")]
-    finally:
-        conn.close()
 
 
 def events(summary: dict[str, Any], host: int) -> list[str]:
