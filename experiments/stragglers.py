@@ -7,25 +7,28 @@ Runs the main job (10 nodes on `dfl10`, Dirichlet(0.1) shards, 3 random-model at
 `--slowdown` times slower (`runtime.slow_nodes`, `runtime.slowdown`), the same nodes under both
 schedules, picked by a seeded draw among the honest nodes. Sync rounds wait for the stragglers;
 the async run ends once the other nodes have run their rounds. Prints a table (wall seconds of the
-rounds, honest mean accuracy, the stragglers' own accuracy, staleness of the models aggregated)
-and, with --write-results, puts it in docs/results.md (section "stragglers") through
-benchmarks/results_doc.py. Other config fields go through --set section.field=value.
+rounds, honest mean accuracy, the other honest nodes' and the stragglers' own accuracy, the
+stragglers' rounds, staleness of the models aggregated) and, with --write-results, puts it in
+docs/results.md (section "stragglers", `dfl_ray.results`). Other config fields go through
+--set section.field=value. With --reuse, finished runs of the very same configs already in
+--out are read instead of run again, and those of the schedules not run (--schedules) are
+added: a table put together from runs made with the code as it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dfl_ray.config import Config, ConfigError, config_from_dict
+from dfl_ray.config import Config, ConfigError, config_from_dict, load_yaml
 from dfl_ray.metrics import format_table
+from dfl_ray.results import record_output
 from dfl_ray.runner import run_experiment
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def pick_slow_nodes(config: Config, count: int) -> tuple[int, ...]:
@@ -53,45 +56,78 @@ def base_tree(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return tree
 
 
-def run_one(tree: dict[str, dict[str, Any]], schedule: str, slow: tuple[int, ...]) -> dict[str, Any]:
+def run_config(tree: dict[str, dict[str, Any]], schedule: str, slow: tuple[int, ...]) -> Config:
     name = f"{schedule}_slow{len(slow)}"
-    cfg = config_from_dict({**tree, "experiment": {**tree["experiment"], "name": name},
-                            "runtime": {**tree["runtime"], "schedule": schedule,
-                                        "slow_nodes": list(slow)}})
-    print(f"{name}: slow nodes {list(slow)} ...", flush=True)
+    return config_from_dict({**tree, "experiment": {**tree["experiment"], "name": name},
+                             "runtime": {**tree["runtime"], "schedule": schedule,
+                                         "slow_nodes": list(slow)}})
+
+
+def run_one(tree: dict[str, dict[str, Any]], schedule: str, slow: tuple[int, ...]) -> dict[str, Any]:
+    cfg = run_config(tree, schedule, slow)
+    print(f"{cfg.experiment.name}: slow nodes {list(slow)} ...", flush=True)
     summary = run_experiment(cfg, quiet=True)
+    row = table_row(cfg, summary, slow)
+    print(f"  {row['seconds']:.1f} s, honest {row['honest']:.4f} (others {row['others']:.4f}), "
+          f"staleness {row['staleness']:.2f}", flush=True)
+    return row
+
+
+def reused_row(tree: dict[str, dict[str, Any]], schedule: str,
+               slow: tuple[int, ...]) -> dict[str, Any] | None:
+    """The row of a finished run of the very same config already in the output folder, or None."""
+    cfg = run_config(tree, schedule, slow)
+    run_dir = Path(cfg.experiment.out) / cfg.experiment.name
+    try:
+        stored = config_from_dict(load_yaml(run_dir / "config.yaml"))
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") != "ok" or stored.to_yaml() != cfg.to_yaml():
+        return None
+    print(f"{cfg.experiment.name}: reused from {run_dir}", flush=True)
+    return {**table_row(cfg, summary, slow), "reused": True}
+
+
+def table_row(cfg: Config, summary: dict[str, Any], slow: tuple[int, ...]) -> dict[str, Any]:
     accs = summary["node_accuracy_final"]
-    row = {
-        "schedule": schedule,
+    others = [n for n in range(cfg.topology.nodes)
+              if n not in set(cfg.attackers) and n not in set(slow) and str(n) in accs]
+    return {
+        "schedule": cfg.runtime.schedule,
         "stragglers": len(slow),
         "seconds": summary["run_seconds"],
         "honest": summary["honest_accuracy_final"],
+        "others": float(np.mean([accs[str(n)] for n in others])),
         "stragglers_acc": float(np.mean([accs[str(n)] for n in slow])) if slow else None,
         "their_rounds": min(summary["per_node"][str(n)]["rounds"] for n in slow) if slow else None,
         "staleness": summary["staleness"]["staleness_mean"],
         "dropped": summary["counters"].get("stale_dropped", 0),
     }
-    print(f"  {row['seconds']:.1f} s, honest {row['honest']:.4f}", flush=True)
-    return row
 
 
-def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, slow: dict[int, tuple[int, ...]],
-             extra: list[str]) -> str:
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace,
+             slow: dict[int, tuple[int, ...]]) -> str:
+    reused = [f"{r['schedule']} with {r['stragglers']}" for r in rows if r.get("reused")]
     lines = [
-        "## Stragglers: sync vs async",
+        "The main job (10 nodes on `dfl10`, Dirichlet(0.1), 3 random-model attackers, "
+        f"`dfl_guard`, {args.rounds} local rounds), seed {args.seed}, with "
+        f"{', '.join(str(k) for k in sorted(slow))} honest nodes {args.slowdown:g} x slower "
+        f"({'; '.join(f'{k}: nodes {list(v)}' for k, v in sorted(slow.items()) if k)}), the "
+        "same stragglers under both schedules. Seconds: wall time of the rounds (async: until "
+        "every node that is not a straggler has run them). honest: mean final accuracy of the "
+        "honest nodes, stragglers included; others: of the honest nodes that are not "
+        "stragglers; slow acc and slow rounds: the stragglers' own accuracy and fewest local "
+        "rounds (async); staleness: mean staleness of the models aggregated, in the "
+        "receiver's rounds (the age of a model's base: a straggler's model counts as old as "
+        "its slow round, not as far behind as its round number); dropped: models left out as "
+        "staler than `runtime.max_staleness`."
+        + ("" if not reused else " Rows read from finished runs of the same configs already "
+           "in the output folder (`--reuse`): " + ", ".join(reused) + "."),
         "",
-        f"`python experiments/stragglers.py --rounds {args.rounds} --slowdown {args.slowdown:g}"
-        + "".join(f" --set {s}" for s in extra) + "`: the main job (10 nodes on `dfl10`, "
-        "Dirichlet(0.1), 3 random-model attackers, `dfl_guard`), seed "
-        f"{args.seed}, with 0, 1 and 3 honest nodes {args.slowdown:g} x slower "
-        f"({', '.join(f'{k}: {list(v)}' for k, v in slow.items() if k)}). Seconds: wall time of "
-        f"the {args.rounds} local rounds (async: until every other node has run them); honest: "
-        "mean final accuracy of the honest nodes, stragglers included; staleness: mean rounds "
-        "between a model's publication and its aggregation.",
-        "",
-        "| stragglers | sync s | sync honest | async s | async honest | async stragglers' rounds "
-        "| async staleness | async dropped as stale |",
-        "|---|---|---|---|---|---|---|---|",
+        "| stragglers | sync s | sync honest | sync others | async s | async honest "
+        "| async others | async slow acc | async slow rounds | async staleness | async dropped |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by = {(r["schedule"], r["stragglers"]): r for r in rows}
     for count in sorted({r["stragglers"] for r in rows}):
@@ -102,23 +138,12 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, slow: dict[in
 
         lines.append(
             f"| {count} | {cell(s, 'seconds', '.0f')} | {cell(s, 'honest', '.3f')} | "
-            f"{cell(a, 'seconds', '.0f')} | {cell(a, 'honest', '.3f')} | "
-            f"{cell(a, 'their_rounds', 'd')} | {cell(a, 'staleness', '.2f')} | "
-            f"{cell(a, 'dropped', 'd')} |"
+            f"{cell(s, 'others', '.3f')} | {cell(a, 'seconds', '.0f')} | "
+            f"{cell(a, 'honest', '.3f')} | {cell(a, 'others', '.3f')} | "
+            f"{cell(a, 'stragglers_acc', '.3f')} | {cell(a, 'their_rounds', 'd')} | "
+            f"{cell(a, 'staleness', '.2f')} | {cell(a, 'dropped', 'd')} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_results(text: str) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from results_doc import write_section  # type: ignore[import-not-found]
-    except ImportError:
-        print("benchmarks/results_doc.py is not there (yet): docs/results.md not written",
-              file=sys.stderr)
-        return
-    path = write_section("stragglers", text)
-    print(f"wrote section 'stragglers' of {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="experiment seed (0)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="any other config field, e.g. --set runtime.max_staleness=4")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the finished runs of the same configs already in --out "
+                             "instead of running them again, and add those of the schedules "
+                             "not run (only after runs made with the code as it is)")
     parser.add_argument("--write-results", action="store_true",
                         help="put the table in docs/results.md (section 'stragglers')")
     args = parser.parse_args(argv)
@@ -148,15 +177,24 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rows = [run_one(tree, schedule, slow[k]) for k in args.stragglers for schedule in args.schedules]
+    rows = []
+    for k in args.stragglers:
+        for schedule in ("sync", "async"):
+            row = reused_row(tree, schedule, slow[k]) if args.reuse else None
+            if row is None and schedule in args.schedules:
+                row = run_one(tree, schedule, slow[k])
+            if row is not None:
+                rows.append(row)
     print()
-    print(format_table(rows, ["schedule", "stragglers", "seconds", "honest", "stragglers_acc",
-                              "their_rounds", "staleness", "dropped"]))
-    text = markdown(rows, args, slow, args.set)
+    print(format_table(rows, ["schedule", "stragglers", "seconds", "honest", "others",
+                              "stragglers_acc", "their_rounds", "staleness", "dropped"]))
+    text = markdown(rows, args, slow)
     print()
     print(text)
     if args.write_results:
-        write_results(text)
+        path = record_output("stragglers", "Stragglers: sync vs async", text, markdown=True,
+                             argv=[sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+        print(f"wrote section 'stragglers' of {path}")
     return 0
 
 

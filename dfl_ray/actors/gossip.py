@@ -14,17 +14,41 @@ most of them, and accuracy stays far below the sync schedule's (docs/results.md)
 starts its next local round only once the peers it waits for have published the round it has
 just published, less `slack` rounds: bounded staleness (Ho et al., "More Effective Distributed
 ML via a Stale Synchronous Parallel Parameter Server", NeurIPS 2013), decided by each node from
-what it has received, with no barrier and no coordinator. It does not wait for stragglers: a
-late peer is waited for while it publishes a round at least every `patience` typical rounds (the
-median of the peers' periods: the pace of the slowest peer still waited for), so a peer that is
-only slower, or held up a moment by its machine, keeps the pace it sets; one that has published
-nothing for that long is a straggler, not waited for until it catches up. A node whose peers
-have mostly stalled waits for them: the median sets the pace.
+what it has received, with no barrier and no coordinator.
+
+It does not wait for stragglers. Each round it measures the typical round: the time from its
+own round start until three quarters of the peers it knows (all but one of those it waits for,
+when fewer are left) had published that round, or its own training, if longer. That is how long
+the peers take to train once a round begins, which waiting for a straggler does not lengthen
+(periods between publications would: once all wait for a straggler, every peer's period is the
+straggler's). The quorum is a share of every peer it knows, not only of those it still waits
+for: a straggler left out must not make the quorum, and so the typical round, shorter, or the
+next slowest peer (a large shard) would look late in its turn and drift away. A late peer is
+waited for while it publishes a round at least every `patience` typical rounds, so a peer that
+is only slower (a larger shard), or held up a moment by its machine, keeps the pace it sets.
+One that has published nothing for that long is not waited for that round; late that way in
+two waits in a row, it is a straggler, not waited for until it catches up, or until it keeps
+the typical pace again at most `patience` rounds behind (a peer held up for a while, a
+restarted one). A node whose
+peers have mostly stalled waits for them: the quorum sets the pace. A node restored after a
+restart may never hear from peers that finished while it was down: while its quorum has not
+published, the last typical round it measured stands in, or its own training when it measured
+none, so it never waits without a deadline.
+
+Staleness. A straggler's models are built on a base as old as its slow round, not as old as its
+round number says (it has published fewer rounds than its peers, not older ones). So a node
+judges each buffered model by its base: the own rounds since its creator's previous model
+arrived (the creator aggregated and started the new model about then), less one, or the
+round-number staleness if smaller (`DFLNode.aggregate`). Models staler than `max_staleness`
+are left out; the others count with a weight that decays with their staleness, as in FedAsync
+(Xie, Koyejo, Gupta, "Asynchronous Federated Optimization", 2019): a model s rounds stale is
+moved towards the node's own model, to (1 + s) ** -`STALENESS_DECAY` of its distance, before
+the defense sees it. Claiming to be slow buys an attacker nothing: its models only lose weight,
+and still pass the same defense.
 """
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections import deque
@@ -43,6 +67,13 @@ Batch = list[tuple[int, Message]]
 
 
 T = TypeVar("T")
+
+QUORUM = 0.75
+"""Share of the peers a node knows whose publication of a round times its typical round."""
+
+STALENESS_DECAY = 0.5
+"""A model s rounds stale is aggregated at (1 + s) ** -STALENESS_DECAY of its distance from the
+receiver's own model (FedAsync's polynomial staleness function)."""
 
 
 class Phase(Enum):
@@ -81,15 +112,27 @@ class NodeState:
     """Loop-clock time of its last publication."""
     hold_until: float | None = None
     quorum_at: float | None = None
-    """When half of the peers it waits for had published its current round (WAIT)."""
+    """When the quorum (`QUORUM` of the peers it waits for) had published its current round
+    (WAIT)."""
     deadline: float | None = None
     """When it stops waiting for the peers still missing (WAIT, once `quorum_at` is known)."""
     stragglers: set[bytes] = field(default_factory=set)
     """Peers it does not wait for, until they catch up."""
+    excused: set[bytes] = field(default_factory=set)
+    """Late peers it stopped waiting for in the current wait, not (yet) stragglers."""
+    misses: dict[bytes, int] = field(default_factory=dict)
+    """Each peer's waits in a row that it missed its deadline in."""
+    typical_s: float | None = None
+    """The last typical round measured."""
     heard: dict[bytes, tuple[int, float]] = field(default_factory=dict)
     """Each peer's latest round and when this node first saw it (loop clock)."""
-    periods: dict[bytes, float] = field(default_factory=dict)
-    """Each peer's seconds per round between the last two of its rounds seen."""
+    period: dict[bytes, float] = field(default_factory=dict)
+    """Each peer's seconds per round between its last two rounds seen."""
+    heard_at: dict[bytes, int] = field(default_factory=dict)
+    """This node's seq when it first saw each peer's latest round."""
+    based_at: dict[bytes, int] = field(default_factory=dict)
+    """This node's seq when it first saw each peer's round before its latest: about when the
+    peer started the model of its latest round."""
     waited_s: float = 0.0
     """Seconds spent in WAIT in total."""
     gave_up: int = 0
@@ -241,62 +284,100 @@ class GossipLoop:
                 moved = True
             if state.phase is Phase.WAIT and (winding_down or self._peers_in(state, node, now)):
                 state.waited_s += now - state.published_at
-                if not node.aggregate(self.max_staleness):
+                if not self._aggregate(state, node):
                     state.short += 1
                 finished = winding_down or state.done >= state.rounds
                 state.phase = Phase.FINISHED if finished else Phase.TRAIN
                 state.quorum_at = state.deadline = None
+                state.excused.clear()
                 moved = True
         return moved
 
+    def _aggregate(self, state: NodeState, node: DFLNode) -> bool:
+        """The node's aggregation, each buffered model judged by the age of its base."""
+        if self.max_staleness is None:
+            return node.aggregate(None)
+        ages = {k: node.seq - state.based_at[k] for k, b in node.buffer.items()
+                if k in state.based_at and k in state.heard and state.heard[k][0] == b.seq}
+        return node.aggregate(self.max_staleness, ages=ages, decay=STALENESS_DECAY)
+
     def _hear(self) -> None:
-        """Note when each node first sees each peer's newer rounds, and their periods."""
+        """Note when each node first sees each peer's newer rounds."""
         now = self.clock()
         for n, node in self.group.nodes.items():
-            heard, periods = self.states[n].heard, self.states[n].periods
+            state = self.states[n]
+            heard = state.heard
             for key, seq in node.last_seq.items():
                 last = heard.get(key)
                 if last is None or seq > last[0]:
                     if last is not None:
-                        periods[key] = (now - last[1]) / (seq - last[0])
+                        state.period[key] = (now - last[1]) / (seq - last[0])
+                        if key in state.heard_at:
+                            state.based_at[key] = state.heard_at[key]
+                    state.heard_at[key] = node.seq
                     heard[key] = (seq, now)
 
     def _peers_in(self, state: NodeState, node: DFLNode, now: float) -> bool:
         """Whether the node may stop waiting: its peers published its last round, less slack,
-        but for stragglers; updates who counts as one."""
+        but for stragglers and peers excused this wait; updates who counts as one."""
         if self.slack < 0:
             return True
         keys = self._keys[state.node_id] | node.last_seq.keys()
         need = node.seq - self.slack
         fresh = {k for k in keys if node.last_seq.get(k, -1) >= need}
-        # The typical round: the median of the peers' periods once most are known (in step,
-        # the pace of the slowest peer waited for); before, how long the median peer took this
-        # round (or the own training, if longer).
-        periods = [state.periods[k] for k in keys if k in state.periods]
-        if state.quorum_at is None and 2 * len(fresh) >= len(keys):
+        state.stragglers -= fresh  # caught up
+        if state.typical_s is not None:
+            # Keeps the typical pace again, at most `patience` rounds behind (held up for a
+            # while, or restarted): waited for while it catches up. A straggler, slower than
+            # the typical round, never is: waiting for it would make its pace everyone's.
+            state.stragglers -= {
+                k for k in state.stragglers
+                if k in state.period and state.period[k] <= state.typical_s
+                and need - node.last_seq.get(k, -1) <= max(1, int(self.patience))}
+        waited = keys - state.stragglers
+        late = waited - fresh
+        for k in fresh:
+            state.misses.pop(k, None)
+        # The typical round: from this round's start until the quorum of the peers it knows
+        # (all but one of those it waits for, when fewer are left) had published it (their
+        # training time once a round begins), or the own training, if longer; the own training
+        # alone when the quorum would be every peer.
+        quorum = min(len(waited) - 1, round(QUORUM * len(keys)))
+        if state.quorum_at is None and quorum > 0 and len(waited) - len(late) >= quorum:
             state.quorum_at = now
-        if 2 * len(periods) > len(keys):
-            typical: float | None = float(statistics.median(periods))
+        typical: float | None
+        if quorum <= 0:
+            typical = state.compute_s
         elif state.quorum_at is not None:
             typical = max(state.compute_s, state.quorum_at - state.round_start)
+            state.typical_s = typical
+        elif node.counters["restored"] > 0:
+            # Restored, it may never hear from peers that finished while it was down: the last
+            # typical round it measured stands in, or its own training if it measured none, so
+            # the wait has a deadline.
+            typical = state.typical_s if state.typical_s is not None else state.compute_s
         else:
             typical = None
-        state.stragglers -= fresh  # caught up
-        late = keys - fresh - state.stragglers
         state.deadline = None
-        if not late:
+        pending = late - state.excused
+        if not pending:
             return True
         if typical is None:
             return False
         # A late peer is waited for while it publishes a round at least every `patience`
-        # typical rounds; one that has published nothing for that long is a straggler.
+        # typical rounds; one that has published nothing for that long is not waited for this
+        # time, and a straggler once that happens in two waits in a row.
         deadlines = {k: max(state.round_start, state.heard[k][1] if k in state.heard else 0.0)
-                     + self.patience * typical for k in late}
+                     + self.patience * typical for k in pending}
         missed = {k for k, t in deadlines.items() if now >= t}
         if missed:
-            state.stragglers |= missed
+            for k in missed:
+                state.misses[k] = state.misses.get(k, 0) + 1
+            flagged = {k for k in missed if state.misses[k] >= 2}
+            state.stragglers |= flagged
+            state.excused |= missed - flagged
             state.gave_up += 1
-        if missed == late:
+        if missed == pending:
             return True
         state.deadline = min(t for k, t in deadlines.items() if k not in missed)
         return False
@@ -325,7 +406,7 @@ class GossipLoop:
         """Finished nodes aggregate full buffers; every node proposes a block if it can."""
         for n, node in self.group.nodes.items():
             if self.states[n].phase is Phase.FINISHED:
-                node.aggregate(self.max_staleness)
+                self._aggregate(self.states[n], node)
             # A block needs a new own transaction or receipt, or the last candidate stored,
             # since the last attempt; skipping the others saves a store query each.
             key = (node.counters["published"], node.counters["receipts"], node.candidate is None)

@@ -426,17 +426,31 @@ class DFLNode:
 
     # ----------------------------------------------------------------- aggregate
 
-    def aggregate(self, max_staleness: int | None = None) -> bool:
+    def aggregate(self, max_staleness: int | None = None, *,
+                  ages: Mapping[bytes, int] | None = None, decay: float = 0.0) -> bool:
         """Run the defense rule when the buffer holds `buffer_size` models; returns whether it ran.
 
         A buffered model's staleness is how many local rounds this node has published since
         its creator published it: own seq minus its seq, 0 when the creator is level or ahead
-        (every model's is 0 in sync rounds). With `max_staleness` (the async schedule's bound),
-        staler models are dropped first, counted under `stale_dropped`, and do not count
-        towards `buffer_size`.
+        (every model's is 0 in sync rounds). `ages` (the async schedule's) says, for creators
+        it knows, how many own rounds ago the model's creator started it (about when its
+        previous model arrived); a model's staleness is then that age less one when smaller: a
+        straggler has published fewer rounds than this node, but its model is only as stale as
+        its base. With `max_staleness` (the async schedule's bound), staler models are dropped
+        first, counted under `stale_dropped`, and do not count towards `buffer_size`. With
+        `decay` > 0, the rule sees a model s rounds stale moved towards the own model, to
+        (1 + s) ** -decay of its distance (FedAsync's staleness weighting): it only loses
+        weight, and still passes the same defense.
         """
+        def staleness(creator: bytes, seq: int) -> int:
+            stale = max(0, self.seq - seq)
+            if ages is not None and creator in ages:
+                stale = min(stale, max(0, ages[creator] - 1))
+            return stale
+
+        stale_of = {c: staleness(c, b.seq) for c, b in self.buffer.items()}
         if max_staleness is not None:
-            stale = [c for c, b in self.buffer.items() if self.seq - b.seq > max_staleness]
+            stale = [c for c, s in stale_of.items() if s > max_staleness]
             for creator in stale:
                 del self.buffer[creator]
             if stale:
@@ -446,7 +460,7 @@ class DFLNode:
         with self.timer.time("aggregate"):
             creators = sorted(self.buffer)  # a fixed order keeps sync runs deterministic
             for creator in creators:
-                self.staleness[max(0, self.seq - self.buffer[creator].seq)] += 1
+                self.staleness[stale_of[creator]] += 1
             if max_staleness is not None and self._lags(creators, max_staleness):
                 # This node is the stale one (a straggler): its round start is older than the
                 # models it received by more than the bound, so the rule reads their updates
@@ -457,9 +471,18 @@ class DFLNode:
                 self.counters["rebased"] += 1
             if self.attack is not None and self.attack.observes:
                 self._observe(creators)
+            own = self.learner.vector()
+            buffered = [self.buffer[c] for c in creators]
+            if decay > 0.0:
+                for i, creator in enumerate(creators):
+                    if stale_of[creator] > 0:
+                        b = buffered[i]
+                        weight = np.float32((1.0 + stale_of[creator]) ** -decay)
+                        vec = own + weight * (b.vec - own)
+                        buffered[i] = Buffered(vec.astype(np.float32, copy=False), b.score, b.seq)
+                        self.counters["decayed"] += 1
             result = self.aggregator.aggregate(
-                self.learner.vector(), self.own_score, creators,
-                [self.buffer[c] for c in creators], self.reputations,
+                own, self.own_score, creators, buffered, self.reputations,
             )
             self.learner.load(result.model)
             self.reputations = result.reputations

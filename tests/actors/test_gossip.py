@@ -6,14 +6,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 import torch
 
-from dfl_ray.actors.gossip import Batch, GossipLoop, Phase
+from dfl_ray.actors.gossip import Batch, GossipLoop, NodeState, Phase
 from dfl_ray.config import Config
 from dfl_ray.data import partition
 from dfl_ray.ledger import read_chain, verify_chain
 from dfl_ray.models import LeNet, ModelSpec, model_to_vector
 from dfl_ray.node import HostSetup, NodeGroup
+from dfl_ray.node.aggregator import Buffered
 from dfl_ray.topology import build_topology, neighbors
 from tests.helpers import genesis_for, small_config, synthetic_arrays
 
@@ -31,14 +34,16 @@ class FakeClock:
 
 
 def two_hosts(config: Config, run_dir: Path | None) -> list[NodeGroup]:
-    """The nodes of `config` (a 4-node ring) in two processes' groups: {0, 1} and {2, 3}."""
+    """The nodes of `config` (a 4-node ring unless it says otherwise) in two processes'
+    groups: the first half ({0, 1}) and the second ({2, 3})."""
     torch.manual_seed(0)
     model = LeNet()
     spec = ModelSpec.of(model, "lenet")
     initial = model_to_vector(model)
-    arrays: dict[str, Any] = synthetic_arrays(n_train=240)
-    shards = partition(arrays["train_labels"], 4, kind="iid", seed=0, val_fraction=0.2)
-    peers = neighbors(build_topology("ring", 4, seed=0))
+    n = config.topology.nodes
+    arrays: dict[str, Any] = synthetic_arrays(n_train=60 * n)
+    shards = partition(arrays["train_labels"], n, kind="iid", seed=0, val_fraction=0.2)
+    peers = neighbors(build_topology(config.topology.kind, n, seed=0))
     groups = [
         NodeGroup(HostSetup(
             host_index=h, node_ids=ids, config=config, shards={i: shards[i] for i in ids},
@@ -47,7 +52,7 @@ def two_hosts(config: Config, run_dir: Path | None) -> list[NodeGroup]:
             arrays={**arrays, "initial": initial},
             run_dir=str(run_dir) if run_dir is not None else None,
         ))
-        for h, ids in enumerate([(0, 1), (2, 3)])
+        for h, ids in enumerate([tuple(range(n // 2)), tuple(range(n // 2, n))])
     ]
     directory = {key: n for g in groups for n, key in g.public_keys().items()}
     for g in groups:
@@ -230,3 +235,169 @@ def test_wind_down_publishes_held_models_and_finishes_every_node() -> None:
     assert loops[0].states[0].done == 1
     assert loops[0].states[1].done == 0 and loops[1].states[2].done == 0
     assert all(s.phase is Phase.FINISHED for loop in loops for s in loop.states.values())
+
+
+def test_a_peer_that_is_only_slower_keeps_the_pace_it_sets() -> None:
+    """A node whose rounds take three times as long (a larger shard) is waited for each round,
+    not taken for a straggler: every aggregation takes models of the very round (slack 0)."""
+    clock = FakeClock()
+    groups = two_hosts(config(), None)
+    loops = joined_loops(groups, clock)
+    slow = groups[0].nodes[0]
+    slow.train = seconds_more(slow.train, clock, 2.0)  # type: ignore[method-assign]
+    states = {**loops[0].states, **loops[1].states}
+    run_until(loops, clock, lambda: all(s.phase is Phase.FINISHED for s in states.values()))
+    nodes = {n: node for g in groups for n, node in g.nodes.items()}
+    for n, node in nodes.items():
+        assert states[n].done == ROUNDS and not states[n].stragglers, n
+        assert node.counters["aggregations"] == ROUNDS
+        assert set(node.staleness) == {0}, (n, node.staleness)
+
+
+def seconds_more(train: Callable[[], None], clock: FakeClock, seconds: float) -> Callable[[], None]:
+    def timed() -> None:
+        train()
+        clock.now += seconds
+    return timed
+
+
+def held_once(train: Callable[[], None], state: NodeState, slowdown: float,
+              turn: int) -> Callable[[], None]:
+    """`train`, its model held for (slowdown - 1) x its training in its `turn`-th round only
+    (a machine held up once)."""
+    calls = [0]
+
+    def trained() -> None:
+        train()
+        state.slowdown = slowdown if calls[0] == turn else 1.0
+        calls[0] += 1
+    return trained
+
+
+def all_nodes(groups: list[NodeGroup]) -> dict[int, Any]:
+    return {n: node for g in groups for n, node in g.nodes.items()}
+
+
+def test_a_peer_late_once_is_not_taken_for_a_straggler() -> None:
+    """Held up in one round, a peer is not waited for in that wait, but it is not taken for a
+    straggler: it is waited for again in the next, and catches up."""
+    clock = FakeClock()
+    groups = two_hosts(config(), None)
+    loops = joined_loops(groups, clock)
+    states = {**loops[0].states, **loops[1].states}
+    late = groups[0].nodes[1]
+    late.train = held_once(late.train, states[1], 10.0, turn=1)  # type: ignore[method-assign]
+    run_until(loops, clock, lambda: all(s.phase is Phase.FINISHED for s in states.values()))
+    assert all(s.done == ROUNDS for s in states.values())
+    assert sum(s.gave_up for s in states.values()) >= 2  # its peers stopped waiting for it once
+    assert not any(s.stragglers for s in states.values())  # but none took it for a straggler
+    assert not any(s.misses for s in states.values())  # and it was in time again afterwards
+
+
+def test_the_next_slowest_peer_keeps_its_pace_once_a_straggler_is_left_out() -> None:
+    """Six nodes, all peers of each other: node 0 is a straggler, node 3 trains three times as
+    long as the others. The quorum is a share of every peer known, the straggler counted as
+    not in, so the typical round stays that of the slower peers: node 3 is waited for each
+    round and never drifts away, however long the others run ahead of node 0."""
+    clock = FakeClock()
+    groups = two_hosts(config(topology={"kind": "full", "nodes": 6}), None)
+    loops = joined_loops(groups, clock, slowdown={0: 50.0})
+    slower = groups[1].nodes[3]
+    slower.train = seconds_more(slower.train, clock, 2.0)  # type: ignore[method-assign]
+    states = {**loops[0].states, **loops[1].states}
+    run_until(loops, clock, lambda: all(states[n].phase is Phase.FINISHED for n in range(1, 6)))
+    key0, key3 = groups[0].nodes[0].identity.public_key, slower.identity.public_key
+    for n in range(1, 6):
+        assert states[n].done == ROUNDS
+        assert key0 in states[n].stragglers, n
+        assert key3 not in states[n].stragglers, n
+    assert states[0].done < ROUNDS
+    for n, node in all_nodes(groups).items():
+        if n:
+            # It aggregated after (almost) every round, node 3's models among them (a wait
+            # that ended while node 0 was excused could end short of a buffer); but for node
+            # 0's, every model it aggregated was of the very round.
+            assert node.counters["aggregations"] >= ROUNDS - 1, n
+            assert node.staleness[0] >= sum(node.staleness.values()) - 1, (n, node.staleness)
+            assert n == 3 or node.last_seq[key3] == ROUNDS - 1
+
+
+@pytest.mark.parametrize("restored", [False, True])
+def test_a_restored_node_whose_peers_finished_does_not_wait_forever(restored: bool) -> None:
+    """A node restored after a restart, with rounds left to run, knows no typical round and
+    never hears its finished peers publish again: its own training stands in for the typical
+    round, so its waits end. A node that was not restored waits for its quorum instead."""
+    clock = FakeClock()
+    groups = two_hosts(config(), None)
+    loops = joined_loops(groups, clock)
+    everyone = [s for loop in loops for s in loop.states.values()]
+    run_until(loops, clock, lambda: all(s.phase is Phase.FINISHED for s in everyone))
+    node = groups[0].nodes[0]
+    if restored:
+        node.counters["restored"] += 1
+    # What the host does for a restarted actor: a fresh loop state, its rounds so far done.
+    state = loops[0].states[0] = NodeState(0, ROUNDS + 2)
+    state.done = ROUNDS
+    run_until(loops, clock, lambda: state.phase is Phase.FINISHED)
+    if not restored:
+        assert state.phase is Phase.WAIT and state.deadline is None and state.done == ROUNDS + 1
+        return
+    assert state.phase is Phase.FINISHED and state.done == ROUNDS + 2
+    assert len(state.stragglers) == 3  # its finished peers, late in two waits in a row
+
+
+def test_a_straggler_s_models_are_judged_by_their_base_and_weighed_down() -> None:
+    """A straggler twelve times slower publishes a fraction of its peers' rounds, but each of
+    its models is built on a base only a few of their rounds old: they aggregate its models as
+    that stale (within the bound), moved towards their own model, instead of dropping them
+    for their round numbers."""
+    clock = FakeClock()
+    groups = two_hosts(config(), None)
+    loops = joined_loops(groups, clock, slowdown={0: 12.0}, max_staleness=4, patience=1.0)
+    states = {**loops[0].states, **loops[1].states}
+    for s in states.values():
+        s.rounds = 16
+    run_until(loops, clock, lambda: all(states[n].phase is Phase.FINISHED for n in (1, 2, 3)))
+    nodes = all_nodes(groups)
+    key0 = nodes[0].identity.public_key
+    for n in (1, 2, 3):
+        node = nodes[n]
+        assert states[n].done == 16 and key0 in states[n].stragglers
+        # By round number node 0's last model is far more than the bound behind ...
+        assert node.seq - node.last_seq[key0] > 2 * 4
+        # ... but none was dropped, and the stale ones were weighed down.
+        assert node.counters["stale_dropped"] == 0, (n, node.staleness)
+        assert 0 < max(node.staleness) <= 4 and node.counters["decayed"] >= 1, (n, node.staleness)
+
+
+def test_a_stale_model_reaches_the_rule_moved_towards_the_own_model() -> None:
+    """DFLNode.aggregate: a model s rounds stale (by the age of its base, when smaller than
+    its round-number staleness) is seen by the rule at (1 + s) ** -decay of its distance
+    from the own model; a fresh one as it is; one staler than the bound not at all."""
+    groups = two_hosts(config(), None)
+    node = groups[0].nodes[0]
+    node.seq = 10
+    own = node.learner.vector().copy()
+    keys = [k for k, i in node.directory.items() if i != 0]
+    rng = np.random.default_rng(0)
+    models = [own + rng.normal(0, 0.01, own.shape).astype(np.float32) for _ in keys]
+    node.buffer = {keys[0]: Buffered(models[0], 0.5, 10),  # fresh
+                   keys[1]: Buffered(models[1], 0.5, 2),   # 8 rounds by number, base 3 old
+                   keys[2]: Buffered(models[2], 0.5, 1)}   # 9 by number, age unknown
+    seen: dict[str, Any] = {}
+
+    def capture(own_vec: Any, own_score: float, senders: Any, buffered: Any,
+                reputations: Any) -> Any:
+        seen.update(own=own_vec.copy(), senders=list(senders), rows=[b.vec for b in buffered])
+        return real(own_vec, own_score, senders, buffered, reputations)
+
+    real = node.aggregator.aggregate
+    node.aggregator.aggregate = capture  # type: ignore[method-assign,assignment]
+    assert node.aggregate(4, ages={keys[1]: 3}, decay=0.5)
+    assert node.counters["stale_dropped"] == 1  # keys[2]: 9 rounds stale, no age known
+    rows = dict(zip(seen["senders"], seen["rows"], strict=True))
+    assert set(rows) == {keys[0], keys[1]}
+    np.testing.assert_array_equal(rows[keys[0]], models[0])
+    expected = own + np.float32(3 ** -0.5) * (models[1] - own)  # age 3: 2 rounds stale
+    np.testing.assert_allclose(rows[keys[1]], expected, rtol=0, atol=1e-6)
+    assert node.staleness == {0: 1, 2: 1} and node.counters["decayed"] == 1
