@@ -10,7 +10,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -468,9 +470,11 @@ def _drive(
 
     began = time.perf_counter()
     run_seconds = 0.0
+    stop = _InterruptFlag()
     try:
         if cfg.runtime.schedule == "sync":
             for r in range(start_round, rounds):
+                stop.check()
                 net.run_round(r)
                 progress["rounds"] = r + 1
                 if on_round is not None:
@@ -500,6 +504,7 @@ def _drive(
                 if next_eval <= done < rounds:
                     observe(done)
                     next_eval = (done // cfg.experiment.eval_every + 1) * cfg.experiment.eval_every
+                stop.check()
                 time.sleep(ASYNC_POLL_S)  # the driver only watches; the nodes run on their own
             run_seconds = time.perf_counter() - began
             if not net.stop_async() and not quiet:
@@ -507,8 +512,35 @@ def _drive(
                       file=sys.stderr)
             observe(rounds)
     finally:
+        stop.restore()
         bar.close()
     return accs, run_seconds
+
+
+class _InterruptFlag:
+    """Ctrl-C during a run, noted by a SIGINT handler and raised as KeyboardInterrupt between
+    rounds: Ray's blocking calls may swallow a KeyboardInterrupt raised inside them. A second
+    Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self.previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def check(self) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 ASYNC_POLL_S = 0.2

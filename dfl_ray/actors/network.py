@@ -38,6 +38,7 @@ ROUND_TIMEOUT_FLOOR_S = 10.0
 TIMED_ROUNDS_KEPT = 20
 """The auto deadline follows the median of the last this many whole rounds."""
 MAJORITY_EXTENSIONS = 4
+OBSERVE_TIMEOUT_MIN_S = 60.0
 PHASE_GRACE = 0.25
 """A phase that starts after the round's deadline waits this share of the deadline."""
 RECOVER_WAIT_S = 0.5
@@ -250,8 +251,8 @@ class Network:
         """The answers of the hosts that answered `calls` by `deadline` (monotonic seconds).
 
         A host that has not answered by then is marked down with its call pending; one whose
-        process died (or is being restarted) is marked down too. When most hosts are late the
-        deadline is extended instead (up to `MAJORITY_EXTENSIONS` times one round deadline): a
+        process died (or is being restarted) is marked down too. When half the hosts or more
+        are late the deadline is extended instead (up to `MAJORITY_EXTENSIONS` times one round deadline): a
         deadline cuts off a silent minority, not a cluster that is slow as a whole. Any other
         error is a bug and propagates.
         """
@@ -261,8 +262,8 @@ class Network:
         ready, late = ray.wait(list(by_ref), num_returns=len(by_ref),
                                timeout=max(deadline - time.monotonic(), 0.0))
         extensions = 0
-        while 2 * len(late) > len(by_ref) and extensions < MAJORITY_EXTENSIONS:
-            # Most hosts are late: the whole cluster is slow (a loaded machine), which is no
+        while 2 * len(late) >= len(by_ref) and extensions < MAJORITY_EXTENSIONS:
+            # Half the hosts or more are late: the whole cluster is slow (a loaded machine), which is no
             # host's fault; wait on rather than leave most of the network out of the round.
             extensions += 1
             self.fault_counts["deadline_extended"] += 1
@@ -288,6 +289,11 @@ class Network:
             return FIRST_ROUNDS_TIMEOUT_S
         recent = self.round_times[-TIMED_ROUNDS_KEPT:]
         return max(ROUND_TIMEOUT_FLOOR_S, ROUND_TIMEOUT_FACTOR * statistics.median(recent))
+
+    def observe_timeout(self) -> float:
+        """How long an evaluation or a statistics call may take: an evaluation over the whole
+        test set can outlast a round, so never less than `OBSERVE_TIMEOUT_MIN_S`."""
+        return max(self.round_timeout(), OBSERVE_TIMEOUT_MIN_S)
 
     def recover(self, wait_s: float = RECOVER_WAIT_S) -> None:
         """Bring back the down hosts that answer again: a stalled one once its late call
@@ -481,7 +487,7 @@ class Network:
         """`method` of every host that is up (within the round deadline), merged; a down
         host's part is the last one it gave."""
         answers = self._gather({h: getattr(self.hosts[h], method).remote() for h in self._up()},
-                               time.monotonic() + self.round_timeout())
+                               time.monotonic() + self.observe_timeout())
         cache.update(answers)
         out: dict[Any, Any] = {}
         for part in cache.values():
@@ -497,13 +503,13 @@ class Network:
     def node_locations(self) -> dict[int, str]:
         """Ray node id of each DFL node's host actor (for placement checks)."""
         answers = self._gather({h: self.hosts[h].ray_node_id.remote() for h in self._up()},
-                               time.monotonic() + self.round_timeout())
+                               time.monotonic() + self.observe_timeout())
         return {node: answers[h] for node, h in self.host_of.items() if h in answers}
 
     def host_pids(self) -> dict[int, int]:
         """Process id of each host actor that answers, by host index (for fault tests)."""
         answers = self._gather({h: self.hosts[h].ping.remote() for h in self._up()},
-                               time.monotonic() + self.round_timeout())
+                               time.monotonic() + self.observe_timeout())
         return {h: info["pid"] for h, info in answers.items()}
 
     def shutdown(self) -> None:
