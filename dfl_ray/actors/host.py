@@ -123,7 +123,7 @@ class NodeHost(NodeGroup):
             time.sleep(KILL_POLL_S)
 
     def deliver(self, messages: list[tuple[int, Message]]) -> list[tuple[int, Message]]:
-        if messages and self.plan.delay_s:
+        if messages and self.plan.delay_s and self.loop is None:  # async: push() delays
             time.sleep(self.plan.delay_s)  # the link's latency (faults.delay_ms)
         return super().deliver(messages)
 
