@@ -357,10 +357,6 @@ class FaultsConfig:
             out.append((node, round_index))
         return tuple(out)
 
-    @property
-    def active(self) -> bool:
-        return bool(self.drop or self.duplicate or self.delay_ms or self.partition or self.kill)
-
 
 def _entries(text: str) -> list[str]:
     return [p.strip() for p in text.replace(" ", "").split(";") if p.strip()]

@@ -26,6 +26,7 @@ import torch
 from dfl_ray.config import Config, ConfigError, add_config_arguments, config_from_args, load_yaml
 from dfl_ray.data import DataNotFoundError, label_histogram, load_dataset, partition
 from dfl_ray.ledger import checkpoint_turn
+from dfl_ray.ledger.store import DB_NAME
 from dfl_ray.metrics import RunRecorder, format_table
 from dfl_ray.models.flat import ModelSpec, model_to_vector
 from dfl_ray.models.registry import build_model
@@ -186,7 +187,7 @@ def resume_round(run_dir: Path, nodes: int) -> int:
     turns = []
     for n in range(nodes):
         folder = run_dir / "chains" / f"node_{n}"
-        turns.append((checkpoint_turn(folder) or 0) if (folder / "chain.sqlite").exists() else 0)
+        turns.append((checkpoint_turn(folder) or 0) if (folder / DB_NAME).exists() else 0)
     return min(turns)
 
 

@@ -272,12 +272,7 @@ class _Checker:
         seqs: dict[int, int] = {}
         for at, (_, recorded, data) in self.rows("blocks", "height, hash, data"):
             height = at.index
-            recorded = _blob(at, "hash", recorded, DIGEST_SIZE, height)
-            block = _decode(Block, _blob(at, "data", data, height=height), at, height)
-            if block.hash != recorded:
-                raise at.error("hash_mismatch", "hash column is not the hash of the block", height)
-            _reraise(at, height, verify_block, block, genesis=genesis, prev_hash=self.tip_hash,
-                     height=height)
+            block = self.next_block(at, recorded, data, genesis, height)
             self.by_owner.setdefault(block.creator, _Signer(at, "block", height))
             for i, entry in enumerate(block.entries):
                 tx = entry.tx
@@ -293,6 +288,18 @@ class _Checker:
             self.n_txs += len(block.entries)
             self.n_blocks += 1
             self.tip_hash = block.hash
+
+    def next_block(self, at: _Place, recorded: object, data: object, genesis: Genesis,
+                   height: int) -> Block:
+        """The block of a row (a stored one, or the candidate) whose hash column is its hash,
+        verified as the block after the tip read so far (`verify_block`)."""
+        recorded = _blob(at, "hash", recorded, DIGEST_SIZE, height)
+        block = _decode(Block, _blob(at, "data", data, height=height), at, height)
+        if block.hash != recorded:
+            raise at.error("hash_mismatch", "hash column is not the hash of the block", height)
+        _reraise(at, height, verify_block, block, genesis=genesis, prev_hash=self.tip_hash,
+                 height=height)
+        return block
 
     def check_own_txs(self, genesis: Genesis) -> None:
         seqs: dict[int, _Place] = {}
@@ -389,12 +396,7 @@ class _Checker:
             if id_ != 0 or at.index > 0:
                 raise at.error("decode_error", f"id column is {_kind(id_)}; a store holds one "
                                "candidate block, with id 0", height)
-            recorded = _blob(at, "hash", recorded, DIGEST_SIZE, height)
-            block = _decode(Block, _blob(at, "data", data, height=height), at, height)
-            if block.hash != recorded:
-                raise at.error("hash_mismatch", "hash column is not the hash of the block", height)
-            _reraise(at, height, verify_block, block, genesis=genesis, prev_hash=self.tip_hash,
-                     height=height)
+            block = self.next_block(at, recorded, data, genesis, height)
             for i, entry in enumerate(block.entries):
                 if entry.tx.tx_id not in self.own_ids or entry.tx.tx_id in self.sealed:
                     raise at.error("bad_height", f"entry {i}: seq {entry.tx.seq} is not a "
