@@ -38,7 +38,6 @@ ROUND_TIMEOUT_FLOOR_S = 10.0
 TIMED_ROUNDS_KEPT = 20
 """The auto deadline follows the median of the last this many whole rounds."""
 MAJORITY_EXTENSIONS = 4
-OBSERVE_TIMEOUT_MIN_S = 60.0
 PHASE_GRACE = 0.25
 """A phase that starts after the round's deadline waits this share of the deadline."""
 RECOVER_WAIT_S = 0.5
@@ -290,11 +289,6 @@ class Network:
         recent = self.round_times[-TIMED_ROUNDS_KEPT:]
         return max(ROUND_TIMEOUT_FLOOR_S, ROUND_TIMEOUT_FACTOR * statistics.median(recent))
 
-    def observe_timeout(self) -> float:
-        """How long an evaluation or a statistics call may take: an evaluation over the whole
-        test set can outlast a round, so never less than `OBSERVE_TIMEOUT_MIN_S`."""
-        return max(self.round_timeout(), OBSERVE_TIMEOUT_MIN_S)
-
     def recover(self, wait_s: float = RECOVER_WAIT_S) -> None:
         """Bring back the down hosts that answer again: a stalled one once its late call
         returns, a restarted one once it has rebuilt its nodes from their chains. A host
@@ -487,7 +481,7 @@ class Network:
         """`method` of every host that is up (within the round deadline), merged; a down
         host's part is the last one it gave."""
         answers = self._gather({h: getattr(self.hosts[h], method).remote() for h in self._up()},
-                               time.monotonic() + self.observe_timeout())
+                               time.monotonic() + self.round_timeout())
         cache.update(answers)
         out: dict[Any, Any] = {}
         for part in cache.values():
@@ -503,13 +497,13 @@ class Network:
     def node_locations(self) -> dict[int, str]:
         """Ray node id of each DFL node's host actor (for placement checks)."""
         answers = self._gather({h: self.hosts[h].ray_node_id.remote() for h in self._up()},
-                               time.monotonic() + self.observe_timeout())
+                               time.monotonic() + self.round_timeout())
         return {node: answers[h] for node, h in self.host_of.items() if h in answers}
 
     def host_pids(self) -> dict[int, int]:
         """Process id of each host actor that answers, by host index (for fault tests)."""
         answers = self._gather({h: self.hosts[h].ping.remote() for h in self._up()},
-                               time.monotonic() + self.observe_timeout())
+                               time.monotonic() + self.round_timeout())
         return {h: info["pid"] for h, info in answers.items()}
 
     def shutdown(self) -> None:
