@@ -195,7 +195,9 @@ class AttackConfig:
     free_rider, label_shuffle, label_shift, blank_images, sign_flip, scaled_update,
     gaussian_noise, alie, ipm, min_max, min_sum, mimic (omniscient: built from the honest models
     the attackers received), gate_edge (white-box against dfl_guard), shield_edge (white-box
-    against dfl_shield), sentinel_edge (white-box against dfl_sentinel), backdoor (dfl_ray.attacks)."""
+    against dfl_shield), sentinel_edge (white-box against dfl_sentinel), backdoor (dfl_ray.attacks),
+    byzfl_sign_flip, byzfl_ipm, byzfl_alie, byzfl_opt_ipm, byzfl_opt_alie, byzfl_mimic, byzfl_inf,
+    byzfl_gaussian (ByzFL's attacks, dfl_ray.attacks.byzfl_attacks)."""
     malicious: int = 3
     """Number of attacker nodes (the last ones, unless attack.nodes names them)."""
     nodes: tuple[int, ...] = ()
@@ -211,7 +213,11 @@ class AttackConfig:
     attacked), fraction (0.95), keep_last (5010); sentinel_edge z (1, honest standard
     deviations below the honest mean), clip (2, the clip attacked), fraction (0.95), keep_last
     (5010); backdoor target (0), size (3,
-    trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost)."""
+    trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost);
+    byzfl_ipm tau (2); byzfl_alie tau (1.5, sample standard deviations added to the honest mean);
+    byzfl_opt_ipm and byzfl_opt_alie rule (nnm_trmean, the ByzFL rule the search for tau is run
+    against; a name, which params given here cannot change), f (3, colluders), evals (20);
+    byzfl_mimic epsilon (0, index of the honest update copied); byzfl_gaussian mu (0), sigma (1)."""
 
     def __post_init__(self) -> None:
         from dfl_ray.attacks import ATTACK_KINDS, attack_params, make_attack
@@ -282,6 +288,9 @@ class RuntimeConfig:
     """async: a node waits for a late peer while it publishes a round at least every this many typical rounds (the time from the node's round start until three quarters of the peers it knows had published that round, or its own training if longer); a peer silent that long in two waits in a row is a straggler, not waited for until it catches up, or until it keeps the typical pace again at most this many rounds behind."""
     max_staleness: int = 4
     """async: a node leaves out of its aggregation a buffered model staler than this many of its rounds, and weighs the others down by (1 + staleness) ** -0.5 (FedAsync); a model's staleness is how many fewer rounds its creator has published, or, when smaller, the age of its base: the node's rounds since the creator's previous model arrived, less one (a straggler's model is as stale as its slow round, not as its round number). A node more than this many rounds behind the median of its buffered models (a straggler itself) has its defense read their updates against their coordinate-wise median instead of its own, stale, round start; -1: none of this (sync rounds never have stale models)."""
+
+    reuse: bool = True
+    """async: a node ending a wait also aggregates, for every peer with no new model since its last aggregation, that peer's latest model, weighed down and left out by its staleness as above (MIFA), so a straggler's data keeps its share and a node that outlives its peers aggregates their last models instead of training alone; false: new models only."""
 
     round_timeout_s: float = 0.0
     """sync: longest a round may take; hosts that have not answered by then are marked down for the round, which closes without them, and rejoin when they answer. 0: auto, 4 x the median round so far and at least 10 s (300 s until two rounds have been timed)."""

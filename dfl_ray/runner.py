@@ -109,6 +109,7 @@ def summarize_stats(
             "received": st["counters"].get("accepted", 0),
             "aggregations": st["counters"].get("aggregations", 0),
             "stale_dropped": st["counters"].get("stale_dropped", 0),
+            "reused": st["counters"].get("reused", 0),
             **staleness_stats(hist),
         }
     return {
@@ -155,6 +156,7 @@ def node_scalars(per_node: Mapping[int, Mapping[str, Any]]) -> dict[str, float]:
     out["nodes/staleness_max"] = float(max(p["staleness_max"] for p in per_node.values()))
     out["nodes/waited_s_max"] = float(max(p["waited_s"] for p in per_node.values()))
     out["nodes/stale_dropped"] = float(sum(p["stale_dropped"] for p in per_node.values()))
+    out["nodes/reused"] = float(sum(p["reused"] for p in per_node.values()))
     if len(per_node) <= PER_NODE_SCALARS_MAX:
         for node, p in per_node.items():
             for key in ("rounds", "received", "aggregations", "staleness_mean"):
@@ -383,7 +385,8 @@ def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
             st = summary["staleness"]
             say(f"staleness of aggregated models: mean {st['staleness_mean']:.2f}, max "
                 f"{st['staleness_max']} rounds; dropped as stale "
-                f"{summary['counters'].get('stale_dropped', 0)}")
+                f"{summary['counters'].get('stale_dropped', 0)}; latest models reused "
+                f"{summary['counters'].get('reused', 0)}")
         diverged = summary["counters"].get("diverged", 0)
         if diverged:
             say(f"local training diverged {diverged} times (NaN or infinite weights); each time "

@@ -45,6 +45,13 @@ are left out; the others count with a weight that decays with their staleness, a
 moved towards the node's own model, to (1 + s) ** -`STALENESS_DECAY` of its distance, before
 the defense sees it. Claiming to be slow buys an attacker nothing: its models only lose weight,
 and still pass the same defense.
+
+Reuse. A model aggregated once would otherwise be gone: a straggler publishing every few rounds
+would weigh in one aggregation in several, and the classes only its shard holds fade from its
+peers' models; a node that outlives its peers (the largest shard, behind them) would train alone
+once they finished. So at the end of each wait a node also aggregates, for every peer with no
+new model, that peer's latest one, as stale as it has become (MIFA, Gu et al., NeurIPS 2021;
+`reuse`, `DFLNode.aggregate`).
 """
 
 from __future__ import annotations
@@ -158,14 +165,17 @@ class GossipLoop:
 
     def __init__(self, group: NodeGroup, *, rounds: int, send: Callable[[Batch], None],
                  slowdown: Mapping[int, float] | None = None, max_staleness: int | None = None,
-                 slack: int = 0, patience: float = 2.0,
+                 slack: int = 0, patience: float = 2.0, reuse: bool = True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.group = group
         self.send = send
         self.max_staleness = max_staleness
         self.slack = slack
         self.patience = patience
+        self.reuse = reuse
         self.clock = clock
+        for node in group.nodes.values():
+            node.keep_latest = reuse
         slow = slowdown or {}
         self.states = {n: NodeState(n, rounds, float(slow.get(n, 1.0))) for n in group.nodes}
         # The peers each node waits for: its direct peers, and every creator it has heard from.
@@ -284,7 +294,7 @@ class GossipLoop:
                 moved = True
             if state.phase is Phase.WAIT and (winding_down or self._peers_in(state, node, now)):
                 state.waited_s += now - state.published_at
-                if not self._aggregate(state, node):
+                if not self._aggregate(state, node, reuse=self.reuse):
                     state.short += 1
                 finished = winding_down or state.done >= state.rounds
                 state.phase = Phase.FINISHED if finished else Phase.TRAIN
@@ -293,13 +303,15 @@ class GossipLoop:
                 moved = True
         return moved
 
-    def _aggregate(self, state: NodeState, node: DFLNode) -> bool:
-        """The node's aggregation, each buffered model judged by the age of its base."""
+    def _aggregate(self, state: NodeState, node: DFLNode, *, reuse: bool = False) -> bool:
+        """The node's aggregation, each buffered model judged by the age of its base; with
+        `reuse` (a wait's end), peers with no new model count with their latest one."""
         if self.max_staleness is None:
-            return node.aggregate(None)
-        ages = {k: node.seq - state.based_at[k] for k, b in node.buffer.items()
+            return node.aggregate(None, reuse=reuse)
+        models = {**node.latest, **node.buffer} if reuse else node.buffer
+        ages = {k: node.seq - state.based_at[k] for k, b in models.items()
                 if k in state.based_at and k in state.heard and state.heard[k][0] == b.seq}
-        return node.aggregate(self.max_staleness, ages=ages, decay=STALENESS_DECAY)
+        return node.aggregate(self.max_staleness, ages=ages, decay=STALENESS_DECAY, reuse=reuse)
 
     def _hear(self) -> None:
         """Note when each node first sees each peer's newer rounds."""

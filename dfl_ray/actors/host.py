@@ -87,7 +87,7 @@ class NodeHost(NodeGroup):
                 self, rounds=self.config.experiment.rounds, send=self._send,
                 slowdown=self.slowdown,
                 max_staleness=None if runtime.max_staleness < 0 else runtime.max_staleness,
-                slack=runtime.slack, patience=runtime.patience,
+                slack=runtime.slack, patience=runtime.patience, reuse=runtime.reuse,
             )
             for n, state in self.loop.states.items():  # nodes restored from their chains
                 state.done = self.rounds_done[n]

@@ -128,6 +128,10 @@ class DFLNode:
         self._seen_expiry: list[tuple[float, bytes]] = []
         self.last_seq: dict[bytes, int] = {}
         self.buffer: dict[bytes, Buffered] = {}
+        self.keep_latest = False
+        """Whether to keep each creator's latest model after aggregating it (`latest`; the
+        async schedule's `aggregate(reuse=True)` aggregates it again until a newer one comes)."""
+        self.latest: dict[bytes, Buffered] = {}
         self.reputations: dict[str, float] = {}
         self.rejected: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
@@ -381,6 +385,8 @@ class DFLNode:
         previous = self.buffer.get(tx.creator)
         if previous is None or previous.seq < tx.seq:
             self.buffer[tx.creator] = Buffered(vec, score, tx.seq)
+            if self.keep_latest:
+                self.latest[tx.creator] = self.buffer[tx.creator]
         with self.timer.time("transport"):
             creator = self.directory.get(tx.creator)
             if creator is not None:
@@ -427,7 +433,8 @@ class DFLNode:
     # ----------------------------------------------------------------- aggregate
 
     def aggregate(self, max_staleness: int | None = None, *,
-                  ages: Mapping[bytes, int] | None = None, decay: float = 0.0) -> bool:
+                  ages: Mapping[bytes, int] | None = None, decay: float = 0.0,
+                  reuse: bool = False) -> bool:
         """Run the defense rule when the buffer holds `buffer_size` models; returns whether it ran.
 
         A buffered model's staleness is how many local rounds this node has published since
@@ -440,7 +447,13 @@ class DFLNode:
         first, counted under `stale_dropped`, and do not count towards `buffer_size`. With
         `decay` > 0, the rule sees a model s rounds stale moved towards the own model, to
         (1 + s) ** -decay of its distance (FedAsync's staleness weighting): it only loses
-        weight, and still passes the same defense.
+        weight, and still passes the same defense. With `reuse` (needs `keep_latest`), a
+        creator with no new model since the last aggregation counts with its latest one, as
+        stale as it has become (MIFA: Gu et al., "Fast Federated Learning in the Presence of
+        Arbitrary Device Unavailability", NeurIPS 2021): a slow creator's data keeps its share
+        of every aggregation, and a node that outlives its peers keeps aggregating their last
+        models instead of training alone; reused models past `max_staleness` are left out
+        without being counted as dropped again.
         """
         def staleness(creator: bytes, seq: int) -> int:
             stale = max(0, self.seq - seq)
@@ -448,14 +461,24 @@ class DFLNode:
                 stale = min(stale, max(0, ages[creator] - 1))
             return stale
 
+        reused = set()
+        if reuse:
+            for creator, kept in self.latest.items():
+                if creator not in self.buffer:
+                    self.buffer[creator] = kept
+                    reused.add(creator)
         stale_of = {c: staleness(c, b.seq) for c, b in self.buffer.items()}
         if max_staleness is not None:
             stale = [c for c, s in stale_of.items() if s > max_staleness]
             for creator in stale:
                 del self.buffer[creator]
-            if stale:
-                self.counters["stale_dropped"] += len(stale)
+            dropped = [c for c in stale if c not in reused]
+            if dropped:
+                self.counters["stale_dropped"] += len(dropped)
+            reused.difference_update(stale)
         if len(self.buffer) < self.params.buffer_size:
+            for creator in reused:  # not aggregated: the buffer holds new models only
+                del self.buffer[creator]
             return False
         with self.timer.time("aggregate"):
             creators = sorted(self.buffer)  # a fixed order keeps sync runs deterministic
@@ -490,6 +513,8 @@ class DFLNode:
             self.counters["aggregations"] += 1
             self.counters["accepted_models"] += int(np.count_nonzero(result.weights))
             self.counters["offered_models"] += len(creators)
+            if reused:
+                self.counters["reused"] += len(reused)
         return True
 
     def _lags(self, creators: list[bytes], max_staleness: int) -> bool:

@@ -224,6 +224,63 @@ def test_models_staler_than_the_bound_are_dropped() -> None:
         assert max(nodes[n].staleness) <= 1
 
 
+@pytest.mark.parametrize("reuse", [True, False])
+def test_a_node_that_outlives_its_peers_aggregates_their_last_models(reuse: bool) -> None:
+    """With `reuse`, each wait's end aggregates the peers' latest models when nothing newer
+    came (their final ones, once they finished); without, the node trains alone."""
+    clock = FakeClock()
+    groups = two_hosts(config(), None)
+    loops = joined_loops(groups, clock, slowdown={0: 50.0}, reuse=reuse)
+    states = {**loops[0].states, **loops[1].states}
+    run_until(loops, clock, lambda: all(states[n].phase is Phase.FINISHED for n in (1, 2, 3)))
+    run_until(loops, clock, lambda: states[0].phase is Phase.FINISHED)
+    slow = groups[0].nodes[0]
+    assert states[0].done == ROUNDS
+    if reuse:
+        # The first wait takes the three new final models; the later ones reuse them.
+        assert slow.counters["aggregations"] == ROUNDS and states[0].short == 0
+        assert slow.counters["reused"] == 3 * (ROUNDS - 1)
+        assert len(slow.latest) == 3 and not slow.buffer
+    else:
+        assert slow.counters["aggregations"] == 1 and states[0].short == ROUNDS - 1
+        assert "reused" not in slow.counters and not slow.latest
+
+
+def test_reused_models_count_by_their_staleness_and_leave_the_buffer_new() -> None:
+    """DFLNode.aggregate(reuse=True): a creator with no new model counts with its latest,
+    weighed by its staleness, left out past the bound without counting as dropped; a buffer
+    still short of `buffer_size` aggregates nothing and keeps only its new models."""
+    groups = two_hosts(small_config(defense={"rule": "fedavg", "buffer_size": 3}), None)
+    node = groups[0].nodes[0]
+    node.keep_latest = True
+    node.seq = 10
+    own = node.learner.vector().copy()
+    keys = [k for k, i in node.directory.items() if i != 0]
+    models = [own + np.float32(0.01 * (i + 1)) for i in range(3)]
+    node.latest = {keys[1]: Buffered(models[1], 0.5, 10), keys[2]: Buffered(models[2], 0.5, 2)}
+    node.buffer = {keys[0]: Buffered(models[0], 0.5, 10)}
+    node.latest[keys[0]] = node.buffer[keys[0]]
+    # keys[2]'s latest is 8 rounds behind, its base 9 old: past the bound, left out; the buffer
+    # is short of 3: nothing aggregated, the reused model does not stay in it.
+    assert not node.aggregate(4, ages={keys[2]: 10}, decay=0.5, reuse=True)
+    assert set(node.buffer) == {keys[0]} and node.counters["stale_dropped"] == 0
+    seen: dict[bytes, np.ndarray] = {}
+    real = node.aggregator.aggregate
+
+    def capture(own_vec: Any, own_score: float, senders: Any, buffered: Any,
+                reputations: Any) -> Any:
+        seen.update({c: b.vec.copy() for c, b in zip(senders, buffered, strict=True)})
+        return real(own_vec, own_score, senders, buffered, reputations)
+
+    node.aggregator.aggregate = capture  # type: ignore[method-assign,assignment]
+    assert node.aggregate(4, ages={keys[2]: 3}, decay=0.5, reuse=True)
+    assert set(seen) == set(keys) and node.counters["reused"] == 2
+    np.testing.assert_array_equal(seen[keys[1]], models[1])  # level with the node: as it is
+    expected = own + np.float32(3 ** -0.5) * (models[2] - own)  # base 3 rounds old: 2 stale
+    np.testing.assert_allclose(seen[keys[2]], expected, rtol=0, atol=1e-6)
+    assert not node.buffer and set(node.latest) == set(keys)
+
+
 def test_wind_down_publishes_held_models_and_finishes_every_node() -> None:
     groups = two_hosts(config(), None)
     loops = joined_loops(groups, slowdown={0: 5.0})
