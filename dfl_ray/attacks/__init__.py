@@ -3,7 +3,8 @@
 One module per family: `base` (the `Attack` interface and what attackers observe), `original`
 (the DFL paper's set), `model` (sign flip, scaling, noise), `omniscient` (ALIE, IPM, min-max,
 min-sum, mimic), `adaptive` (white-box attacks on this project's defenses: gate edge against dfl_guard, shield
-edge against dfl_shield, sentinel edge against dfl_sentinel) and `backdoor`.
+edge against dfl_shield, sentinel edge against dfl_sentinel), `backdoor` and `byzfl_attacks`
+(ByzFL's published attacks: sign flip, IPM, ALIE, their optimised variants, mimic, inf, Gaussian).
 `make_attack(kind, **params)` builds one by its configuration name.
 """
 
@@ -15,6 +16,16 @@ from typing import Any
 from dfl_ray.attacks.adaptive import GateEdge, SentinelEdge, ShieldEdge
 from dfl_ray.attacks.backdoor import Backdoor, stamp_trigger
 from dfl_ray.attacks.base import Attack
+from dfl_ray.attacks.byzfl_attacks import (
+    ByzflALIE,
+    ByzflGaussian,
+    ByzflInf,
+    ByzflIPM,
+    ByzflMimic,
+    ByzflOptALIE,
+    ByzflOptIPM,
+    ByzflSignFlip,
+)
 from dfl_ray.attacks.model import GaussianNoise, ScaledUpdate, SignFlip
 from dfl_ray.attacks.omniscient import ALIE, IPM, Mimic, MinMax, MinSum
 from dfl_ray.attacks.original import (
@@ -31,7 +42,9 @@ _ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
     for cls in (Attack, RandomModel, RandomModelByTurn, MinusUniform, FreeRider, LabelShuffle,
                 LabelShift, BlankImages, SignFlip, ScaledUpdate, GaussianNoise, ALIE, IPM,
-                MinMax, MinSum, Mimic, GateEdge, ShieldEdge, SentinelEdge, Backdoor)
+                MinMax, MinSum, Mimic, GateEdge, ShieldEdge, SentinelEdge, Backdoor,
+                ByzflSignFlip, ByzflIPM, ByzflALIE, ByzflOptIPM, ByzflOptALIE, ByzflMimic,
+                ByzflInf, ByzflGaussian)
 }
 
 ATTACK_KINDS: tuple[str, ...] = tuple(_ATTACKS)
@@ -71,6 +84,14 @@ __all__ = [
     "Attack",
     "Backdoor",
     "BlankImages",
+    "ByzflALIE",
+    "ByzflGaussian",
+    "ByzflIPM",
+    "ByzflInf",
+    "ByzflMimic",
+    "ByzflOptALIE",
+    "ByzflOptIPM",
+    "ByzflSignFlip",
     "FreeRider",
     "GateEdge",
     "GaussianNoise",
