@@ -202,7 +202,7 @@ class AttackConfig:
     """Number of attacker nodes (the last ones, unless attack.nodes names them)."""
     nodes: tuple[int, ...] = ()
     """Explicit attacker node ids (flag form: 1,4,7)."""
-    params: Mapping[str, float] = field(default_factory=dict)
+    params: Mapping[str, float | str] = field(default_factory=dict)
     """Attack parameters (flag form: name=value,...). Every kind takes honest_turns (0:
     publications made honestly before attacking); sign_flip scale (1), keep_last (0);
     scaled_update scale (10); gaussian_noise std (0.1); alie z (1); ipm epsilon (0.5); min_max
@@ -216,7 +216,8 @@ class AttackConfig:
     trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost);
     byzfl_ipm tau (2); byzfl_alie tau (1.5, sample standard deviations added to the honest mean);
     byzfl_opt_ipm and byzfl_opt_alie rule (nnm_trmean, the ByzFL rule the search for tau is run
-    against; a name, which params given here cannot change), f (3, colluders), evals (20);
+    against: median, trmean, krum, multikrum, cc, nnm_trmean or nnm_median), f (3, colluders),
+    evals (20);
     byzfl_mimic epsilon (0, index of the honest update copied); byzfl_gaussian mu (0), sigma (1)."""
 
     def __post_init__(self) -> None:
@@ -230,7 +231,13 @@ class AttackConfig:
             )
         if len(set(self.nodes)) != len(self.nodes):
             raise ConfigError(f"attack.nodes has duplicates: {list(self.nodes)}")
-        _check_params("attack.params", f"attack {self.kind!r}", self.params, attack_params(self.kind))
+        allowed = attack_params(self.kind)
+        _check_params("attack.params", f"attack {self.kind!r}", self.params, allowed)
+        for key, value in self.params.items():
+            if isinstance(value, str) != isinstance(allowed[key], str):
+                raise ConfigError(f"attack.params.{key} must be "
+                                  f"{'a name' if isinstance(allowed[key], str) else 'a number'}"
+                                  f", got {value!r}")
         try:
             make_attack(self.kind, **dict(self.params))
         except ValueError as exc:
@@ -555,10 +562,22 @@ def _convert(where: str, hint: Any, value: Any) -> Any:
             value = out
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        if len(args) == 2 and str in typing.get_args(args[1]):  # numbers, or names
+            return {str(k): _number_or_name(f"{where}.{k}", v) for k, v in value.items()}
         return {str(k): _convert(f"{where}.{k}", float, v) for k, v in value.items()}
     if typing.get_origin(hint) is tuple or hint is tuple:
         return tuple(value)
     raise ConfigError(f"{where}: unsupported field type {hint!r}")  # pragma: no cover
+
+
+def _number_or_name(where: str, value: Any) -> float | str:
+    """A parameter that is a number, or a name where no number is written (e.g. a rule)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return typing.cast(float, _convert(where, float, value))
 
 
 def _build_section(name: str, values: Mapping[str, Any]) -> Any:

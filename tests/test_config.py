@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dfl_ray.config import (
     Config,
@@ -158,3 +159,15 @@ def test_attack_help_names_every_attack_kind_and_parameter() -> None:
         assert kind in kinds
         for name in attack_params(kind):
             assert name in params, (kind, name)
+
+
+def test_attack_params_take_names_where_the_attack_takes_a_name() -> None:
+    cfg = config_from_dict({"attack": {"kind": "byzfl_opt_alie", "params": "rule=trmean,f=2"}})
+    assert cfg.attack.params == {"rule": "trmean", "f": 2.0}
+    assert config_from_dict(yaml.safe_load(cfg.to_yaml())).attack.params == cfg.attack.params
+    with pytest.raises(ConfigError, match="attack.params.rule must be a name"):
+        config_from_dict({"attack": {"kind": "byzfl_opt_alie", "params": "rule=3"}})
+    with pytest.raises(ConfigError, match="attack.params.f must be a number"):
+        config_from_dict({"attack": {"kind": "byzfl_opt_alie", "params": "f=abc"}})
+    with pytest.raises(ConfigError, match="rule must be one of"):
+        config_from_dict({"attack": {"kind": "byzfl_opt_alie", "params": "rule=nope"}})
