@@ -8,7 +8,9 @@ Runs the main job (10 nodes on `dfl10`, Dirichlet(0.1) shards, 3 random-model at
 schedules, picked by a seeded draw among the honest nodes. Sync rounds wait for the stragglers;
 the async run ends once the other nodes have run their rounds. Prints a table (wall seconds of the
 rounds, honest mean accuracy, the other honest nodes' and the stragglers' own accuracy, the
-stragglers' rounds, staleness of the models aggregated) and, with --write-results, puts it in
+stragglers' rounds, staleness of the models aggregated). With stragglers, two async variants
+run as well (--variants): without reusing silent peers' latest models, and with the stragglers
+silent, to measure what their stale models do to the others. With --write-results it puts it in
 docs/results.md (section "stragglers", `dfl_ray.results`). Other config fields go through
 --set section.field=value. With --reuse, finished runs of the very same configs already in
 --out are read instead of run again, and those of the schedules not run (--schedules) are
@@ -29,6 +31,9 @@ from dfl_ray.config import Config, ConfigError, config_from_dict, load_yaml
 from dfl_ray.metrics import format_table
 from dfl_ray.results import record_output
 from dfl_ray.runner import run_experiment
+
+SILENT = 1e6
+"""The slowdown that keeps a straggler from publishing before its peers finish."""
 
 
 def pick_slow_nodes(config: Config, count: int) -> tuple[int, ...]:
@@ -56,27 +61,38 @@ def base_tree(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return tree
 
 
-def run_config(tree: dict[str, dict[str, Any]], schedule: str, slow: tuple[int, ...]) -> Config:
-    name = f"{schedule}_slow{len(slow)}"
+VARIANTS: dict[str, dict[str, Any]] = {
+    "": {},
+    "noreuse": {"reuse": False},
+    "silent": {"slowdown": SILENT},
+}
+"""Async variants beside the default: without reusing silent peers' latest models, and with
+the stragglers silent (they publish nothing before the others finish: their data absent)."""
+
+
+def run_config(tree: dict[str, dict[str, Any]], schedule: str, slow: tuple[int, ...],
+               variant: str = "") -> Config:
+    name = f"{schedule}_slow{len(slow)}" + (f"_{variant}" if variant else "")
     return config_from_dict({**tree, "experiment": {**tree["experiment"], "name": name},
                              "runtime": {**tree["runtime"], "schedule": schedule,
-                                         "slow_nodes": list(slow)}})
+                                         "slow_nodes": list(slow), **VARIANTS[variant]}})
 
 
-def run_one(tree: dict[str, dict[str, Any]], schedule: str, slow: tuple[int, ...]) -> dict[str, Any]:
-    cfg = run_config(tree, schedule, slow)
+def run_one(tree: dict[str, dict[str, Any]], schedule: str, slow: tuple[int, ...],
+            variant: str = "") -> dict[str, Any]:
+    cfg = run_config(tree, schedule, slow, variant)
     print(f"{cfg.experiment.name}: slow nodes {list(slow)} ...", flush=True)
     summary = run_experiment(cfg, quiet=True)
-    row = table_row(cfg, summary, slow)
+    row = table_row(cfg, summary, slow, variant)
     print(f"  {row['seconds']:.1f} s, honest {row['honest']:.4f} (others {row['others']:.4f}), "
           f"staleness {row['staleness']:.2f}", flush=True)
     return row
 
 
-def reused_row(tree: dict[str, dict[str, Any]], schedule: str,
-               slow: tuple[int, ...]) -> dict[str, Any] | None:
+def reused_row(tree: dict[str, dict[str, Any]], schedule: str, slow: tuple[int, ...],
+               variant: str = "") -> dict[str, Any] | None:
     """The row of a finished run of the very same config already in the output folder, or None."""
-    cfg = run_config(tree, schedule, slow)
+    cfg = run_config(tree, schedule, slow, variant)
     run_dir = Path(cfg.experiment.out) / cfg.experiment.name
     try:
         stored = config_from_dict(load_yaml(run_dir / "config.yaml"))
@@ -86,15 +102,17 @@ def reused_row(tree: dict[str, dict[str, Any]], schedule: str,
     if summary.get("status") != "ok" or stored.to_yaml() != cfg.to_yaml():
         return None
     print(f"{cfg.experiment.name}: reused from {run_dir}", flush=True)
-    return {**table_row(cfg, summary, slow), "reused": True}
+    return {**table_row(cfg, summary, slow, variant), "from_disk": True}
 
 
-def table_row(cfg: Config, summary: dict[str, Any], slow: tuple[int, ...]) -> dict[str, Any]:
+def table_row(cfg: Config, summary: dict[str, Any], slow: tuple[int, ...],
+              variant: str = "") -> dict[str, Any]:
     accs = summary["node_accuracy_final"]
     others = [n for n in range(cfg.topology.nodes)
               if n not in set(cfg.attackers) and n not in set(slow) and str(n) in accs]
     return {
         "schedule": cfg.runtime.schedule,
+        "variant": variant,
         "stragglers": len(slow),
         "seconds": summary["run_seconds"],
         "honest": summary["honest_accuracy_final"],
@@ -103,45 +121,56 @@ def table_row(cfg: Config, summary: dict[str, Any], slow: tuple[int, ...]) -> di
         "their_rounds": min(summary["per_node"][str(n)]["rounds"] for n in slow) if slow else None,
         "staleness": summary["staleness"]["staleness_mean"],
         "dropped": summary["counters"].get("stale_dropped", 0),
+        "reused_models": summary["counters"].get("reused", 0),
     }
 
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace,
              slow: dict[int, tuple[int, ...]]) -> str:
-    reused = [f"{r['schedule']} with {r['stragglers']}" for r in rows if r.get("reused")]
+    from_disk = [f"{r['schedule']}{'_' + r['variant'] if r['variant'] else ''} with "
+                 f"{r['stragglers']}" for r in rows if r.get("from_disk")]
     lines = [
         "The main job (10 nodes on `dfl10`, Dirichlet(0.1), 3 random-model attackers, "
         f"`dfl_guard`, {args.rounds} local rounds), seed {args.seed}, with "
         f"{', '.join(str(k) for k in sorted(slow))} honest nodes {args.slowdown:g} x slower "
         f"({'; '.join(f'{k}: nodes {list(v)}' for k, v in sorted(slow.items()) if k)}), the "
-        "same stragglers under both schedules. Seconds: wall time of the rounds (async: until "
-        "every node that is not a straggler has run them). honest: mean final accuracy of the "
-        "honest nodes, stragglers included; others: of the honest nodes that are not "
-        "stragglers; slow acc and slow rounds: the stragglers' own accuracy and fewest local "
-        "rounds (async); staleness: mean staleness of the models aggregated, in the "
-        "receiver's rounds (the age of a model's base: a straggler's model counts as old as "
-        "its slow round, not as far behind as its round number); dropped: models left out as "
-        "staler than `runtime.max_staleness`."
-        + ("" if not reused else " Rows read from finished runs of the same configs already "
-           "in the output folder (`--reuse`): " + ", ".join(reused) + "."),
+        "same stragglers under both schedules, one run after the other in one invocation. "
+        "Seconds: wall time of the rounds (async: until every node that is not a straggler "
+        "has run them). honest: mean final accuracy of the honest nodes, stragglers "
+        "included; others: of the honest nodes that are not stragglers; slow acc and slow "
+        "rounds: the stragglers' own accuracy and fewest local rounds (async); staleness: "
+        "mean staleness of the models aggregated, in the receiver's rounds (the age of a "
+        "model's base: a straggler's model counts as old as its slow round, not as far "
+        "behind as its round number); reused: latest models of peers with nothing new "
+        "aggregated again (`runtime.reuse`); dropped: models left out as staler than "
+        "`runtime.max_staleness`. The last two columns measure what the stragglers' stale "
+        "models do to the others: the others' accuracy when the stragglers' models are "
+        "aggregated once each, not reused (`runtime.reuse false`), and when the stragglers "
+        "publish nothing before the others finish (their data absent)."
+        + ("" if not from_disk else " Rows read from finished runs of the same configs "
+           "already in the output folder (`--reuse`): " + ", ".join(from_disk) + "."),
         "",
         "| stragglers | sync s | sync honest | sync others | async s | async honest "
-        "| async others | async slow acc | async slow rounds | async staleness | async dropped |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| async others | slow acc | slow rounds | staleness | reused | dropped "
+        "| others, no reuse | others, stragglers silent |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    by = {(r["schedule"], r["stragglers"]): r for r in rows}
+    by = {(r["schedule"], r["variant"], r["stragglers"]): r for r in rows}
+
+    def cell(row: dict[str, Any] | None, key: str, fmt: str) -> str:
+        return "-" if row is None or row[key] is None else format(row[key], fmt)
+
     for count in sorted({r["stragglers"] for r in rows}):
-        s, a = by.get(("sync", count)), by.get(("async", count))
-
-        def cell(row: dict[str, Any] | None, key: str, fmt: str) -> str:
-            return "-" if row is None or row[key] is None else format(row[key], fmt)
-
+        s, a = by.get(("sync", "", count)), by.get(("async", "", count))
+        plain, silent = by.get(("async", "noreuse", count)), by.get(("async", "silent", count))
         lines.append(
             f"| {count} | {cell(s, 'seconds', '.0f')} | {cell(s, 'honest', '.3f')} | "
             f"{cell(s, 'others', '.3f')} | {cell(a, 'seconds', '.0f')} | "
             f"{cell(a, 'honest', '.3f')} | {cell(a, 'others', '.3f')} | "
             f"{cell(a, 'stragglers_acc', '.3f')} | {cell(a, 'their_rounds', 'd')} | "
-            f"{cell(a, 'staleness', '.2f')} | {cell(a, 'dropped', 'd')} |"
+            f"{cell(a, 'staleness', '.2f')} | {cell(a, 'reused_models', 'd')} | "
+            f"{cell(a, 'dropped', 'd')} | {cell(plain, 'others', '.3f')} | "
+            f"{cell(silent, 'others', '.3f')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -160,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="numbers of straggling honest nodes to run (0 1 3)")
     parser.add_argument("--schedules", nargs="+", choices=["sync", "async"],
                         default=["sync", "async"], help="schedules to run (both)")
+    parser.add_argument("--variants", nargs="*", choices=[v for v in VARIANTS if v],
+                        default=[v for v in VARIANTS if v],
+                        help="async variants also run with stragglers: noreuse (runtime.reuse "
+                             "false), silent (the stragglers publish nothing before the others "
+                             "finish); default both, none: --variants with no value")
     parser.add_argument("--seed", type=int, default=0, help="experiment seed (0)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="any other config field, e.g. --set runtime.max_staleness=4")
@@ -177,17 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    runs = [(k, schedule, "") for k in args.stragglers for schedule in ("sync", "async")]
+    runs += [(k, "async", v) for v in args.variants for k in args.stragglers if k]
     rows = []
-    for k in args.stragglers:
-        for schedule in ("sync", "async"):
-            row = reused_row(tree, schedule, slow[k]) if args.reuse else None
-            if row is None and schedule in args.schedules:
-                row = run_one(tree, schedule, slow[k])
-            if row is not None:
-                rows.append(row)
+    for k, schedule, variant in runs:
+        row = reused_row(tree, schedule, slow[k], variant) if args.reuse else None
+        if row is None and schedule in args.schedules:
+            row = run_one(tree, schedule, slow[k], variant)
+        if row is not None:
+            rows.append(row)
     print()
-    print(format_table(rows, ["schedule", "stragglers", "seconds", "honest", "others",
-                              "stragglers_acc", "their_rounds", "staleness", "dropped"]))
+    print(format_table(rows, ["schedule", "variant", "stragglers", "seconds", "honest", "others",
+                              "stragglers_acc", "their_rounds", "staleness", "reused_models",
+                              "dropped"]))
     text = markdown(rows, args, slow)
     print()
     print(text)
