@@ -59,6 +59,13 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "sentinel_edge": ("sentinel_edge", {}),
     "backdoor": ("backdoor", {}),
     "backdoor_scaled": ("backdoor", {"scale": 3.0}),
+    # ByzFL's attacks (dfl_ray.attacks.byzfl_attacks); the optimised ones search their factor
+    # against ByzFL's NNM + trimmed mean, a surrogate of the robust rules here.
+    "byzfl_alie": ("byzfl_alie", {}),
+    "byzfl_ipm": ("byzfl_ipm", {}),
+    "byzfl_opt_alie": ("byzfl_opt_alie", {}),
+    "byzfl_opt_ipm": ("byzfl_opt_ipm", {}),
+    "byzfl_mimic": ("byzfl_mimic", {}),
 }
 DEFENSES = ("dfl_guard", "dfl_shield", "dfl_sentinel", "half_fedavg", "median", "trimmed_mean",
             "centered_clipping", "multi_krum", "dfl_trust")

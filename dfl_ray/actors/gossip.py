@@ -98,10 +98,12 @@ class Phase(Enum):
 class NodeState:
     """Where one node stands in its own loop, kept apart from its protocol state (`DFLNode`).
 
-    A straggler (`slowdown` k > 1) makes each local round take k times its compute: after
-    training it holds its new model for (k - 1) x the seconds the training took before it
-    publishes it. While it holds it still receives, scores, issues receipts and endorses, but
-    does not aggregate: its models reach its peers built on a model k rounds old.
+    A straggler (`slowdown` k > 1) makes each local round take k times its work: after
+    training it holds its new model for (k - 1) x the busy seconds of its work since its last
+    publication (scoring, aggregation, ledger work, the training) before it publishes it, as
+    a device k times slower at everything would. While it holds it still receives, scores,
+    issues receipts and endorses, but does not aggregate: its models reach its peers built on
+    a model k rounds old.
     """
 
     node_id: int
@@ -115,6 +117,8 @@ class NodeState:
     """Loop-clock time its current local round began."""
     compute_s: float = 0.0
     """Seconds its last local training took."""
+    busy_mark: float | None = None
+    """The node's busy seconds (`Stopwatch.busy`) at its last publication (a straggler's)."""
     published_at: float = 0.0
     """Loop-clock time of its last publication."""
     hold_until: float | None = None
@@ -397,11 +401,13 @@ class GossipLoop:
     def _local_round(self, state: NodeState) -> None:
         node = self.group.nodes[state.node_id]
         state.round_start = self.clock()
+        mark = node.timer.busy() if state.busy_mark is None else state.busy_mark
         node.train()
         state.compute_s = self.clock() - state.round_start
         if state.slowdown > 1.0:
             state.phase = Phase.HOLD
-            state.hold_until = self.clock() + (state.slowdown - 1.0) * state.compute_s
+            work = max(state.compute_s, node.timer.busy() - mark)
+            state.hold_until = self.clock() + (state.slowdown - 1.0) * work
         else:
             self._publish(state, node)
             self._settle()
@@ -409,6 +415,8 @@ class GossipLoop:
     def _publish(self, state: NodeState, node: DFLNode) -> None:
         node.publish()
         self.group.transport.flush()
+        if state.slowdown > 1.0:
+            state.busy_mark = node.timer.busy()
         state.done += 1
         self.group.rounds_done[state.node_id] = state.done
         state.phase, state.hold_until, state.published_at = Phase.WAIT, None, self.clock()

@@ -49,6 +49,8 @@ class NodeHost(NodeGroup):
         arrays = {k: resolve(v) for k, v in setup.arrays.items()}
         super().__init__(setup, arrays, HostTransport(set(setup.node_ids)))
         runtime = setup.config.runtime
+        self.busy_marks: dict[int, float] = {}
+        """Each straggler's busy seconds when its last hold ended (sync)."""
         self.slowdown = {n: runtime.slowdown for n in runtime.slow_nodes
                          if n in setup.node_ids and runtime.slowdown > 1.0}
         self.plan = FaultPlan(setup.config.faults, setup.config.experiment.seed)
@@ -130,15 +132,18 @@ class NodeHost(NodeGroup):
     # ------------------------------------------------------------ sync schedule
 
     def begin_round(self, round_index: int) -> list[tuple[int, Message]]:
-        """Train and publish; a straggler then holds for (k - 1) x its training time, so the
-        round (every host waits for the slowest) takes as long as its k times slower node."""
+        """Train and publish; a straggler then holds for (k - 1) x the busy seconds of its
+        work since its last hold (the last round's scoring, aggregation and ledger work, this
+        round's training), so the round (every host waits for the slowest) takes as long as
+        its k times slower node."""
         self._kill_if_planned(dict.fromkeys(self.nodes, round_index))
-        trained = {n: self.nodes[n].timer.seconds["train"] for n in self.slowdown}
+        marks = {n: self.busy_marks.get(n, self.nodes[n].timer.busy()) for n in self.slowdown}
         out = super().begin_round(round_index)
-        hold = max(((k - 1.0) * (self.nodes[n].timer.seconds["train"] - trained[n])
+        hold = max(((k - 1.0) * (self.nodes[n].timer.busy() - marks[n])
                     for n, k in self.slowdown.items()), default=0.0)
         if hold > 0.0:
             time.sleep(hold)
+        self.busy_marks = {n: self.nodes[n].timer.busy() for n in self.slowdown}
         return out
 
     # ------------------------------------------------------------ async schedule

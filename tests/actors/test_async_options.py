@@ -8,7 +8,7 @@ from dfl_ray.config import ConfigError, config_from_dict
 from experiments.lenet_noniid import main
 
 OPTIONS = ("runtime.slow_nodes", "runtime.slowdown", "runtime.slack", "runtime.patience",
-           "runtime.max_staleness")
+           "runtime.max_staleness", "runtime.reuse")
 
 
 def test_help_lists_every_async_option(capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,3 +35,10 @@ def test_stragglers_parse_from_flags() -> None:
 def test_invalid_async_options(runtime: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"runtime": runtime})
+
+
+def test_reuse_parses_as_a_switch() -> None:
+    assert config_from_dict({}).runtime.reuse is True
+    assert config_from_dict({"runtime": {"reuse": "false"}}).runtime.reuse is False
+    with pytest.raises(ConfigError, match="runtime.reuse must be true or false"):
+        config_from_dict({"runtime": {"reuse": "sometimes"}})

@@ -206,6 +206,42 @@ def test_a_straggler_is_not_waited_for_and_keeps_answering() -> None:
         assert groups[n // 2].nodes[n].last_seq[key0] == 0
 
 
+def test_a_straggler_holds_for_all_its_work_not_only_its_training() -> None:
+    """A k times slower node holds each trained model for (k - 1) x the busy seconds of its
+    work since its last publication (scoring, aggregation, ledger and training), at least its
+    training: a device k times slower at everything."""
+    clock = FakeClock()
+    groups = two_hosts(config(), None)
+    loops = joined_loops(groups, clock, slowdown={0: 3.0})
+    node, state = groups[0].nodes[0], loops[0].states[0]
+    busy = [100.0]
+    node.timer.busy = lambda: busy[0]  # type: ignore[method-assign]
+    train, calls = node.train, [0]
+
+    def busier_train() -> None:
+        if calls[0] == 1:
+            busy[0] += 5.0  # five busy seconds of work since its first publication
+        calls[0] += 1
+        train()
+
+    node.train = busier_train  # type: ignore[method-assign]
+    holds: list[float] = []
+    local_round = loops[0]._local_round
+
+    def recorded(s: NodeState) -> None:
+        local_round(s)
+        if s is state:
+            assert s.hold_until is not None
+            holds.append(s.hold_until - s.round_start - s.compute_s)
+
+    loops[0]._local_round = recorded  # type: ignore[method-assign]
+    run_until(loops, clock, lambda: state.phase is Phase.FINISHED)
+    # Its first round: one (fake) second of training, no other work; its second: five busy
+    # seconds; then again only its training.
+    assert state.done == ROUNDS
+    assert holds == pytest.approx([2 * 1.0, 2 * 5.0] + [2 * 1.0] * (ROUNDS - 2))
+
+
 def test_models_staler_than_the_bound_are_dropped() -> None:
     clock = FakeClock()
     groups = two_hosts(config(), None)
