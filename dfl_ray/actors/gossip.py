@@ -17,15 +17,18 @@ ML via a Stale Synchronous Parallel Parameter Server", NeurIPS 2013), decided by
 what it has received, with no barrier and no coordinator.
 
 It does not wait for stragglers. Each round it measures the typical round: the time from its
-own round start until three quarters of the peers it knows (all but one of those it waits for,
-when fewer are left) had published that round, or its own training, if longer. That is how long
-the peers take to train once a round begins, which waiting for a straggler does not lengthen
-(periods between publications would: once all wait for a straggler, every peer's period is the
-straggler's). The quorum is a share of every peer it knows, not only of those it still waits
-for: a straggler left out must not make the quorum, and so the typical round, shorter, or the
-next slowest peer (a large shard) would look late in its turn and drift away. A late peer is
-waited for while it publishes a round at least every `patience` typical rounds, so a peer that
-is only slower (a larger shard), or held up a moment by its machine, keeps the pace it sets.
+own round start until half the peers it knows, rounded up (all but one of those it waits for,
+when fewer are left), had published that round, or its own training, if longer: the median
+peer's round. That is how long the peers take to train once a round begins, which waiting for a
+straggler does not lengthen (periods between publications would: once all wait for a
+straggler, every peer's period is the straggler's), as long as fewer than half the peers are
+stragglers (with three quarters, three stragglers among nine peers made every round as long
+as theirs: docs/results.md, "Stragglers"). The quorum is a share of every peer it knows, not
+only of those it still waits for: a straggler left out must not make the quorum, and so the
+typical round, shorter, or the next slowest peer (a large shard) would look late in its turn
+and drift away. A late peer is waited for while it publishes a round at least every `patience`
+typical rounds, so a peer that is only slower (a larger shard, up to `patience` times the
+median peer), or held up a moment by its machine, keeps the pace it sets.
 One that has published nothing for that long is not waited for that round; late that way in
 two waits in a row, it is a straggler, not waited for until it catches up, or until it keeps
 the typical pace again at most `patience` rounds behind (a peer held up for a while, a
@@ -56,6 +59,7 @@ new model, that peer's latest one, as stale as it has become (MIFA, Gu et al., N
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -75,8 +79,9 @@ Batch = list[tuple[int, Message]]
 
 T = TypeVar("T")
 
-QUORUM = 0.75
-"""Share of the peers a node knows whose publication of a round times its typical round."""
+QUORUM = 0.5
+"""Share of the peers a node knows (rounded up) whose publication of a round times its typical
+round: the median peer."""
 
 STALENESS_DECAY = 0.5
 """A model s rounds stale is aggregated at (1 + s) ** -STALENESS_DECAY of its distance from the
@@ -358,7 +363,7 @@ class GossipLoop:
         # (all but one of those it waits for, when fewer are left) had published it (their
         # training time once a round begins), or the own training, if longer; the own training
         # alone when the quorum would be every peer.
-        quorum = min(len(waited) - 1, round(QUORUM * len(keys)))
+        quorum = min(len(waited) - 1, math.ceil(QUORUM * len(keys)))
         if state.quorum_at is None and quorum > 0 and len(waited) - len(late) >= quorum:
             state.quorum_at = now
         typical: float | None

@@ -415,6 +415,23 @@ def test_the_next_slowest_peer_keeps_its_pace_once_a_straggler_is_left_out() -> 
             assert n == 3 or node.last_seq[key3] == ROUNDS - 1
 
 
+def test_a_third_of_the_peers_straggling_does_not_set_the_pace() -> None:
+    """Ten nodes, all peers of each other, three of them 50 times slower: the typical round
+    is the median peer's, so the others flag the three and run their rounds without them."""
+    clock = FakeClock()
+    groups = two_hosts(config(topology={"kind": "full", "nodes": 10}), None)
+    slow = (0, 1, 5)
+    loops = joined_loops(groups, clock, slowdown=dict.fromkeys(slow, 50.0))
+    states = {**loops[0].states, **loops[1].states}
+    fast = [n for n in states if n not in slow]
+    run_until(loops, clock, lambda: all(states[n].phase is Phase.FINISHED for n in fast))
+    keys = {n: node.identity.public_key for n, node in all_nodes(groups).items()}
+    for n in fast:
+        assert states[n].done == ROUNDS
+        assert {keys[k] for k in slow} <= states[n].stragglers, n
+    assert all(states[n].done < 2 for n in slow)
+
+
 @pytest.mark.parametrize("restored", [False, True])
 def test_a_restored_node_whose_peers_finished_does_not_wait_forever(restored: bool) -> None:
     """A node restored after a restart, with rounds left to run, knows no typical round and
