@@ -17,18 +17,18 @@ ML via a Stale Synchronous Parallel Parameter Server", NeurIPS 2013), decided by
 what it has received, with no barrier and no coordinator.
 
 It does not wait for stragglers. Each round it measures the typical round: the time from its
-own round start until half the peers it knows, rounded up (all but one of those it waits for,
-when fewer are left), had published that round, or its own training, if longer: the median
-peer's round. That is how long the peers take to train once a round begins, which waiting for a
-straggler does not lengthen (periods between publications would: once all wait for a
-straggler, every peer's period is the straggler's), as long as fewer than half the peers are
-stragglers (with three quarters, three stragglers among nine peers made every round as long
-as theirs: docs/results.md, "Stragglers"). The quorum is a share of every peer it knows, not
-only of those it still waits for: a straggler left out must not make the quorum, and so the
-typical round, shorter, or the next slowest peer (a large shard) would look late in its turn
-and drift away. A late peer is waited for while it publishes a round at least every `patience`
+own round start until two thirds of the peers it knows, rounded up (all but one of those it
+waits for, when fewer are left), had published that round, or its own training, if longer.
+That is how long the peers take to train once a round begins, which waiting for a straggler
+does not lengthen (periods between publications would: once all wait for a straggler, every
+peer's period is the straggler's), as long as at most a third of the peers are stragglers
+(with three quarters, three stragglers among nine peers set everyone's pace; with half, the
+largest shards were taken for stragglers and their data went missing). The quorum is a share
+of every peer it knows, not only of those it still waits for: a straggler left out must not
+make the quorum, and so the typical round, shorter, or the next slowest peer (a large shard)
+would look late in its turn and drift away. A late peer is waited for while it publishes a round at least every `patience`
 typical rounds, so a peer that is only slower (a larger shard, up to `patience` times the
-median peer), or held up a moment by its machine, keeps the pace it sets.
+typical round), or held up a moment by its machine, keeps the pace it sets.
 One that has published nothing for that long is not waited for that round; late that way in
 two waits in a row, it is a straggler, not waited for until it catches up, or until it keeps
 the typical pace again at most `patience` rounds behind (a peer held up for a while, a
@@ -67,6 +67,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum
+from fractions import Fraction
 from typing import Any, TypeVar
 
 from dfl_ray.messages import Message
@@ -79,9 +80,9 @@ Batch = list[tuple[int, Message]]
 
 T = TypeVar("T")
 
-QUORUM = 0.5
+QUORUM = Fraction(2, 3)
 """Share of the peers a node knows (rounded up) whose publication of a round times its typical
-round: the median peer."""
+round."""
 
 STALENESS_DECAY = 0.5
 """A model s rounds stale is aggregated at (1 + s) ** -STALENESS_DECAY of its distance from the

@@ -416,8 +416,9 @@ def test_the_next_slowest_peer_keeps_its_pace_once_a_straggler_is_left_out() -> 
 
 
 def test_a_third_of_the_peers_straggling_does_not_set_the_pace() -> None:
-    """Ten nodes, all peers of each other, three of them 50 times slower: the typical round
-    is the median peer's, so the others flag the three and run their rounds without them."""
+    """Ten nodes, all peers of each other, three of them 50 times slower: the typical round is
+    timed by two thirds of the peers, so the others flag the three and run their rounds
+    without them."""
     clock = FakeClock()
     groups = two_hosts(config(topology={"kind": "full", "nodes": 10}), None)
     slow = (0, 1, 5)
