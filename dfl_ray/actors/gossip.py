@@ -17,13 +17,14 @@ ML via a Stale Synchronous Parallel Parameter Server", NeurIPS 2013), decided by
 what it has received, with no barrier and no coordinator.
 
 It does not wait for stragglers. Each round it measures the typical round: the time from its
-own round start until two thirds of the peers it knows, rounded up (all but one of those it
-waits for, when fewer are left), had published that round, or its own training, if longer.
+own round start until three quarters of the peers it knows, rounded up (all but one of those
+it waits for, when fewer are left), had published that round, or its own training, if longer.
 That is how long the peers take to train once a round begins, which waiting for a straggler
 does not lengthen (periods between publications would: once all wait for a straggler, every
-peer's period is the straggler's), as long as at most a third of the peers are stragglers
-(with three quarters, three stragglers among nine peers set everyone's pace; with half, the
-largest shards were taken for stragglers and their data went missing). The quorum is a share
+peer's period is the straggler's), as long as fewer than a quarter of the peers are
+stragglers: three among nine set everyone's pace (a known limit, tested). Half the peers took
+the largest shards for stragglers, and two thirds let a single straggler set the pace in a
+measured run (docs/results.md, "Stragglers"). The quorum is a share
 of every peer it knows, not only of those it still waits for: a straggler left out must not
 make the quorum, and so the typical round, shorter, or the next slowest peer (a large shard)
 would look late in its turn and drift away. A late peer is waited for while it publishes a round at least every `patience`
@@ -80,7 +81,7 @@ Batch = list[tuple[int, Message]]
 
 T = TypeVar("T")
 
-QUORUM = Fraction(2, 3)
+QUORUM = Fraction(3, 4)
 """Share of the peers a node knows (rounded up) whose publication of a round times its typical
 round."""
 
