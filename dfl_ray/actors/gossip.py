@@ -33,8 +33,9 @@ typical round), or held up a moment by its machine, keeps the pace it sets.
 One that has published nothing for that long is not waited for that round; late that way in
 two waits in a row, it is a straggler, not waited for until it catches up, or until it keeps
 the typical pace again at most `patience` rounds behind (a peer held up for a while, a
-restarted one). A node whose
-peers have mostly stalled waits for them: the quorum sets the pace. A node restored after a
+restarted one). A node whose quorum has not published waits for it without a deadline: when
+more than a quarter of its peers are silent it waits for them (three stragglers among nine that
+published nothing stalled the others in a measured run; a known limit). A node restored after a
 restart may never hear from peers that finished while it was down: while its quorum has not
 published, the last typical round it measured stands in, or its own training when it measured
 none, so it never waits without a deadline.
