@@ -24,12 +24,12 @@ does not lengthen (periods between publications would: once all wait for a strag
 peer's period is the straggler's), as long as fewer than a quarter of the peers are
 stragglers: three among nine set everyone's pace (a known limit, tested). Half the peers took
 the largest shards for stragglers, and two thirds let a single straggler set the pace in a
-measured run (docs/results.md, "Stragglers"). The quorum is a share
-of every peer it knows, not only of those it still waits for: a straggler left out must not
-make the quorum, and so the typical round, shorter, or the next slowest peer (a large shard)
-would look late in its turn and drift away. A late peer is waited for while it publishes a round at least every `patience`
-typical rounds, so a peer that is only slower (a larger shard, up to `patience` times the
-typical round), or held up a moment by its machine, keeps the pace it sets.
+measured run (docs/results.md, "Stragglers"). The quorum is a share of every peer it knows,
+not only of those it still waits for: a straggler left out must not make the quorum, and so
+the typical round, shorter, or the next slowest peer (a large shard) would look late in its
+turn and drift away. A late peer is waited for while it publishes a round at least every
+`patience` typical rounds, so a peer that is only slower (a larger shard, up to `patience`
+times the typical round), or held up a moment by its machine, keeps the pace it sets.
 One that has published nothing for that long is not waited for that round; late that way in
 two waits in a row, it is a straggler, not waited for until it catches up, or until it keeps
 the typical pace again at most `patience` rounds behind (a peer held up for a while, a
