@@ -22,7 +22,8 @@ it waits for, when fewer are left), had published that round, or its own trainin
 That is how long the peers take to train once a round begins, which waiting for a straggler
 does not lengthen (periods between publications would: once all wait for a straggler, every
 peer's period is the straggler's), as long as fewer than a quarter of the peers are
-stragglers: three among nine set everyone's pace (a known limit, tested). Half the peers took
+stragglers: three among nine that are only slower set everyone's pace (a known limit,
+tested). Half the peers took
 the largest shards for stragglers, and two thirds let a single straggler set the pace in a
 measured run (docs/results.md, "Stragglers"). The quorum is a share of every peer it knows,
 not only of those it still waits for: a straggler left out must not make the quorum, and so
@@ -33,12 +34,13 @@ times the typical round), or held up a moment by its machine, keeps the pace it 
 One that has published nothing for that long is not waited for that round; late that way in
 two waits in a row, it is a straggler, not waited for until it catches up, or until it keeps
 the typical pace again at most `patience` rounds behind (a peer held up for a while, a
-restarted one). A node whose quorum has not published waits for it without a deadline: when
-more than a quarter of its peers are silent it waits for them (three stragglers among nine that
-published nothing stalled the others in a measured run; a known limit). A node restored after a
-restart may never hear from peers that finished while it was down: while its quorum has not
-published, the last typical round it measured stands in, or its own training when it measured
-none, so it never waits without a deadline.
+restarted one). While its quorum has not published but half its peers have, `SILENT` times the
+time that half took stands in for the typical round: more than a quarter of the peers silent
+(three stragglers among nine that published nothing stalled the others in a measured run before
+this rule) are left out after two such waits. Before half its peers are in, a node waits
+without a deadline. A node restored after a restart may never hear from peers that finished
+while it was down: while its quorum has not published, the last typical round it measured
+stands in, or its own training when it measured none, so it never waits without a deadline.
 
 Staleness. A straggler's models are built on a base as old as its slow round, not as old as its
 round number says (it has published fewer rounds than its peers, not older ones). So a node
@@ -85,6 +87,10 @@ T = TypeVar("T")
 QUORUM = Fraction(3, 4)
 """Share of the peers a node knows (rounded up) whose publication of a round times its typical
 round."""
+
+SILENT = 4
+"""While its quorum has not published, a node takes SILENT x the time half its peers took for
+the typical round: peers that slow are silent, not slower."""
 
 STALENESS_DECAY = 0.5
 """A model s rounds stale is aggregated at (1 + s) ** -STALENESS_DECAY of its distance from the
@@ -133,6 +139,8 @@ class NodeState:
     quorum_at: float | None = None
     """When the quorum (`QUORUM` of the peers it waits for) had published its current round
     (WAIT)."""
+    half_at: float | None = None
+    """When half the peers it knows had published its current round (WAIT)."""
     deadline: float | None = None
     """When it stops waiting for the peers still missing (WAIT, once `quorum_at` is known)."""
     stragglers: set[bytes] = field(default_factory=set)
@@ -310,7 +318,7 @@ class GossipLoop:
                     state.short += 1
                 finished = winding_down or state.done >= state.rounds
                 state.phase = Phase.FINISHED if finished else Phase.TRAIN
-                state.quorum_at = state.deadline = None
+                state.quorum_at = state.half_at = state.deadline = None
                 state.excused.clear()
                 moved = True
         return moved
@@ -369,12 +377,20 @@ class GossipLoop:
         quorum = min(len(waited) - 1, math.ceil(QUORUM * len(keys)))
         if state.quorum_at is None and quorum > 0 and len(waited) - len(late) >= quorum:
             state.quorum_at = now
+        if state.half_at is None and 2 * len(fresh) >= len(keys):
+            state.half_at = now
         typical: float | None
         if quorum <= 0:
             typical = state.compute_s
         elif state.quorum_at is not None:
             typical = max(state.compute_s, state.quorum_at - state.round_start)
             state.typical_s = typical
+        elif state.half_at is not None:
+            # Half its peers are in, the quorum is not: the peers still missing are silent once
+            # they take SILENT times as long as that half (a quarter of the peers silent would
+            # otherwise hold the quorum, and every round, forever). Such a wait's typical round
+            # is no measure of the pace, so it is not kept.
+            typical = SILENT * max(state.compute_s, state.half_at - state.round_start)
         elif node.counters["restored"] > 0:
             # Restored, it may never hear from peers that finished while it was down: the last
             # typical round it measured stands in, or its own training if it measured none, so
