@@ -6,6 +6,8 @@ Each cell is one full run of the main job (dfl10, 40 sync rounds) with the given
 attackers and defense; the table (markdown) and every cell's summary (JSON) are written to --out.
 Cells whose attackers hold labels no honest node has are compared with the same run with the
 attackers removed from the network ("attackers removed" rows), as the targets allow.
+--schedules sync async runs every cell under both schedules (in async, 40 local rounds per
+node), side by side in one table, written with --write-results as its own section.
 """
 
 from __future__ import annotations
@@ -46,7 +48,17 @@ DEFAULT_ATTACKS = ("none", "1 random", "3 random", "3 sign-flip")
 DEFENSES = ("dfl_guard", "half_fedavg", "dfl_reputation")
 
 
-def cell_config(args: argparse.Namespace, part: str, attack: str, defense: str, name: str) -> Any:
+def cell_name(part: str, attack: str, defense: str, schedule: str) -> str:
+    name = f"{part}__{attack.replace(' ', '_')}__{defense}"
+    return name if schedule == "sync" else f"{name}__{schedule}"
+
+
+def removed_name(part: str, malicious: int, schedule: str) -> str:
+    return f"{part}__removed{malicious}" + ("" if schedule == "sync" else f"__{schedule}")
+
+
+def cell_config(args: argparse.Namespace, part: str, attack: str, defense: str, name: str,
+                schedule: str = "sync") -> Any:
     return config_from_dict({
         "experiment": {"name": name, "out": str(args.out), "rounds": args.rounds,
                        "eval_every": args.rounds, "seed": args.seed, "overwrite": True,
@@ -54,11 +66,12 @@ def cell_config(args: argparse.Namespace, part: str, attack: str, defense: str, 
         "data": {"data_dir": args.data_dir, **PARTITIONS[part]},
         "attack": ATTACKS[attack],
         "defense": {"rule": defense},
-        "runtime": {"hosts": args.hosts},
+        "runtime": {"hosts": args.hosts, "schedule": schedule},
     })
 
 
-def removed_config(args: argparse.Namespace, part: str, malicious: int, name: str) -> Any:
+def removed_config(args: argparse.Namespace, part: str, malicious: int, name: str,
+                   schedule: str = "sync") -> Any:
     """The honest nodes alone: the attackers and their shards are dropped from the network."""
     return config_from_dict({
         "experiment": {"name": name, "out": str(args.out), "rounds": args.rounds,
@@ -68,7 +81,7 @@ def removed_config(args: argparse.Namespace, part: str, malicious: int, name: st
         "attack": {"kind": "none", "malicious": 0},
         "topology": {"absent": list(range(10 - malicious, 10))},
         "defense": {"rule": "dfl_guard"},
-        "runtime": {"hosts": args.hosts},
+        "runtime": {"hosts": args.hosts, "schedule": schedule},
     })
 
 
@@ -89,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                              "or its whole output layer, as trained)")
     parser.add_argument("--defenses", nargs="*", default=list(DEFENSES), choices=list(DEFENSES),
                         help="columns to run (default: all)")
+    parser.add_argument("--schedules", nargs="+", default=["sync"], choices=["sync", "async"],
+                        help="schedules to run every cell under, side by side (default: sync)")
     parser.add_argument("--no-removed", action="store_true", help="skip the attackers-removed runs")
     parser.add_argument("--rerun", action="store_true", help="rerun cells already in table.json")
     add_results_argument(parser)
@@ -105,52 +120,73 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         for part in args.partitions:
-            for attack in args.attacks:
-                for defense in args.defenses:
-                    name = f"{part}__{attack.replace(' ', '_')}__{defense}"
-                    start = time.perf_counter()
+            for schedule in args.schedules:
+                for attack in args.attacks:
+                    for defense in args.defenses:
+                        name = cell_name(part, attack, defense, schedule)
+                        start = time.perf_counter()
+                        if name in results and not args.rerun:
+                            continue
+                        s = run_experiment(cell_config(args, part, attack, defense, name, schedule),
+                                           quiet=True)
+                        keep(name, s)
+                        print(f"{part:13s} {attack:12s} {defense:15s} {schedule:5s} honest "
+                              f"{s['honest_accuracy_final']:.4f} (min "
+                              f"{s['honest_accuracy_min_final']:.4f}) "
+                              f"{time.perf_counter() - start:.0f} s", flush=True)
+                for malicious in sorted({ATTACKS[a]["malicious"] for a in args.attacks} - {0}):
+                    if args.no_removed:
+                        break
+                    name = removed_name(part, malicious, schedule)
                     if name in results and not args.rerun:
                         continue
-                    s = run_experiment(cell_config(args, part, attack, defense, name), quiet=True)
+                    s = run_experiment(removed_config(args, part, malicious, name, schedule),
+                                       quiet=True)
                     keep(name, s)
-                    print(f"{part:13s} {attack:12s} {defense:15s} honest {s['honest_accuracy_final']:.4f} "
-                          f"(min {s['honest_accuracy_min_final']:.4f}) {time.perf_counter() - start:.0f} s",
-                          flush=True)
-            for malicious in sorted({ATTACKS[a]["malicious"] for a in args.attacks} - {0}):
-                if args.no_removed:
-                    break
-                name = f"{part}__removed{malicious}"
-                if name in results and not args.rerun:
-                    continue
-                s = run_experiment(removed_config(args, part, malicious, name), quiet=True)
-                keep(name, s)
-                print(f"{part:13s} {malicious} attackers removed: honest {s['honest_accuracy_final']:.4f}",
-                      flush=True)
+                    print(f"{part:13s} {malicious} attackers removed, {schedule}: honest "
+                          f"{s['honest_accuracy_final']:.4f}", flush=True)
     finally:
         ray.shutdown()
-    lines = ["| partition | attack | " + " | ".join(DEFENSES) + " | attackers removed |",
-             "|---|---|" + "---|" * (len(DEFENSES) + 1)]
+    both = args.schedules != ["sync"]
+    columns = [(d, sch) for d in DEFENSES for sch in args.schedules] if both else \
+        [(d, "sync") for d in DEFENSES]
+    columns = [c for c in columns  # the columns never run are left out
+               if any(cell_name(p, a, *c) in results for p in PARTITIONS for a in ATTACKS)]
+    removed_columns = args.schedules if both else ["sync"]
+
+    def label(defense: str, schedule: str) -> str:
+        return f"{defense} ({schedule})" if both else defense
+
+    lines = ["| partition | attack | " + " | ".join(label(*c) for c in columns) + " | "
+             + " | ".join(label("attackers removed", sch) for sch in removed_columns) + " |",
+             "|---|---|" + "---|" * (len(columns) + len(removed_columns))]
     for part in PARTITIONS:
         for attack in ATTACKS:
             cells = []
-            for defense in DEFENSES:
-                s = results.get(f"{part}__{attack.replace(' ', '_')}__{defense}")
+            for defense, schedule in columns:
+                s = results.get(cell_name(part, attack, defense, schedule))
                 cells.append(f"{s['honest_accuracy_final']:.3f}" if s else "-")
-            if attack not in DEFAULT_ATTACKS and set(cells) == {"-"}:
-                continue  # an optional row never run
+            if set(cells) == {"-"} and (both or attack not in DEFAULT_ATTACKS):
+                continue  # a row never run
             m = ATTACKS[attack]["malicious"]
-            removed = results.get(f"{part}__removed{m}") if m else None
-            cells.append(f"{removed['honest_accuracy_final']:.3f}" if removed else "")
+            for schedule in removed_columns:
+                removed = results.get(removed_name(part, m, schedule)) if m else None
+                cells.append(f"{removed['honest_accuracy_final']:.3f}" if removed else "")
             lines.append(f"| {part} | {attack} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     (args.out / "table.md").write_text(table + "\n")
     print(table)
     if args.write_results:
-        intro = (f"Honest-node mean final accuracy, 10 nodes on `dfl10`, {args.rounds} sync rounds, "
+        rounds = f"{args.rounds} sync rounds" if not both else \
+            f"{args.rounds} rounds (sync) or local rounds per node (async)"
+        intro = (f"Honest-node mean final accuracy, 10 nodes on `dfl10`, {rounds}, "
                  f"seed {args.seed}; every cell of {store} (cells accumulate across invocations). "
                  "\"attackers removed\" is the same run with the attackers and their shards taken "
                  "out of the network.")
-        print(f"wrote {record_output('attack_table', 'Robustness table', intro + chr(10) * 2 + table, markdown=True)}")
+        section, title = (("attack_table_schedules", "Robustness table, sync and async") if both
+                          else ("attack_table", "Robustness table"))
+        written = record_output(section, title, intro + chr(10) * 2 + table, markdown=True)
+        print(f"wrote {written}")
     return 0
 
 
