@@ -11,6 +11,7 @@ import pytest
 from dfl_ray.ledger import read_chain, verify_chain
 from dfl_ray.runner import run_experiment
 from tests.conftest import tiny_config
+from tests.helpers import own_seqs
 
 pytestmark = pytest.mark.ray
 
@@ -68,3 +69,28 @@ def test_stragglers_are_not_waited_for(local_ray: None, tmp_path: Path, data_dir
         verify_chain(tmp_path / "slow" / "chains" / f"node_{n}")
     for n in (1, 2):
         assert read_chain(tmp_path / "slow" / "chains" / f"node_{n}").blocks
+
+
+def test_a_host_killed_mid_run_restarts_and_its_node_runs_its_rounds(
+    local_ray: None, tmp_path: Path, data_dir: Path
+) -> None:
+    """`faults.kill 1@2`: the process holding node 1 SIGKILLs itself as node 1 starts its round
+    2. The driver restarts it, node 1 resumes from its chain and checkpoint and runs its
+    remaining rounds while the others go on: no seq is skipped or published twice, and every
+    chain verifies."""
+    summary = run_experiment(
+        tiny_config(tmp_path, data_dir, experiment={"name": "killed", "rounds": ROUNDS},
+                    attack={"kind": "none", "malicious": 0},
+                    runtime={"schedule": "async", "hosts": 4}, faults={"kill": "1@2"}),
+        quiet=True,
+    )
+    assert summary["status"] == "ok"
+    kinds = [e["kind"] for e in summary["faults"]["events"] if 1 in e.get("nodes", [])]
+    assert "restarted" in kinds, summary["faults"]["events"]
+    assert summary["faults"]["restored"] == 1
+    assert (tmp_path / "killed" / "faults" / "killed_node1_round2").exists()
+    assert summary["per_node"]["1"]["rounds"] == ROUNDS
+    assert own_seqs(tmp_path / "killed", 1) == list(range(ROUNDS))
+    assert summary["per_node"]["1"]["aggregations"] >= 1  # it learned from its peers again
+    for n in range(4):
+        verify_chain(tmp_path / "killed" / "chains" / f"node_{n}")
