@@ -134,8 +134,11 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace,
         f"`dfl_guard`, {args.rounds} local rounds), seed {args.seed}, with "
         f"{', '.join(str(k) for k in sorted(slow))} honest nodes {args.slowdown:g} x slower "
         f"({'; '.join(f'{k}: nodes {list(v)}' for k, v in sorted(slow.items()) if k)}), the "
-        "same stragglers under both schedules, one run after the other in one invocation. "
-        "Seconds: wall time of the rounds (async: until every node that is not a straggler "
+        "same stragglers under both schedules, "
+        + ("one run after the other in one invocation. " if not from_disk else
+           "one run at a time (rows read from finished runs, named below, were run in "
+           "earlier invocations: their wall times may come from another load). ")
+        + "Seconds: wall time of the rounds (async: until every node that is not a straggler "
         "has run them). honest: mean final accuracy of the honest nodes, stragglers "
         "included; others: of the honest nodes that are not stragglers; slow acc and slow "
         "rounds: the stragglers' own accuracy and fewest local rounds (async); staleness: "
