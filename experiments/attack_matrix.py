@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
               + (f" backdoor {bd:.3f}" if bd is not None else "") + f" {seconds:.0f} s", flush=True)
 
     if todo:
-        ray.init(include_dashboard=False, log_to_driver=False, num_cpus=int(cpus))
+        ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                 num_cpus=int(cpus))  # a Ray of its own, not whatever local Ray is running
     try:
         remote = ray.remote(num_cpus=0)(run_trial)
         pending: dict[Any, tuple[str, float]] = {}

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     add_results_argument(parser)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)  # a Ray of its own
     store = args.out / "table.json"
     # Cells accumulate across invocations, so the table can be filled in several sittings.
     results: dict[str, Any] = json.loads(store.read_text()) if store.is_file() else {}
@@ -152,13 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         [(d, "sync") for d in DEFENSES]
     columns = [c for c in columns  # the columns never run are left out
                if any(cell_name(p, a, *c) in results for p in PARTITIONS for a in ATTACKS)]
-    removed_columns = args.schedules if both else ["sync"]
+    removed_columns = [sch for sch in (args.schedules if both else ["sync"])
+                       if any(removed_name(p, m, sch) in results
+                              for p in PARTITIONS for m in (1, 3))]
 
     def label(defense: str, schedule: str) -> str:
         return f"{defense} ({schedule})" if both else defense
 
-    lines = ["| partition | attack | " + " | ".join(label(*c) for c in columns) + " | "
-             + " | ".join(label("attackers removed", sch) for sch in removed_columns) + " |",
+    lines = ["| partition | attack | " + " | ".join(
+                 [label(*c) for c in columns]
+                 + [label("attackers removed", sch) for sch in removed_columns]) + " |",
              "|---|---|" + "---|" * (len(columns) + len(removed_columns))]
     for part in PARTITIONS:
         for attack in ATTACKS:
