@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base, rule_uses_head
-from dfl_ray.defense.guard import dfl_guard, head_skew, own_update_cosines
+from dfl_ray.defense.guard import dfl_guard, head_imbalance, head_skew, own_update_cosines
 
 RNG = np.random.default_rng(7)
 D = 40
@@ -266,7 +266,8 @@ def test_reversal_one_or_no_head_turns_the_reversal_test_off() -> None:
 
 def test_the_reversal_test_keeps_only_the_round_start_head() -> None:
     assert rule_uses_head("dfl_guard", {}) and not rule_uses_base("dfl_guard", {})
-    assert not rule_uses_head("dfl_guard", {"reversal": 1.0})
+    assert rule_uses_head("dfl_guard", {"reversal": 1.0})  # the balance test reads it too
+    assert not rule_uses_head("dfl_guard", {"reversal": 1.0, "balance": 1.0})
     assert not rule_uses_head("median", {})
     with pytest.raises(ValueError, match="unknown aggregation rule"):
         rule_uses_head("nope", {})
@@ -307,3 +308,67 @@ def test_head_classes_must_split_the_head_into_rows_and_a_bias(head_classes: int
                          senders=tuple(f"n{i}" for i in range(len(models))),
                          scores=np.full(len(models), 0.5), reputations={}, base=base,
                          head=slice(D - 20, D), head_classes=head_classes)
+
+
+# ------------------------------------------------------------------ balance test (bias sum)
+
+
+def test_an_alie_model_raises_every_bias_and_fails_the_balance_test() -> None:
+    """Real cross-entropy training on different class pairs moves the output biases by vectors
+    that sum to about zero, so trained models differ from the own model by near-zero-sum bias
+    vectors; ALIE's mean + 1.5 std of their updates raises every class's bias at once."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    start = None
+    trained = []
+    for pair in [(0, 1), (2, 3), (4, 5), (6, 7)]:
+        net = torch.nn.Linear(8, CLASSES)
+        if start is not None:
+            torch.nn.utils.vector_to_parameters(torch.from_numpy(start), net.parameters())
+        else:
+            start = torch.nn.utils.parameters_to_vector(net.parameters()).detach().numpy().copy()
+        x = torch.randn(128, 8)
+        y = torch.randint(pair[0], pair[1] + 1, (128,))
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        for _ in range(20):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        trained.append(torch.nn.utils.parameters_to_vector(net.parameters()).detach().numpy())
+    assert start is not None
+    updates = np.stack(trained) - start
+    alie = start + updates.mean(axis=0) + 1.5 * updates.std(axis=0, ddof=1)
+    d = start.shape[0]
+    inp = AggregationInput(
+        own=trained[0].astype(np.float32), own_score=0.5,
+        models=np.stack([*trained[1:], alie, alie]).astype(np.float32),
+        senders=("a", "b", "c", "x", "y"), scores=np.full(5, 0.5), reputations={},
+        head=slice(d - CLASSES, d),
+    )
+    imbalance = head_imbalance(inp)
+    assert np.all(imbalance[:3] < 0.2) and np.all(imbalance[3:] > 0.8), imbalance
+    weights = dfl_guard(inp, gate=np.inf, reversal=1.0).weights
+    assert np.all(weights[:3] > 0) and np.all(weights[3:] == 0)
+    # Off at 1, and skipped without a head.
+    assert np.all(dfl_guard(inp, gate=np.inf, reversal=1.0, balance=1.0).weights > 0)
+    headless = AggregationInput(own=inp.own, own_score=0.5, models=inp.models,
+                                senders=inp.senders, scores=inp.scores, reputations={})
+    assert np.all(dfl_guard(headless, gate=np.inf).weights > 0)
+
+
+def test_head_imbalance_reads_the_bias_at_the_end_of_the_whole_output_layer() -> None:
+    """With `head_classes` the head holds the output weights, then the bias: only the bias's
+    class-sum is the law's; the weights may move all one way."""
+    own = np.zeros(D, dtype=np.float32)
+    moved = own.copy()
+    moved[HEAD] = np.array([1, -1] * 5, dtype=np.float32)  # a zero-sum bias change
+    weights_and_bias = slice(D - 3 * CLASSES, D)  # a 2 x 10 weight block, then the bias
+    moved[D - 3 * CLASSES:D - CLASSES] = 0.5  # every weight up
+    raised = moved.copy()
+    raised[HEAD] = 0.3  # every class's bias up
+    inp = AggregationInput(own=own, own_score=0.5, models=np.stack([moved, raised]),
+                           senders=("a", "b"), scores=np.full(2, 0.5), reputations={},
+                           head=weights_and_bias, head_classes=CLASSES)
+    assert head_imbalance(inp).tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="balance"):
+        dfl_guard(inp, balance=1.5)
