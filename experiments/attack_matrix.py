@@ -62,6 +62,7 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     # ByzFL's attacks (dfl_ray.attacks.byzfl_attacks); the optimised ones search their factor
     # against ByzFL's NNM + trimmed mean, a surrogate of the robust rules here.
     "byzfl_alie": ("byzfl_alie", {}),
+    "byzfl_alie_balanced": ("byzfl_alie", {"keep_sum": 10}),  # passes dfl_guard's balance test
     "byzfl_ipm": ("byzfl_ipm", {}),
     "byzfl_opt_alie": ("byzfl_opt_alie", {}),
     "byzfl_opt_ipm": ("byzfl_opt_ipm", {}),

@@ -60,6 +60,14 @@ class _ByzflAttack(Attack):
     undefined for the rows at hand; the trained model is published then."""
 
     observes: ClassVar[bool] = True
+    keep_sum: int = 0
+    """The last `keep_sum` coordinates of the published update are shifted to sum to zero: an
+    attacker that knows `dfl_guard`'s balance test (LeNet's output bias is the last 10); 0
+    publishes ByzFL's vector as it is."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_count("keep_sum", self.keep_sum, 0)
 
     def _vector(self, byzfl: Any, updates: np.ndarray,
                 rng: np.random.Generator) -> np.ndarray | None:
@@ -75,6 +83,10 @@ class _ByzflAttack(Attack):
         if update.shape != base.shape:
             raise RuntimeError(f"ByzFL's {type(self).__name__} attack returned shape "
                                f"{update.shape} for models of shape {base.shape}")
+        if self.keep_sum:
+            update = update.copy()
+            tail = update[-self.keep_sum:]
+            tail -= tail.mean(dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):  # byzfl_inf publishes inf
             return np.add(base, update, dtype=np.float32)
 

@@ -90,6 +90,18 @@ def test_alie_adds_tau_sample_standard_deviations_to_the_honest_mean(tau: float)
     np.testing.assert_allclose(update, expected, rtol=0, atol=1e-6)
 
 
+def test_keep_sum_zeroes_the_sum_of_the_last_coordinates_and_keeps_the_rest() -> None:
+    """An attacker that knows dfl_guard's balance test: the last coordinates (the output bias)
+    of its update sum to zero, every other coordinate is ByzFL's."""
+    plain, _, _, _ = publish(make_attack("byzfl_alie"), observations())
+    kept, _, _, _ = publish(make_attack("byzfl_alie", keep_sum=10.0), observations())
+    assert abs(plain[-10:].sum()) > 1e-3 and abs(kept[-10:].sum()) < 1e-5
+    np.testing.assert_allclose(kept[-10:], plain[-10:] - plain[-10:].mean(), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(kept[:-10], plain[:-10])
+    with pytest.raises(ValueError, match="keep_sum"):
+        make_attack("byzfl_alie", keep_sum=-1)
+
+
 def test_alie_publishes_the_trained_model_with_only_its_own_update() -> None:
     trained, base = models()
     for kind in ("byzfl_alie", "byzfl_opt_alie", "byzfl_opt_ipm"):
@@ -183,14 +195,14 @@ def test_gaussian_draws_byzfls_noise_from_the_attackers_generator() -> None:
 
 
 def test_parameters_and_their_defaults() -> None:
-    assert attack_params("byzfl_sign_flip") == {"honest_turns": 0}
-    assert attack_params("byzfl_ipm") == {"honest_turns": 0, "tau": 2.0}
-    assert attack_params("byzfl_alie") == {"honest_turns": 0, "tau": 1.5}
+    assert attack_params("byzfl_sign_flip") == {"honest_turns": 0, "keep_sum": 0}
+    assert attack_params("byzfl_ipm") == {"honest_turns": 0, "keep_sum": 0, "tau": 2.0}
+    assert attack_params("byzfl_alie") == {"honest_turns": 0, "keep_sum": 0, "tau": 1.5}
     for kind in ("byzfl_opt_ipm", "byzfl_opt_alie"):
-        assert attack_params(kind) == {"honest_turns": 0, "rule": "nnm_trmean", "f": 3,
+        assert attack_params(kind) == {"honest_turns": 0, "keep_sum": 0, "rule": "nnm_trmean", "f": 3,
                                        "evals": 20}
-    assert attack_params("byzfl_mimic") == {"honest_turns": 0, "epsilon": 0}
-    assert attack_params("byzfl_gaussian") == {"honest_turns": 0, "mu": 0.0, "sigma": 1.0}
+    assert attack_params("byzfl_mimic") == {"honest_turns": 0, "keep_sum": 0, "epsilon": 0}
+    assert attack_params("byzfl_gaussian") == {"honest_turns": 0, "keep_sum": 0, "mu": 0.0, "sigma": 1.0}
 
 
 def test_whole_floats_and_rule_names_reach_the_attack() -> None:
