@@ -218,7 +218,9 @@ class AttackConfig:
     byzfl_opt_ipm and byzfl_opt_alie rule (nnm_trmean, the ByzFL rule the search for tau is run
     against: median, trmean, krum, multikrum, cc, nnm_trmean or nnm_median), f (3, colluders),
     evals (20);
-    byzfl_mimic epsilon (0, index of the honest update copied); byzfl_gaussian mu (0), sigma (1)."""
+    byzfl_mimic epsilon (0, index of the honest update copied); byzfl_gaussian mu (0), sigma (1);
+    every byzfl_ kind keep_sum (0; 10 shifts LeNet's output-bias update to sum to zero, an
+    attacker that knows dfl_guard's balance test)."""
 
     def __post_init__(self) -> None:
         from dfl_ray.attacks import ATTACK_KINDS, attack_params, make_attack
