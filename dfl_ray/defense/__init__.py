@@ -89,12 +89,12 @@ def rule_uses_base(name: str, params: Mapping[str, Any]) -> bool:
 
 
 def rule_uses_head(name: str, params: Mapping[str, Any]) -> bool:
-    """Whether rule `name` with `params` reads the output layer (`AggregationInput.head`;
-    with `head_base` or `base` for the reversal test).
+    """Whether rule `name` with `params` reads the output-layer bias update
+    (`AggregationInput.head` with `head_base` or `base`).
 
     Nodes then keep the round-start bias (one value per class) instead of a whole model.
     """
-    return _test_on(name, params, "reversal") or _test_on(name, params, "balance")
+    return _test_on(name, params, "reversal")
 
 
 def rule_uses_probe(name: str, params: Mapping[str, Any]) -> bool:

@@ -211,13 +211,12 @@ def head_imbalance(inp: AggregationInput) -> np.ndarray:
     """
     if inp.head is None:
         raise ValueError("head_imbalance needs AggregationInput.head")
-    c = inp.head_classes
-    coords = inp.own[inp.head][-c:] if c is not None else inp.own[inp.head]
-    own = coords.astype(np.float64)
+    head, c = inp.head, inp.head_classes
+    bias = head if c is None else slice(head.stop - c, head.stop)
+    own = inp.own[bias].astype(np.float64)
     out = np.zeros(inp.k)
     for i, row in enumerate(inp.rows):
-        head = row[inp.head]
-        u = (head[-c:] if c is not None else head).astype(np.float64) - own
+        u = row[bias].astype(np.float64) - own
         total = float(np.abs(u).sum())
         out[i] = abs(float(u.sum())) / total if total > 0.0 else 0.0
     return out

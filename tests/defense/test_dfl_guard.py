@@ -266,8 +266,7 @@ def test_reversal_one_or_no_head_turns_the_reversal_test_off() -> None:
 
 def test_the_reversal_test_keeps_only_the_round_start_head() -> None:
     assert rule_uses_head("dfl_guard", {}) and not rule_uses_base("dfl_guard", {})
-    assert rule_uses_head("dfl_guard", {"reversal": 1.0})  # the balance test reads it too
-    assert not rule_uses_head("dfl_guard", {"reversal": 1.0, "balance": 1.0})
+    assert not rule_uses_head("dfl_guard", {"reversal": 1.0})
     assert not rule_uses_head("median", {})
     with pytest.raises(ValueError, match="unknown aggregation rule"):
         rule_uses_head("nope", {})

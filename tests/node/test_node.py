@@ -96,8 +96,7 @@ def test_a_rule_reading_the_round_start_gets_the_model_before_training(tmp_path:
     assert not np.array_equal(node.get_vector()[node.aggregator.head], node.aggregator.round_head)  # training moved it
     plain.end_round(0)
     assert node.counters["aggregations"] == 1
-    off = local_host(small_config(defense={"rule": "dfl_guard",
-                                           "params": {"reversal": 1.0, "balance": 1.0}}),
+    off = local_host(small_config(defense={"rule": "dfl_guard", "params": {"reversal": 1.0}}),
                      tmp_path / "off")
     off.begin_round(0)
     assert off.nodes[0].aggregator.round_head is None and off.nodes[0].aggregator.round_base is None
