@@ -148,13 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     both = args.schedules != ["sync"]
-    columns = [(d, sch) for d in DEFENSES for sch in args.schedules] if both else \
-        [(d, "sync") for d in DEFENSES]
-    columns = [c for c in columns  # the columns never run are left out
-               if any(cell_name(p, a, *c) in results for p in PARTITIONS for a in ATTACKS)]
-    removed_columns = [sch for sch in (args.schedules if both else ["sync"])
-                       if any(removed_name(p, m, sch) in results
-                              for p in PARTITIONS for m in (1, 3))]
+    # The columns never run are left out.
+    columns = [(d, sch) for d in DEFENSES for sch in args.schedules
+               if any(cell_name(p, a, d, sch) in results for p in PARTITIONS for a in ATTACKS)]
+    counts = {a["malicious"] for a in ATTACKS.values()} - {0}
+    removed_columns = [sch for sch in args.schedules
+                       if any(removed_name(p, m, sch) in results for p in PARTITIONS for m in counts)]
 
     def label(defense: str, schedule: str) -> str:
         return f"{defense} ({schedule})" if both else defense
