@@ -64,8 +64,10 @@ DEFAULT_JOB_ARGS = (
 )
 
 # `run --faults`: enough rounds for a link cut and a raylet kill between rounds that go well; an
-# evaluation every round, so metrics.csv shows each round's end (the faults are timed by it).
-FAULT_JOB_ARGS = DEFAULT_JOB_ARGS.replace("--rounds 3", "--rounds 14")
+# evaluation every round, so metrics.csv shows each round's end (the faults are timed by it). The
+# cut lasts at least LINK_DOWN_MIN_S while the three other nodes go on at 0.3-0.6 s a round, so
+# the job needs room for up to ~35 rounds during the cut alone, then the restore and the kill.
+FAULT_JOB_ARGS = DEFAULT_JOB_ARGS.replace("--rounds 3", "--rounds 60")
 FAULT_LINK_HOST = "h2"  # its link is cut, then restored
 FAULT_KILL_HOST = "h3"  # its raylet is killed
 # Ray's GCS declares a node dead after 5 failed health checks (10 s timeout each, 3 s apart:
@@ -204,20 +206,28 @@ def _norm(name: str) -> str:
 
 
 def dependency_pins(python: Path) -> list[tuple[str, str]]:
-    """(name, version) of dfl_ray's installed dependency closure in `python`'s environment."""
+    """(name, version) of the dependency closure of this checkout's pyproject.toml, as installed
+    in `python`'s environment. The checkout, not the installed dfl-ray's metadata, says what is
+    needed: an editable install keeps the requirements of the day it was made."""
     code = r'''
-import importlib.metadata as md, json, re
+import importlib.metadata as md, json, re, sys, tomllib
 from packaging.requirements import Requirement
 from packaging.markers import default_environment
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 dists = {norm(d.metadata["Name"]): d for d in md.distributions()}
+with open(sys.argv[1], "rb") as f:
+    top = tomllib.load(f)["project"]["dependencies"]
+missing = sorted({norm(Requirement(t).name) for t in top} - set(dists))
+if missing:
+    sys.exit(f"pyproject.toml needs {missing}, not installed in {sys.executable}: "
+             "run pip install -e . in that environment")
 need, stack = {}, [("dfl-ray", frozenset())]
 while stack:
     name, extras = stack.pop()
     if name in need and extras <= need[name]:
         continue
     need[name] = need.get(name, set()) | set(extras)
-    for text in dists[name].requires or []:
+    for text in (top if name == "dfl-ray" else dists[name].requires or []):
         req = Requirement(text)
         for e in [""] + sorted(need[name]):
             env = dict(default_environment(), extra=e)
@@ -230,8 +240,11 @@ for extra in ("pip", "setuptools", "wheel"):
         need[extra] = set()
 print(json.dumps(sorted((n, dists[n].version) for n in need)))
 '''
-    out = sh([str(python), "-c", code], capture_output=True).stdout
-    return [tuple(x) for x in json.loads(out)]
+    r = sh([str(python), "-c", code, str(REPO / "pyproject.toml")], check=False,
+           capture_output=True)
+    if r.returncode:
+        raise RuntimeError(f"reading dfl_ray's dependencies failed: {r.stderr.strip()}")
+    return [tuple(x) for x in json.loads(r.stdout)]
 
 
 def local_mirrors() -> tuple[list[Path], list[Path]]:
