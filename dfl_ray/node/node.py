@@ -128,6 +128,9 @@ class DFLNode:
         self._seen_expiry: list[tuple[float, bytes]] = []
         self.last_seq: dict[bytes, int] = {}
         self.buffer: dict[bytes, Buffered] = {}
+        # A creator's model of a round after the buffered one, kept for the next aggregation
+        # while the buffered one is of this node's round (see `aggregate`).
+        self.ahead: dict[bytes, Buffered] = {}
         self.keep_latest = False
         """Whether to keep each creator's latest model after aggregating it (`latest`; the
         async schedule's `aggregate(reuse=True)` aggregates it again until a newer one comes)."""
@@ -384,9 +387,14 @@ class DFLNode:
             receipt_bytes = receipt.encode()
         previous = self.buffer.get(tx.creator)
         if previous is None or previous.seq < tx.seq:
-            self.buffer[tx.creator] = Buffered(vec, score, tx.seq)
+            entry = Buffered(vec, score, tx.seq)
+            if previous is not None and previous.seq >= self.seq:
+                # The buffered one may be of the round this node aggregates next: keep both.
+                self.ahead[tx.creator] = entry
+            else:
+                self.buffer[tx.creator] = entry
             if self.keep_latest:
-                self.latest[tx.creator] = self.buffer[tx.creator]
+                self.latest[tx.creator] = entry
         with self.timer.time("transport"):
             creator = self.directory.get(tx.creator)
             if creator is not None:
@@ -461,6 +469,18 @@ class DFLNode:
                 stale = min(stale, max(0, ages[creator] - 1))
             return stale
 
+        # Every model of this node's last published round was built on a base like its own
+        # round start. A creator's next model, one round ahead (async), was built on the
+        # creator's newer aggregate: aggregated now, it moves this node's next round start a
+        # step its peers have not taken, and the defense, which reads every update of that
+        # round against it, sees reversed updates less clearly (sign flippers passed dfl_guard's
+        # reversal test that way in async runs under load). So a creator's model of this
+        # node's round is aggregated now and its next one kept for the next aggregation. A node
+        # behind (no model of its round, or a creator further ahead, which bounded staleness
+        # never lets a peer it waits for be) takes each creator's newest, to catch up.
+        for creator in list(self.ahead):
+            if self.buffer[creator].seq != self.seq or self.ahead[creator].seq != self.seq + 1:
+                self.buffer[creator] = self.ahead.pop(creator)
         reused = set()
         if reuse:
             for creator, kept in self.latest.items():
@@ -509,7 +529,8 @@ class DFLNode:
             )
             self.learner.load(result.model)
             self.reputations = result.reputations
-            self.buffer.clear()
+            self.buffer = self.ahead
+            self.ahead = {}
             self.counters["aggregations"] += 1
             self.counters["accepted_models"] += int(np.count_nonzero(result.weights))
             self.counters["offered_models"] += len(creators)

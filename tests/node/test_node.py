@@ -20,6 +20,7 @@ from dfl_ray.ledger import signed as signed_module
 from dfl_ray.messages import ReceiptMessage, TxMessage
 from dfl_ray.models.flat import vector_to_model
 from dfl_ray.node import NodeGroup
+from dfl_ray.node.aggregator import Buffered
 from tests.helpers import forge, local_host, small_config, state
 
 
@@ -368,3 +369,73 @@ def test_training_that_diverges_is_undone_and_counted(tmp_path: Path) -> None:
     host.end_round(0)
     assert node.counters["diverged"] == 2 and node.counters["aggregations"] == 1
     assert not any(other.rejected for other in host.nodes.values())
+
+
+def test_a_model_of_a_later_round_waits_for_the_next_aggregation(tmp_path: Path) -> None:
+    """Async: a creator a round ahead publishes its next model before this node aggregated the
+    current round. The node aggregates the creator's model of its own round (built on a base like
+    its own round start, which the defense reads updates against) and keeps the newer one for
+    the next aggregation."""
+    host = local_host(small_config(), tmp_path)
+    host.begin_round(0)  # every node published seq 0; node 0 buffered the three others'
+    node, fast = host.nodes[0], host.nodes[1]
+    key = fast.identity.public_key
+    current = node.buffer[key].vec.copy()
+    fast.aggregate()
+    fast.train()
+    fast.publish()  # seq 1, built on fast's newer aggregate
+    host.transport.flush()
+    host.deliver([])
+    assert node.seq == 0 and node.buffer[key].seq == 0 and node.ahead[key].seq == 1
+    later = node.ahead[key].vec.copy()
+    seen: list[dict[bytes, np.ndarray]] = []
+    real = node.aggregator.aggregate
+
+    def capture(own_vec: Any, own_score: float, senders: Any, buffered: Any,
+                reputations: Any) -> Any:
+        seen.append({c: b.vec.copy() for c, b in zip(senders, buffered, strict=True)})
+        return real(own_vec, own_score, senders, buffered, reputations)
+
+    node.aggregator.aggregate = capture  # type: ignore[method-assign,assignment]
+    assert node.aggregate()
+    np.testing.assert_array_equal(seen[0][key], current)
+    assert set(node.buffer) == {key} and node.buffer[key].seq == 1 and not node.ahead
+    node.train()
+    node.publish()  # its round 1: the kept model is of that round now
+    for other in (2, 3):
+        host.nodes[other].aggregate()
+        host.nodes[other].train()
+        host.nodes[other].publish()
+    host.transport.flush()
+    host.deliver([])
+    assert node.aggregate()
+    np.testing.assert_array_equal(seen[1][key], later)
+
+
+@pytest.mark.parametrize("buffered_seq", [3, 0])
+def test_a_node_behind_its_peers_aggregates_their_newest_models(tmp_path: Path,
+                                                                buffered_seq: int) -> None:
+    """A node behind a creator takes the creator's newest model: with no model of its own round
+    from it (3), or with one (0) when the newest is more than a round ahead (bounded staleness
+    never lets a peer it waits for get that far)."""
+    host = local_host(small_config(), tmp_path)
+    host.begin_round(0)
+    node = host.nodes[0]
+    assert node.seq == 0
+    key = next(iter(node.buffer))
+    old = node.buffer[key]
+    newest = Buffered(old.vec + np.float32(0.01), old.score, 5)
+    node.buffer[key] = Buffered(old.vec, old.score, buffered_seq)
+    node.ahead[key] = newest
+    seen: dict[bytes, np.ndarray] = {}
+    real = node.aggregator.aggregate
+
+    def capture(own_vec: Any, own_score: float, senders: Any, buffered: Any,
+                reputations: Any) -> Any:
+        seen.update({c: b.vec.copy() for c, b in zip(senders, buffered, strict=True)})
+        return real(own_vec, own_score, senders, buffered, reputations)
+
+    node.aggregator.aggregate = capture  # type: ignore[method-assign,assignment]
+    assert node.aggregate()
+    np.testing.assert_array_equal(seen[key], newest.vec)
+    assert not node.buffer and not node.ahead
