@@ -41,6 +41,11 @@ a restart may never hear from peers that finished while it was down: while its q
 published, the last typical round it measured stands in, or its own training when it measured
 none, so it never waits without a deadline.
 
+Level rounds. A peer one round ahead may publish its next model before a node aggregates the
+current round; that model waits for the node's next aggregation, so every aggregation takes each
+peer's model of the node's own round and round starts stay level across nodes (the defense reads
+updates against the round start; `DFLNode.aggregate`).
+
 Staleness. A straggler's models are built on a base as old as its slow round, not as old as its
 round number says (it has published fewer rounds than its peers, not older ones). So a node
 judges each buffered model by its base: the own rounds since its creator's previous model
