@@ -132,3 +132,18 @@ def own_seqs(run_dir: Path, node: int) -> list[int]:
         return [seq for (seq,) in conn.execute("SELECT seq FROM own_txs ORDER BY seq")]
     finally:
         conn.close()
+
+
+def capture_aggregations(node: DFLNode) -> list[dict[bytes, np.ndarray]]:
+    """Record, for each aggregation `node` runs from now on, the model the rule got from each
+    sender (after staleness weighting); the list fills as the node aggregates."""
+    seen: list[dict[bytes, np.ndarray]] = []
+    real = node.aggregator.aggregate
+
+    def capture(own: Any, own_score: float, senders: Any, buffered: Any,
+                reputations: Any) -> Any:
+        seen.append({c: b.vec.copy() for c, b in zip(senders, buffered, strict=True)})
+        return real(own, own_score, senders, buffered, reputations)
+
+    node.aggregator.aggregate = capture  # type: ignore[method-assign]
+    return seen

@@ -18,7 +18,7 @@ from dfl_ray.models import LeNet, ModelSpec, model_to_vector
 from dfl_ray.node import HostSetup, NodeGroup
 from dfl_ray.node.aggregator import Buffered
 from dfl_ray.topology import build_topology, neighbors
-from tests.helpers import genesis_for, small_config, synthetic_arrays
+from tests.helpers import capture_aggregations, genesis_for, small_config, synthetic_arrays
 
 ROUNDS = 4
 
@@ -300,16 +300,9 @@ def test_reused_models_count_by_their_staleness_and_leave_the_buffer_new() -> No
     # is short of 3: nothing aggregated, the reused model does not stay in it.
     assert not node.aggregate(4, ages={keys[2]: 10}, decay=0.5, reuse=True)
     assert set(node.buffer) == {keys[0]} and node.counters["stale_dropped"] == 0
-    seen: dict[bytes, np.ndarray] = {}
-    real = node.aggregator.aggregate
-
-    def capture(own_vec: Any, own_score: float, senders: Any, buffered: Any,
-                reputations: Any) -> Any:
-        seen.update({c: b.vec.copy() for c, b in zip(senders, buffered, strict=True)})
-        return real(own_vec, own_score, senders, buffered, reputations)
-
-    node.aggregator.aggregate = capture  # type: ignore[method-assign,assignment]
+    aggregations = capture_aggregations(node)
     assert node.aggregate(4, ages={keys[2]: 3}, decay=0.5, reuse=True)
+    seen = aggregations[0]
     assert set(seen) == set(keys) and node.counters["reused"] == 2
     np.testing.assert_array_equal(seen[keys[1]], models[1])  # level with the node: as it is
     expected = own + np.float32(3 ** -0.5) * (models[2] - own)  # base 3 rounds old: 2 stale

@@ -21,7 +21,7 @@ from dfl_ray.messages import ReceiptMessage, TxMessage
 from dfl_ray.models.flat import vector_to_model
 from dfl_ray.node import NodeGroup
 from dfl_ray.node.aggregator import Buffered
-from tests.helpers import forge, local_host, small_config, state
+from tests.helpers import capture_aggregations, forge, local_host, small_config, state
 
 
 @pytest.fixture
@@ -388,15 +388,7 @@ def test_a_model_of_a_later_round_waits_for_the_next_aggregation(tmp_path: Path)
     host.deliver([])
     assert node.seq == 0 and node.buffer[key].seq == 0 and node.ahead[key].seq == 1
     later = node.ahead[key].vec.copy()
-    seen: list[dict[bytes, np.ndarray]] = []
-    real = node.aggregator.aggregate
-
-    def capture(own_vec: Any, own_score: float, senders: Any, buffered: Any,
-                reputations: Any) -> Any:
-        seen.append({c: b.vec.copy() for c, b in zip(senders, buffered, strict=True)})
-        return real(own_vec, own_score, senders, buffered, reputations)
-
-    node.aggregator.aggregate = capture  # type: ignore[method-assign,assignment]
+    seen = capture_aggregations(node)
     assert node.aggregate()
     np.testing.assert_array_equal(seen[0][key], current)
     assert set(node.buffer) == {key} and node.buffer[key].seq == 1 and not node.ahead
@@ -427,15 +419,7 @@ def test_a_node_behind_its_peers_aggregates_their_newest_models(tmp_path: Path,
     newest = Buffered(old.vec + np.float32(0.01), old.score, 5)
     node.buffer[key] = Buffered(old.vec, old.score, buffered_seq)
     node.ahead[key] = newest
-    seen: dict[bytes, np.ndarray] = {}
-    real = node.aggregator.aggregate
-
-    def capture(own_vec: Any, own_score: float, senders: Any, buffered: Any,
-                reputations: Any) -> Any:
-        seen.update({c: b.vec.copy() for c, b in zip(senders, buffered, strict=True)})
-        return real(own_vec, own_score, senders, buffered, reputations)
-
-    node.aggregator.aggregate = capture  # type: ignore[method-assign,assignment]
+    seen = capture_aggregations(node)
     assert node.aggregate()
-    np.testing.assert_array_equal(seen[key], newest.vec)
+    np.testing.assert_array_equal(seen[0][key], newest.vec)
     assert not node.buffer and not node.ahead
