@@ -13,6 +13,12 @@ from dfl_ray.models.flat import model_to_vector, vector_to_model
 from dfl_ray.models.training import evaluate, make_optimizer, to_input, train_steps
 from dfl_ray.node.params import NodeData, NodeParams
 
+EXPLODED = 10.0
+"""Training whose update is longer than EXPLODED x the norm of the model it began from has
+diverged, though every weight may still be finite: in a measured run one node's weights reached
+1e13 in one round, and every later aggregation was read against that model (docs/results.md,
+"Attack matrix"). A local epoch moves a model by a small share of its norm."""
+
 Poison = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 """Rewrites a training batch (images, labels) before the step: data-poisoning attacks."""
 
@@ -47,8 +53,9 @@ class Learner:
         """`local_steps` SGD steps on the shard; False when training diverged and was undone.
 
         Training that diverges (a NaN or infinite weight, as SGD can reach from a model that
-        aggregation has pushed far off) is undone: the model goes back to `start`, the model
-        it began from, with fresh optimizer state.
+        aggregation has pushed far off, or an update longer than `EXPLODED` x the norm of
+        `start`) is undone: the model goes back to `start`, the model it began from, with fresh
+        optimizer state.
         """
         train_steps(
             self.model,
@@ -64,12 +71,15 @@ class Learner:
         )
         with torch.no_grad():
             # A sum is finite only if every weight is (a NaN or inf anywhere propagates).
-            finite = bool(torch.isfinite(
+            sane = bool(torch.isfinite(
                 torch.stack([p.sum() for p in self.model.parameters()])).all())
-        if not finite:
+        if sane:
+            moved = np.linalg.norm((model_to_vector(self.model) - start).astype(np.float64))
+            sane = float(moved) <= EXPLODED * max(float(np.linalg.norm(start)), 1.0)
+        if not sane:
             vector_to_model(start, self.model)
             self.optimizer = make_optimizer(self.model, self.params.sgd)
-        return finite
+        return sane
 
     def score(self, vec: np.ndarray) -> float:
         """Accuracy of the model `vec` on this node's validation split (spec 5.3)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from dfl_ray.ledger import (
     Receipt,
@@ -369,6 +370,32 @@ def test_training_that_diverges_is_undone_and_counted(tmp_path: Path) -> None:
     host.end_round(0)
     assert node.counters["diverged"] == 2 and node.counters["aggregations"] == 1
     assert not any(other.rejected for other in host.nodes.values())
+
+
+def test_training_that_explodes_without_overflow_is_undone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights blown up a million times are finite but diverged: undone like an overflow."""
+    import dfl_ray.node.learner as learner_module
+
+    real = learner_module.train_steps
+
+    def exploding(model: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real(model, *args, **kwargs)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1e6)
+        return out
+
+    host = local_host(small_config(), tmp_path)
+    node = host.nodes[0]
+    start = node.get_vector()
+    monkeypatch.setattr(learner_module, "train_steps", exploding)
+    node.train()
+    assert node.counters["diverged"] == 1
+    np.testing.assert_array_equal(node.get_vector(), start)
+    monkeypatch.setattr(learner_module, "train_steps", real)
+    node.train()  # ordinary training moves the model and is kept
+    assert node.counters["diverged"] == 1 and not np.array_equal(node.get_vector(), start)
 
 
 def test_a_model_of_a_later_round_waits_for_the_next_aggregation(tmp_path: Path) -> None:
