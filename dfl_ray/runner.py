@@ -31,6 +31,7 @@ from dfl_ray.metrics import RunRecorder, format_table
 from dfl_ray.models.flat import ModelSpec, model_to_vector
 from dfl_ray.models.registry import build_model
 from dfl_ray.node.build import make_genesis
+from dfl_ray.node.learner import EXPLODED
 from dfl_ray.timing import CATEGORIES
 from dfl_ray.topology import build_topology, neighbors
 
@@ -389,8 +390,9 @@ def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
                 f"{summary['counters'].get('reused', 0)}")
         diverged = summary["counters"].get("diverged", 0)
         if diverged:
-            say(f"local training diverged {diverged} times (NaN or infinite weights); each time "
-                f"the node went back to its round-start model")
+            say(f"local training diverged {diverged} times (NaN or infinite weights, or an "
+                f"update over {EXPLODED:g} x the model's norm); each time the node went back "
+                f"to its round-start model")
         say(f"outputs in {run_dir}; view the curves with: tensorboard --logdir {run_dir}")
     return summary
 

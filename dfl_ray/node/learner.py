@@ -74,8 +74,9 @@ class Learner:
             sane = bool(torch.isfinite(
                 torch.stack([p.sum() for p in self.model.parameters()])).all())
         if sane:
-            moved = np.linalg.norm((model_to_vector(self.model) - start).astype(np.float64))
-            sane = float(moved) <= EXPLODED * max(float(np.linalg.norm(start)), 1.0)
+            begun = start.astype(np.float64)
+            moved = float(np.linalg.norm(model_to_vector(self.model).astype(np.float64) - begun))
+            sane = moved <= EXPLODED * max(float(np.linalg.norm(begun)), 1.0)
         if not sane:
             vector_to_model(start, self.model)
             self.optimizer = make_optimizer(self.model, self.params.sgd)
