@@ -29,8 +29,10 @@ def test_a_killed_host_restarts_and_its_nodes_chain_continues(
         if r == 1:
             os.kill(net.host_pids()[1], signal.SIGKILL)
         if r == 2:
-            assert 1 in net.down  # round 2 went on without it
-            net.recover(wait_s=180.0)  # let Ray restart it; the next rounds include it
+            # Round 2 went on without it; Ray may have restarted it during that round already
+            # (the driver takes a restarted host back as soon as it answers), else wait for it.
+            if 1 in net.down:
+                net.recover(wait_s=180.0)
             assert 1 not in net.down
 
     cfg = tiny_config(tmp_path, data_dir, experiment={"rounds": 6},
@@ -42,8 +44,10 @@ def test_a_killed_host_restarts_and_its_nodes_chain_continues(
     run_dir = tmp_path / "tiny"
     for node in range(4):
         verify_chain(run_dir / "chains" / f"node_{node}")
-    # Seqs 0 and 1 before the kill, 3 rounds after it: no gap, nothing published twice.
-    assert own_seqs(run_dir, 1) == [0, 1, 2, 3, 4]
+    # Seqs 0 and 1 before the kill, the rounds after its restart: no gap, nothing published
+    # twice; round 2, which went on without it, is missed unless it was back within it.
+    seqs = own_seqs(run_dir, 1)
+    assert seqs == list(range(len(seqs))) and len(seqs) in (5, 6)
     assert summary["per_node"]["1"]["aggregations"] >= 4  # it learned again after the restart
 
 
