@@ -116,10 +116,11 @@ class Phase(Enum):
 class NodeState:
     """Where one node stands in its own loop, kept apart from its protocol state (`DFLNode`).
 
-    A straggler (`slowdown` k > 1) makes each local round take k times its work: after
-    training it holds its new model for (k - 1) x the busy seconds of its work since its last
-    publication (scoring, aggregation, ledger work, the training) before it publishes it, as
-    a device k times slower at everything would. While it holds it still receives, scores,
+    A straggler (`slowdown` k > 1) makes each local round take k times its work at its host's
+    pace: after training it holds its new model for (k - 1) x n x the busy seconds of its work
+    since its last publication (scoring, aggregation, ledger work, the training) before it
+    publishes it, n the nodes its loop runs one after another (each has 1/n of the host's
+    time), as a device share k times slower at everything would. While it holds it still receives, scores,
     issues receipts and endorses, but does not aggregate: its models reach its peers built on
     a model k rounds old.
     """
@@ -203,6 +204,9 @@ class GossipLoop:
             node.keep_latest = reuse
         slow = slowdown or {}
         self.states = {n: NodeState(n, rounds, float(slow.get(n, 1.0))) for n in group.nodes}
+        self.share = max(1, len(group.nodes))
+        """Nodes this loop runs one after another: a node's work takes this many times its busy
+        seconds at the host's pace."""
         # The peers each node waits for: its direct peers, and every creator it has heard from.
         self._keys = {n: {k for k, i in node.directory.items() if i in node.params.peers}
                       for n, node in group.nodes.items()}
@@ -436,7 +440,7 @@ class GossipLoop:
         if state.slowdown > 1.0:
             state.phase = Phase.HOLD
             work = max(state.compute_s, node.timer.busy() - mark)
-            state.hold_until = self.clock() + (state.slowdown - 1.0) * work
+            state.hold_until = self.clock() + (state.slowdown - 1.0) * self.share * work
         else:
             self._publish(state, node)
             self._settle()

@@ -29,7 +29,8 @@ def _reconstructed() -> bool:
     try:
         import ray
 
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        return ray.is_initialized() and bool(
+            ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # not in a Ray worker
         return False
 
@@ -132,14 +133,15 @@ class NodeHost(NodeGroup):
     # ------------------------------------------------------------ sync schedule
 
     def begin_round(self, round_index: int) -> list[tuple[int, Message]]:
-        """Train and publish; a straggler then holds for (k - 1) x the busy seconds of its
+        """Train and publish; a straggler then holds for (k - 1) x n x the busy seconds of its
         work since its last hold (the last round's scoring, aggregation and ledger work, this
-        round's training), so the round (every host waits for the slowest) takes as long as
-        its k times slower node."""
+        round's training), n the nodes this host runs one after another, so the round (every
+        host waits for the slowest) takes k times as long, as its node's share of the host
+        k times slower would."""
         self._kill_if_planned(dict.fromkeys(self.nodes, round_index))
         marks = {n: self.busy_marks.get(n, self.nodes[n].timer.busy()) for n in self.slowdown}
         out = super().begin_round(round_index)
-        hold = max(((k - 1.0) * (self.nodes[n].timer.busy() - marks[n])
+        hold = max(((k - 1.0) * len(self.nodes) * (self.nodes[n].timer.busy() - marks[n])
                     for n, k in self.slowdown.items()), default=0.0)
         if hold > 0.0:
             time.sleep(hold)

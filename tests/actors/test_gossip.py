@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dfl_ray.actors.gossip import Batch, GossipLoop, NodeState, Phase
+from dfl_ray.actors.host import NodeHost
 from dfl_ray.config import Config
 from dfl_ray.data import partition
 from dfl_ray.ledger import read_chain, verify_chain
@@ -33,9 +34,10 @@ class FakeClock:
         return self.now
 
 
-def two_hosts(config: Config, run_dir: Path | None) -> list[NodeGroup]:
+def two_hosts(config: Config, run_dir: Path | None,
+              kind: type[NodeGroup] = NodeGroup) -> list[NodeGroup]:
     """The nodes of `config` (a 4-node ring unless it says otherwise) in two processes'
-    groups: the first half ({0, 1}) and the second ({2, 3})."""
+    groups (`kind`): the first half ({0, 1}) and the second ({2, 3})."""
     torch.manual_seed(0)
     model = LeNet()
     spec = ModelSpec.of(model, "lenet")
@@ -45,7 +47,7 @@ def two_hosts(config: Config, run_dir: Path | None) -> list[NodeGroup]:
     shards = partition(arrays["train_labels"], n, kind="iid", seed=0, val_fraction=0.2)
     peers = neighbors(build_topology(config.topology.kind, n, seed=0))
     groups = [
-        NodeGroup(HostSetup(
+        kind(HostSetup(
             host_index=h, node_ids=ids, config=config, shards={i: shards[i] for i in ids},
             neighbors={i: peers[i] for i in ids},
             genesis=genesis_for(config, initial, spec).encode(), spec=spec,
@@ -207,9 +209,10 @@ def test_a_straggler_is_not_waited_for_and_keeps_answering() -> None:
 
 
 def test_a_straggler_holds_for_all_its_work_not_only_its_training() -> None:
-    """A k times slower node holds each trained model for (k - 1) x the busy seconds of its
+    """A k times slower node holds each trained model for (k - 1) x n x the busy seconds of its
     work since its last publication (scoring, aggregation, ledger and training), at least its
-    training: a device k times slower at everything."""
+    training, n the nodes its host runs one after another: its share of the host k times slower
+    at everything."""
     clock = FakeClock()
     groups = two_hosts(config(), None)
     loops = joined_loops(groups, clock, slowdown={0: 3.0})
@@ -237,9 +240,34 @@ def test_a_straggler_holds_for_all_its_work_not_only_its_training() -> None:
     loops[0]._local_round = recorded  # type: ignore[method-assign]
     run_until(loops, clock, lambda: state.phase is Phase.FINISHED)
     # Its first round: one (fake) second of training, no other work; its second: five busy
-    # seconds; then again only its training.
-    assert state.done == ROUNDS
-    assert holds == pytest.approx([2 * 1.0, 2 * 5.0] + [2 * 1.0] * (ROUNDS - 2))
+    # seconds; then again only its training. Its host runs two nodes: each work counts twice.
+    assert state.done == ROUNDS and loops[0].share == len(groups[0].nodes) == 2
+    assert holds == pytest.approx([2 * 2 * 1.0, 2 * 2 * 5.0] + [2 * 2 * 1.0] * (ROUNDS - 2))
+
+
+def test_a_sync_straggler_holds_its_host_for_its_share_of_the_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sync: a host trains its nodes one after another, so a k times slower node holds the
+    host's round for (k - 1) x n x its busy seconds in the round, n the host's nodes; a host
+    without stragglers does not hold."""
+    hosts = two_hosts(config(runtime={"slow_nodes": (0,), "slowdown": 3.0}), None, NodeHost)
+    slept: list[float] = []
+    monkeypatch.setattr("dfl_ray.actors.host.time.sleep", slept.append)
+    node = hosts[0].nodes[0]
+    busy = [100.0]
+    node.timer.busy = lambda: busy[0]  # type: ignore[method-assign]
+    train = node.train
+
+    def half_a_second() -> None:
+        train()
+        busy[0] += 0.5
+
+    node.train = half_a_second  # type: ignore[method-assign]
+    assert len(hosts[0].nodes) == 2
+    hosts[0].begin_round(0)
+    assert slept == [pytest.approx((3.0 - 1.0) * 2 * 0.5)]
+    hosts[1].begin_round(0)
+    assert len(slept) == 1
 
 
 def test_models_staler_than_the_bound_are_dropped() -> None:
@@ -349,8 +377,8 @@ def seconds_more(train: Callable[[], None], clock: FakeClock, seconds: float) ->
 
 def held_once(train: Callable[[], None], state: NodeState, slowdown: float,
               turn: int) -> Callable[[], None]:
-    """`train`, its model held for (slowdown - 1) x its training in its `turn`-th round only
-    (a machine held up once)."""
+    """`train`, its model held for (slowdown - 1) x n x its training in its `turn`-th round only
+    (a machine held up once; n the nodes of its host)."""
     calls = [0]
 
     def trained() -> None:
@@ -372,7 +400,7 @@ def test_a_peer_late_once_is_not_taken_for_a_straggler() -> None:
     loops = joined_loops(groups, clock)
     states = {**loops[0].states, **loops[1].states}
     late = groups[0].nodes[1]
-    late.train = held_once(late.train, states[1], 10.0, turn=1)  # type: ignore[method-assign]
+    late.train = held_once(late.train, states[1], 5.5, turn=1)  # type: ignore[method-assign]
     run_until(loops, clock, lambda: all(s.phase is Phase.FINISHED for s in states.values()))
     assert all(s.done == ROUNDS for s in states.values())
     assert sum(s.gave_up for s in states.values()) >= 2  # its peers stopped waiting for it once
@@ -470,13 +498,13 @@ def test_a_restored_node_whose_peers_finished_does_not_wait_forever(restored: bo
 
 
 def test_a_straggler_s_models_are_judged_by_their_base_and_weighed_down() -> None:
-    """A straggler twelve times slower publishes a fraction of its peers' rounds, but each of
+    """A straggler six times slower publishes a fraction of its peers' rounds, but each of
     its models is built on a base only a few of their rounds old: they aggregate its models as
     that stale (within the bound), moved towards their own model, instead of dropping them
     for their round numbers."""
     clock = FakeClock()
     groups = two_hosts(config(), None)
-    loops = joined_loops(groups, clock, slowdown={0: 12.0}, max_staleness=4, patience=1.0)
+    loops = joined_loops(groups, clock, slowdown={0: 6.0}, max_staleness=4, patience=1.0)
     states = {**loops[0].states, **loops[1].states}
     for s in states.values():
         s.rounds = 16
