@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,10 @@ def _reconstructed() -> bool:
     try:
         import ray
 
-        return ray.is_initialized() and bool(
-            ray.get_runtime_context().was_current_actor_reconstructed)
+        with warnings.catch_warnings():  # Ray's own property reads a deprecated actor-id API
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return ray.is_initialized() and bool(
+                ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # not in a Ray worker
         return False
 
