@@ -78,6 +78,8 @@ from enum import Enum
 from fractions import Fraction
 from typing import Any, TypeVar
 
+import numpy as np
+
 from dfl_ray.messages import Message
 from dfl_ray.node.group import NodeGroup
 from dfl_ray.node.node import DFLNode
@@ -91,6 +93,9 @@ T = TypeVar("T")
 QUORUM = Fraction(3, 4)
 """Share of the peers a node knows (rounded up) whose publication of a round times its typical
 round."""
+
+PACE_ROUNDS = 2
+"""A straggler times its peers' pace over at least this many of their rounds."""
 
 SILENT = 4
 """While its quorum has not published, a node takes SILENT x the time half its peers took for
@@ -116,11 +121,14 @@ class Phase(Enum):
 class NodeState:
     """Where one node stands in its own loop, kept apart from its protocol state (`DFLNode`).
 
-    A straggler (`slowdown` k > 1) makes each local round take k times its work at its host's
-    pace: after training it holds its new model for (k - 1) x n x the busy seconds of its work
-    since its last publication (scoring, aggregation, ledger work, the training) before it
-    publishes it, n the nodes its loop runs one after another (each has 1/n of the host's
-    time), as a device share k times slower at everything would. While it holds it still receives, scores,
+    A straggler (`slowdown` k > 1) publishes a local round every k times its peers' pace: after
+    training it holds its new model until k x P after its last publication, P the median of
+    its peers' seconds per round as it hears them. Until it has heard a peer's second round it
+    holds for (k - 1) x n x the busy seconds of its work since its last publication (scoring,
+    aggregation, ledger work, the training), n the nodes its loop runs one after another. Its
+    own busy seconds alone would not do: on a machine shared by many nodes a round is mostly
+    waiting for its turn and for messages, and a node held for k times its work measured under
+    2 x slower than its peers (docs/results.md, "Stragglers"). While it holds it still receives, scores,
     issues receipts and endorses, but does not aggregate: its models reach its peers built on
     a model k rounds old.
     """
@@ -138,6 +146,8 @@ class NodeState:
     """Seconds its last local training took."""
     busy_mark: float | None = None
     """The node's busy seconds (`Stopwatch.busy`) at its last publication (a straggler's)."""
+    pace: float | None = None
+    """A straggler's estimate of its peers' seconds per round (`GossipLoop._pace`)."""
     published_at: float = 0.0
     """Loop-clock time of its last publication."""
     hold_until: float | None = None
@@ -159,6 +169,8 @@ class NodeState:
     """The last typical round measured."""
     heard: dict[bytes, tuple[int, float]] = field(default_factory=dict)
     """Each peer's latest round and when this node first saw it (loop clock)."""
+    first_heard: dict[bytes, tuple[int, float]] = field(default_factory=dict)
+    """Each peer's first round seen and when."""
     period: dict[bytes, float] = field(default_factory=dict)
     """Each peer's seconds per round between its last two rounds seen."""
     heard_at: dict[bytes, int] = field(default_factory=dict)
@@ -322,7 +334,7 @@ class GossipLoop:
                 state.phase = Phase.FINISHED
                 moved = True
             if state.phase is Phase.WAIT and (winding_down or self._peers_in(state, node, now)):
-                state.waited_s += now - state.published_at
+                state.waited_s += max(0.0, now - state.published_at)  # published this pass
                 if not self._aggregate(state, node, reuse=self.reuse):
                     state.short += 1
                 finished = winding_down or state.done >= state.rounds
@@ -357,6 +369,7 @@ class GossipLoop:
                             state.based_at[key] = state.heard_at[key]
                     state.heard_at[key] = node.seq
                     heard[key] = (seq, now)
+                    state.first_heard.setdefault(key, (seq, now))
 
     def _peers_in(self, state: NodeState, node: DFLNode, now: float) -> bool:
         """Whether the node may stop waiting: its peers published its last round, less slack,
@@ -439,11 +452,29 @@ class GossipLoop:
         state.compute_s = self.clock() - state.round_start
         if state.slowdown > 1.0:
             state.phase = Phase.HOLD
-            work = max(state.compute_s, node.timer.busy() - mark)
-            state.hold_until = self.clock() + (state.slowdown - 1.0) * self.share * work
+            now = self.clock()
+            pace = self._pace(state)
+            if pace is None or state.done == 0:
+                work = max(state.compute_s, node.timer.busy() - mark)
+                state.hold_until = now + (state.slowdown - 1.0) * self.share * work
+            else:
+                state.hold_until = max(now, state.published_at + state.slowdown * pace)
         else:
             self._publish(state, node)
             self._settle()
+
+    def _pace(self, state: NodeState) -> float | None:
+        """A straggler's peers' seconds per round: the median over the peers it has heard
+        `PACE_ROUNDS` rounds or more from of their mean period since it first heard them, the
+        lowest such median so far (peers that wait for a straggler slow down, and their pace
+        must not slow it further); None before any."""
+        periods = [(t - state.first_heard[k][1]) / (seq - state.first_heard[k][0])
+                   for k, (seq, t) in state.heard.items()
+                   if seq - state.first_heard[k][0] >= PACE_ROUNDS]
+        if periods:
+            now = float(np.median(periods))
+            state.pace = now if state.pace is None else min(state.pace, now)
+        return state.pace
 
     def _publish(self, state: NodeState, node: DFLNode) -> None:
         node.publish()

@@ -208,41 +208,42 @@ def test_a_straggler_is_not_waited_for_and_keeps_answering() -> None:
         assert groups[n // 2].nodes[n].last_seq[key0] == 0
 
 
-def test_a_straggler_holds_for_all_its_work_not_only_its_training() -> None:
-    """A k times slower node holds each trained model for (k - 1) x n x the busy seconds of its
-    work since its last publication (scoring, aggregation, ledger and training), at least its
-    training, n the nodes its host runs one after another: its share of the host k times slower
-    at everything."""
+def test_a_straggler_publishes_at_k_times_its_peers_pace() -> None:
+    """A k times slower node holds its first model for (k - 1) x n x the busy seconds of its
+    work (scoring, aggregation, ledger and training; at least its training), n the nodes of its
+    host; once it has timed its peers over two of their rounds, it publishes every k x their
+    pace, and no slower when they slow down."""
     clock = FakeClock()
     groups = two_hosts(config(), None)
     loops = joined_loops(groups, clock, slowdown={0: 3.0})
     node, state = groups[0].nodes[0], loops[0].states[0]
     busy = [100.0]
     node.timer.busy = lambda: busy[0]  # type: ignore[method-assign]
-    train, calls = node.train, [0]
+    train = node.train
 
     def busier_train() -> None:
-        if calls[0] == 1:
-            busy[0] += 5.0  # five busy seconds of work since its first publication
-        calls[0] += 1
+        busy[0] += 5.0  # five busy seconds of work each round
         train()
 
     node.train = busier_train  # type: ignore[method-assign]
-    holds: list[float] = []
-    local_round = loops[0]._local_round
+    published: list[tuple[float, float | None]] = []
+    publish = loops[0]._publish
 
-    def recorded(s: NodeState) -> None:
-        local_round(s)
+    def recorded(s: NodeState, n: Any) -> None:
         if s is state:
-            assert s.hold_until is not None
-            holds.append(s.hold_until - s.round_start - s.compute_s)
+            published.append((clock.now, s.pace))
+        publish(s, n)
 
-    loops[0]._local_round = recorded  # type: ignore[method-assign]
+    loops[0]._publish = recorded  # type: ignore[method-assign]
     run_until(loops, clock, lambda: state.phase is Phase.FINISHED)
-    # Its first round: one (fake) second of training, no other work; its second: five busy
-    # seconds; then again only its training. Its host runs two nodes: each work counts twice.
-    assert state.done == ROUNDS and loops[0].share == len(groups[0].nodes) == 2
-    assert holds == pytest.approx([2 * 2 * 1.0, 2 * 2 * 5.0] + [2 * 2 * 1.0] * (ROUNDS - 2))
+    assert state.done == ROUNDS == len(published)
+    # The first: one (fake) second of training, then (3 - 1) x 2 nodes x 5 busy seconds.
+    assert published[0] == (pytest.approx(1.0 + 2 * 2 * 5.0), None)
+    paces = [p for _, p in published[1:]]
+    assert all(p is not None and p > 0.0 for p in paces)
+    assert paces == sorted(paces, reverse=True)  # the lowest pace seen
+    for (before, _), (at, pace) in zip(published, published[1:], strict=False):
+        assert at - before == pytest.approx(3.0 * pace)
 
 
 def test_a_sync_straggler_holds_its_host_for_its_share_of_the_host(
@@ -459,15 +460,13 @@ def test_a_third_of_the_peers_silent_does_not_stall_the_others() -> None:
 
 
 def test_a_third_of_the_peers_only_slower_set_the_pace() -> None:
-    """The other side of `SILENT`: three peers among nine that are 50 times slower than a
-    training, in a world where every round of the others takes some seven trainings (one
-    clock for all ten), are some seven typical rounds slow: slower, not silent. The others
-    wait for them (a known limit of a quorum of three quarters: a third of the peers that
-    slow set the pace)."""
+    """The other side of `SILENT`: three peers among nine that are three times slower than
+    the others' pace are slower, not silent. The others wait for them (a known limit of a
+    quorum of three quarters: a third of the peers that slow set the pace)."""
     clock = FakeClock()
     groups = two_hosts(config(topology={"kind": "full", "nodes": 10}), None)
     slow = (0, 1, 5)
-    loops = joined_loops(groups, clock, slowdown=dict.fromkeys(slow, 50.0))
+    loops = joined_loops(groups, clock, slowdown=dict.fromkeys(slow, 3.0))
     states = {**loops[0].states, **loops[1].states}
     run_until(loops, clock, lambda: all(s.phase is Phase.FINISHED for s in states.values()))
     assert all(s.done == ROUNDS and not s.stragglers for s in states.values())
@@ -498,13 +497,13 @@ def test_a_restored_node_whose_peers_finished_does_not_wait_forever(restored: bo
 
 
 def test_a_straggler_s_models_are_judged_by_their_base_and_weighed_down() -> None:
-    """A straggler six times slower publishes a fraction of its peers' rounds, but each of
+    """A straggler three times slower publishes a fraction of its peers' rounds, but each of
     its models is built on a base only a few of their rounds old: they aggregate its models as
     that stale (within the bound), moved towards their own model, instead of dropping them
     for their round numbers."""
     clock = FakeClock()
     groups = two_hosts(config(), None)
-    loops = joined_loops(groups, clock, slowdown={0: 6.0}, max_staleness=4, patience=1.0)
+    loops = joined_loops(groups, clock, slowdown={0: 3.0}, max_staleness=4, patience=1.0)
     states = {**loops[0].states, **loops[1].states}
     for s in states.values():
         s.rounds = 16
