@@ -78,8 +78,6 @@ from enum import Enum
 from fractions import Fraction
 from typing import Any, TypeVar
 
-import numpy as np
-
 from dfl_ray.messages import Message
 from dfl_ray.node.group import NodeGroup
 from dfl_ray.node.node import DFLNode
@@ -90,12 +88,12 @@ Batch = list[tuple[int, Message]]
 
 T = TypeVar("T")
 
-QUORUM = Fraction(3, 4)
+QUORUM = Fraction(2, 3)
 """Share of the peers a node knows (rounded up) whose publication of a round times its typical
 round."""
 
 PACE_ROUNDS = 2
-"""A straggler times its peers' pace over at least this many of their rounds."""
+"""A straggler runs this many rounds at full speed and times them before it slows down."""
 
 SILENT = 4
 """While its quorum has not published, a node takes SILENT x the time half its peers took for
@@ -121,16 +119,17 @@ class Phase(Enum):
 class NodeState:
     """Where one node stands in its own loop, kept apart from its protocol state (`DFLNode`).
 
-    A straggler (`slowdown` k > 1) publishes a local round every k times its peers' pace: after
-    training it holds its new model until k x P after its last publication, P the median of
-    its peers' seconds per round as it hears them. Until it has heard a peer's second round it
-    holds for (k - 1) x n x the busy seconds of its work since its last publication (scoring,
-    aggregation, ledger work, the training), n the nodes its loop runs one after another. Its
-    own busy seconds alone would not do: on a machine shared by many nodes a round is mostly
-    waiting for its turn and for messages, and a node held for k times its work measured under
-    2 x slower than its peers (docs/results.md, "Stragglers"). While it holds it still receives, scores,
-    issues receipts and endorses, but does not aggregate: its models reach its peers built on
-    a model k rounds old.
+    A straggler (`slowdown` k > 1) runs its first `PACE_ROUNDS` rounds at full speed and times
+    them (P seconds a round: training, waiting for its peers, aggregating, as every node runs
+    them); after that it publishes a round every k x P: it holds each trained model until
+    k x P after its last publication. With no timing rounds (`GossipLoop.pace_rounds` 0) it
+    holds each for (k - 1) x the busy seconds of its work since its last publication
+    (scoring, aggregation, ledger work, the training) instead. Two timings that looked simpler failed on a machine
+    shared by ten nodes (docs/results.md, "Stragglers"): k times its own busy seconds left it
+    under 2 x slower than its peers, whose rounds are mostly waiting, and k times its peers'
+    periods as it heard them grew without bound, since peers that wait for it slow down. While
+    it holds it still receives, scores, issues receipts and endorses, but does not aggregate:
+    its models reach its peers built on a model k rounds old.
     """
 
     node_id: int
@@ -146,8 +145,10 @@ class NodeState:
     """Seconds its last local training took."""
     busy_mark: float | None = None
     """The node's busy seconds (`Stopwatch.busy`) at its last publication (a straggler's)."""
+    timed_from: tuple[int, float] | None = None
+    """A straggler's rounds published and the loop-clock time when it began timing its pace."""
     pace: float | None = None
-    """A straggler's estimate of its peers' seconds per round (`GossipLoop._pace`)."""
+    """A straggler's seconds per round at full speed (round start to round start), once timed."""
     published_at: float = 0.0
     """Loop-clock time of its last publication."""
     hold_until: float | None = None
@@ -169,8 +170,6 @@ class NodeState:
     """The last typical round measured."""
     heard: dict[bytes, tuple[int, float]] = field(default_factory=dict)
     """Each peer's latest round and when this node first saw it (loop clock)."""
-    first_heard: dict[bytes, tuple[int, float]] = field(default_factory=dict)
-    """Each peer's first round seen and when."""
     period: dict[bytes, float] = field(default_factory=dict)
     """Each peer's seconds per round between its last two rounds seen."""
     heard_at: dict[bytes, int] = field(default_factory=dict)
@@ -204,6 +203,7 @@ class GossipLoop:
     def __init__(self, group: NodeGroup, *, rounds: int, send: Callable[[Batch], None],
                  slowdown: Mapping[int, float] | None = None, max_staleness: int | None = None,
                  slack: int = 0, patience: float = 2.0, reuse: bool = True,
+                 pace_rounds: int = PACE_ROUNDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.group = group
         self.send = send
@@ -211,14 +211,13 @@ class GossipLoop:
         self.slack = slack
         self.patience = patience
         self.reuse = reuse
+        self.pace_rounds = pace_rounds
+        """Rounds a straggler runs at full speed to time its pace (0: k x its busy seconds)."""
         self.clock = clock
         for node in group.nodes.values():
             node.keep_latest = reuse
         slow = slowdown or {}
         self.states = {n: NodeState(n, rounds, float(slow.get(n, 1.0))) for n in group.nodes}
-        self.share = max(1, len(group.nodes))
-        """Nodes this loop runs one after another: a node's work takes this many times its busy
-        seconds at the host's pace."""
         # The peers each node waits for: its direct peers, and every creator it has heard from.
         self._keys = {n: {k for k, i in node.directory.items() if i in node.params.peers}
                       for n, node in group.nodes.items()}
@@ -369,7 +368,6 @@ class GossipLoop:
                             state.based_at[key] = state.heard_at[key]
                     state.heard_at[key] = node.seq
                     heard[key] = (seq, now)
-                    state.first_heard.setdefault(key, (seq, now))
 
     def _peers_in(self, state: NodeState, node: DFLNode, now: float) -> bool:
         """Whether the node may stop waiting: its peers published its last round, less slack,
@@ -447,34 +445,25 @@ class GossipLoop:
     def _local_round(self, state: NodeState) -> None:
         node = self.group.nodes[state.node_id]
         state.round_start = self.clock()
+        if state.slowdown > 1.0 and state.pace is None and self.pace_rounds > 0:
+            if state.timed_from is None:
+                state.timed_from = (state.done, state.round_start)
+            elif state.done - state.timed_from[0] >= self.pace_rounds:
+                state.pace = (state.round_start - state.timed_from[1]) / self.pace_rounds
         mark = node.timer.busy() if state.busy_mark is None else state.busy_mark
         node.train()
-        state.compute_s = self.clock() - state.round_start
-        if state.slowdown > 1.0:
+        now = self.clock()
+        state.compute_s = now - state.round_start
+        if state.pace is not None:
             state.phase = Phase.HOLD
-            now = self.clock()
-            pace = self._pace(state)
-            if pace is None or state.done == 0:
-                work = max(state.compute_s, node.timer.busy() - mark)
-                state.hold_until = now + (state.slowdown - 1.0) * self.share * work
-            else:
-                state.hold_until = max(now, state.published_at + state.slowdown * pace)
+            state.hold_until = max(now, state.published_at + state.slowdown * state.pace)
+        elif state.slowdown > 1.0 and self.pace_rounds == 0:
+            state.phase = Phase.HOLD
+            work = max(state.compute_s, node.timer.busy() - mark)
+            state.hold_until = now + (state.slowdown - 1.0) * work
         else:
             self._publish(state, node)
             self._settle()
-
-    def _pace(self, state: NodeState) -> float | None:
-        """A straggler's peers' seconds per round: the median over the peers it has heard
-        `PACE_ROUNDS` rounds or more from of their mean period since it first heard them, the
-        lowest such median so far (peers that wait for a straggler slow down, and their pace
-        must not slow it further); None before any."""
-        periods = [(t - state.first_heard[k][1]) / (seq - state.first_heard[k][0])
-                   for k, (seq, t) in state.heard.items()
-                   if seq - state.first_heard[k][0] >= PACE_ROUNDS]
-        if periods:
-            now = float(np.median(periods))
-            state.pace = now if state.pace is None else min(state.pace, now)
-        return state.pace
 
     def _publish(self, state: NodeState, node: DFLNode) -> None:
         node.publish()
