@@ -17,14 +17,13 @@ ML via a Stale Synchronous Parallel Parameter Server", NeurIPS 2013), decided by
 what it has received, with no barrier and no coordinator.
 
 It does not wait for stragglers. Each round it measures the typical round: the time from its own
-round start until three quarters of the peers it knows, rounded up (all but one of those it
-waits for, when fewer are left), had published that round, or its own training, if longer. That
-is how long the peers take to train once a round begins, which waiting for a straggler does not
+round start until two thirds of the peers it knows, rounded up (all but one of those it waits
+for, when fewer are left), had published that round, or its own training, if longer. That is
+how long the peers take to train once a round begins, which waiting for a straggler does not
 lengthen (periods between publications would: once all wait for a straggler, every peer's period
-is the straggler's), as long as fewer than a quarter of the peers are stragglers: three among
-nine that are only slower set everyone's pace (a known limit, tested). Half the peers took the
-largest shards for stragglers, and two thirds let a single straggler set the pace in a measured
-run (docs/results.md, "Stragglers"). The quorum is a share of every peer it knows, not only of
+is the straggler's), as long as at most a third of the peers are stragglers: four among nine
+that are only slower set everyone's pace (a known limit, tested). A quorum of three quarters let
+three stragglers among nine set it (docs/results.md, "Stragglers"). The quorum is a share of every peer it knows, not only of
 those it still waits for: a straggler left out must not make the quorum, and so the typical
 round, shorter, or the next slowest peer (a large shard) would look late in its turn and drift
 away. A late peer is waited for while it publishes a round at least every `patience` typical
@@ -34,9 +33,9 @@ nothing for that long is not waited for that round; late that way in two waits i
 straggler, not waited for until it catches up, or until it keeps the typical pace again at most
 `patience` rounds behind (a peer held up for a while, a restarted one). While its quorum has not
 published but half its peers have, `SILENT` times the time that half took stands in for the
-typical round: more than a quarter of the peers silent (three stragglers among nine that
-published nothing stalled the others in a measured run before this rule) are left out after two
-such waits. Before half its peers are in, a node waits without a deadline. A node restored after
+typical round: more than a third of the peers silent are left out after two such waits (three
+stragglers among nine that published nothing stalled the others, with a quorum of three
+quarters, in a measured run before this rule). Before half its peers are in, a node waits without a deadline. A node restored after
 a restart may never hear from peers that finished while it was down: while its quorum has not
 published, the last typical round it measured stands in, or its own training when it measured
 none, so it never waits without a deadline.
