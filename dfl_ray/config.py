@@ -295,7 +295,7 @@ class RuntimeConfig:
     """async: a node starts its next local round once the peers it waits for have published the round it just published, less this many rounds (bounded staleness), then aggregates; -1: never wait (free running, aggregate whenever the buffer is full)."""
     patience: float = 2.0
     """async: a node waits for a late peer while it publishes a round at least every this many typical rounds (the time from the node's round start until two thirds of the peers it knows had published that round, or its own training if longer); a peer silent that long in two waits in a row is a straggler, not waited for until it catches up, or until it keeps the typical pace again at most this many rounds behind."""
-    max_staleness: int = 8
+    max_staleness: int = 4
     """async: a node leaves out of its aggregation a buffered model staler than this many of its rounds, and weighs the others down by (1 + staleness) ** -0.5 (FedAsync); a model's staleness is how many fewer rounds its creator has published, or, when smaller, the age of its base: the node's rounds since the creator's previous model arrived, less one (a straggler's model is as stale as its slow round, not as its round number). A node more than this many rounds behind the median of its buffered models (a straggler itself) has its defense read their updates against their coordinate-wise median instead of its own, stale, round start; -1: none of this (sync rounds never have stale models)."""
 
     reuse: bool = True
