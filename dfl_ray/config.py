@@ -288,7 +288,7 @@ class RuntimeConfig:
     torch_threads: int = 1
     """torch threads per actor."""
     slow_nodes: tuple[int, ...] = ()
-    """Stragglers (flag form: 0,4). Sync: after each round these nodes hold their host for (slowdown - 1) x n x the busy seconds of their work since the last hold (training, scoring, aggregation, ledger), n the nodes the host actor runs one after another, as their share of the host slowdown times slower would; sync rounds wait for them. Async: each publishes a local round every slowdown x its peers' seconds per round (the median over the peers it heard over two rounds or more, the lowest seen), its first after the hold above; an async run ends when the other nodes have run their rounds."""
+    """Stragglers (flag form: 0,4). Sync: after each round these nodes hold their host for (slowdown - 1) x n x the busy seconds of their work since the last hold (training, scoring, aggregation, ledger), n the nodes the host actor runs one after another, as their share of the host slowdown times slower would; sync rounds wait for them. Async: each runs its first two rounds at full speed and times them (round start to round start, waits included), then publishes a round every slowdown x that time; an async run ends when the other nodes have run their rounds."""
     slowdown: float = 5.0
     """How many times slower runtime.slow_nodes run (>= 1)."""
     slack: int = 0

@@ -18,27 +18,28 @@ what it has received, with no barrier and no coordinator.
 
 It does not wait for stragglers. Each round it measures the typical round: the time from its own
 round start until two thirds of the peers it knows, rounded up (all but one of those it waits
-for, when fewer are left), had published that round, or its own training, if longer. That is
-how long the peers take to train once a round begins, which waiting for a straggler does not
+for, when fewer are left), had published that round, or its own training, if longer. That is how
+long the peers take to train once a round begins, which waiting for a straggler does not
 lengthen (periods between publications would: once all wait for a straggler, every peer's period
 is the straggler's), as long as at most a third of the peers are stragglers: four among nine
 that are only slower set everyone's pace (a known limit, tested). A quorum of three quarters let
-three stragglers among nine set it (docs/results.md, "Stragglers"). The quorum is a share of every peer it knows, not only of
-those it still waits for: a straggler left out must not make the quorum, and so the typical
-round, shorter, or the next slowest peer (a large shard) would look late in its turn and drift
-away. A late peer is waited for while it publishes a round at least every `patience` typical
-rounds, so a peer that is only slower (a larger shard, up to `patience` times the typical
-round), or held up a moment by its machine, keeps the pace it sets. One that has published
-nothing for that long is not waited for that round; late that way in two waits in a row, it is a
-straggler, not waited for until it catches up, or until it keeps the typical pace again at most
-`patience` rounds behind (a peer held up for a while, a restarted one). While its quorum has not
-published but half its peers have, `SILENT` times the time that half took stands in for the
-typical round: more than a third of the peers silent are left out after two such waits (three
-stragglers among nine that published nothing stalled the others, with a quorum of three
-quarters, in a measured run before this rule). Before half its peers are in, a node waits without a deadline. A node restored after
-a restart may never hear from peers that finished while it was down: while its quorum has not
-published, the last typical round it measured stands in, or its own training when it measured
-none, so it never waits without a deadline.
+three stragglers among nine set it (docs/results.md, "Stragglers"). The quorum is a share of
+every peer it knows, not only of those it still waits for: a straggler left out must not make
+the quorum, and so the typical round, shorter, or the next slowest peer (a large shard) would
+look late in its turn and drift away. A late peer is waited for while it publishes a round at
+least every `patience` typical rounds, so a peer that is only slower (a larger shard, up to
+`patience` times the typical round), or held up a moment by its machine, keeps the pace it sets.
+One that has published nothing for that long is not waited for that round; late that way in two
+waits in a row, it is a straggler, not waited for until it catches up, or until it keeps the
+typical pace again at most `patience` rounds behind (a peer held up for a while, a restarted
+one). While its quorum has not published but half its peers have, `SILENT` times the time that
+half took stands in for the typical round: more than a third of the peers silent are left out
+after two such waits (three stragglers among nine that published nothing stalled the others,
+with a quorum of three quarters, in a measured run before this rule). Before half its peers are
+in, a node waits without a deadline. A node restored after a restart may never hear from peers
+that finished while it was down: while its quorum has not published, the last typical round it
+measured stands in, or its own training when it measured none, so it never waits without a
+deadline.
 
 Level rounds. A peer one round ahead may publish its next model before a node aggregates the
 current round; that model waits for the node's next aggregation, so every aggregation takes each
@@ -123,10 +124,11 @@ class NodeState:
     them); after that it publishes a round every k x P: it holds each trained model until
     k x P after its last publication. With no timing rounds (`GossipLoop.pace_rounds` 0) it
     holds each for (k - 1) x the busy seconds of its work since its last publication
-    (scoring, aggregation, ledger work, the training) instead. Two timings that looked simpler failed on a machine
-    shared by ten nodes (docs/results.md, "Stragglers"): k times its own busy seconds left it
-    under 2 x slower than its peers, whose rounds are mostly waiting, and k times its peers'
-    periods as it heard them grew without bound, since peers that wait for it slow down. While
+    (scoring, aggregation, ledger work, the training) instead. Two timings that looked
+    simpler failed on a machine shared by ten nodes (docs/results.md, "Stragglers"): k times
+    its own busy seconds left it under 2 x slower than its peers, whose rounds are mostly
+    waiting, and k times its peers' periods as it heard them grew without bound, since peers
+    that wait for it slow down. While
     it holds it still receives, scores, issues receipts and endorses, but does not aggregate:
     its models reach its peers built on a model k rounds old.
     """
