@@ -128,9 +128,8 @@ class NodeState:
     simpler failed on a machine shared by ten nodes (docs/results.md, "Stragglers"): k times
     its own busy seconds left it under 2 x slower than its peers, whose rounds are mostly
     waiting, and k times its peers' periods as it heard them grew without bound, since peers
-    that wait for it slow down. While
-    it holds it still receives, scores, issues receipts and endorses, but does not aggregate:
-    its models reach its peers built on a model k rounds old.
+    that wait for it slow down. While it holds it still receives, scores, issues receipts and
+    endorses, but does not aggregate: its models reach its peers built on a model k rounds old.
     """
 
     node_id: int
