@@ -252,7 +252,9 @@ class Network:
         A host that has not answered by then is marked down with its call pending; one whose
         process died (or is being restarted) is marked down too. When half the hosts or more
         are late the deadline is extended instead (up to `MAJORITY_EXTENSIONS` times one round deadline): a
-        deadline cuts off a silent minority, not a cluster that is slow as a whole. Any other
+        deadline cuts off a silent minority, not a cluster that is slow as a whole. "Half the
+        hosts" counts every host up, not only those called: a delivery phase often calls one or
+        two hosts, and a silent one among them is still a minority of the cluster. Any other
         error is a bug and propagates.
         """
         by_ref = {ref: h for h, ref in calls.items()}
@@ -261,7 +263,8 @@ class Network:
         ready, late = ray.wait(list(by_ref), num_returns=len(by_ref),
                                timeout=max(deadline - time.monotonic(), 0.0))
         extensions = 0
-        while 2 * len(late) >= len(by_ref) and extensions < MAJORITY_EXTENSIONS:
+        up = max(len(self._up()), len(by_ref))
+        while 2 * len(late) >= up and extensions < MAJORITY_EXTENSIONS:
             # Half the hosts or more are late: the whole cluster is slow (a loaded machine), which is no
             # host's fault; wait on rather than leave most of the network out of the round.
             extensions += 1

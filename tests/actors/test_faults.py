@@ -5,11 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from dfl_ray.actors.network import MAJORITY_EXTENSIONS, Network
 from dfl_ray.ledger import verify_chain
 from dfl_ray.runner import run_experiment
 from tests.conftest import tiny_config
@@ -103,3 +107,58 @@ def test_a_fifth_of_all_messages_lost_the_run_goes_on(
     assert summary["faults"]["down"] == 0  # a lost message is not a down node
     for node in range(4):
         verify_chain(tmp_path / "tiny" / "chains" / f"node_{node}")
+
+
+def _bare_network(hosts: list[Any], timeout_s: float) -> Network:
+    """A Network driving `hosts` (one node each), without building a DFL network."""
+    net = Network.__new__(Network)
+    net.log = lambda line: None
+    net.began, net.round_index = time.monotonic(), 0
+    net.down, net.pending, net.events = {}, {}, []
+    net.fault_counts, net.round_times = Counter(), []
+    net.groups = [(h,) for h in range(len(hosts))]
+    net.hosts = hosts
+    net.config = SimpleNamespace(runtime=SimpleNamespace(round_timeout_s=timeout_s))
+    return net
+
+
+def test_a_host_silent_in_a_phase_that_calls_it_alone_is_down_not_waited_for(
+    local_ray: None,
+) -> None:
+    # A delivery phase often calls one or two hosts (receipts go back to one creator). A silent
+    # host there is one of four, not a slow cluster: it is marked down at the deadline. Half the
+    # cluster late is a slow cluster: the deadline is extended.
+    import ray
+
+    class Host:  # defined here, so that Ray ships it by value (the tests are no package)
+        """A stand-in host actor: answers a delivery at once, unless its process is stopped."""
+
+        def deliver(self, batch: list[Any]) -> list[Any]:
+            return []
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    hosts = [ray.remote(num_cpus=0)(Host).remote() for _ in range(4)]
+    pids = ray.get([h.pid.remote() for h in hosts])
+    net = _bare_network(hosts, timeout_s=0.3)
+    stopped: list[int] = []
+    try:
+        os.kill(pids[2], signal.SIGSTOP)
+        stopped.append(pids[2])
+        out = net._gather({2: hosts[2].deliver.remote([])}, time.monotonic() + 0.3)
+        assert out == {} and net.down == {2: "missed the deadline"}
+        assert net.fault_counts["deadline_extended"] == 0
+
+        os.kill(pids[3], signal.SIGSTOP)
+        stopped.append(pids[3])
+        out = net._gather({h: hosts[h].deliver.remote([]) for h in range(4)},
+                          time.monotonic() + 0.3)
+        assert sorted(out) == [0, 1] and sorted(net.down) == [2, 3]
+        assert net.fault_counts["deadline_extended"] == MAJORITY_EXTENSIONS
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        for h in hosts:
+            ray.kill(h)
