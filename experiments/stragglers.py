@@ -45,10 +45,10 @@ def pick_slow_nodes(config: Config, count: int) -> tuple[int, ...]:
     return tuple(sorted(int(n) for n in order[:count]))
 
 
-def base_tree(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def base_tree(args: argparse.Namespace, seed: int) -> dict[str, dict[str, Any]]:
     tree: dict[str, dict[str, Any]] = {
         "experiment": {"rounds": args.rounds, "eval_every": args.rounds, "out": args.out,
-                       "seed": args.seed, "overwrite": True, "progress": False},
+                       "seed": seed, "overwrite": True, "progress": False},
         "data": {"data_dir": args.data_dir},
         "runtime": {"slowdown": args.slowdown},
     }
@@ -72,7 +72,9 @@ the stragglers silent (they publish nothing before the others finish: their data
 
 def run_config(tree: dict[str, dict[str, Any]], schedule: str, slow: tuple[int, ...],
                variant: str = "") -> Config:
-    name = f"{schedule}_slow{len(slow)}" + (f"_{variant}" if variant else "")
+    seed = tree["experiment"]["seed"]
+    name = (f"{schedule}_slow{len(slow)}" + (f"_{variant}" if variant else "")
+            + (f"_seed{seed}" if seed else ""))
     return config_from_dict({**tree, "experiment": {**tree["experiment"], "name": name},
                              "runtime": {**tree["runtime"], "schedule": schedule,
                                          "slow_nodes": list(slow), **VARIANTS[variant]}})
@@ -113,6 +115,7 @@ def table_row(cfg: Config, summary: dict[str, Any], slow: tuple[int, ...],
     return {
         "schedule": cfg.runtime.schedule,
         "variant": variant,
+        "seed": cfg.experiment.seed,
         "stragglers": len(slow),
         "seconds": summary["run_seconds"],
         "honest": summary["honest_accuracy_final"],
@@ -126,15 +129,20 @@ def table_row(cfg: Config, summary: dict[str, Any], slow: tuple[int, ...],
 
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace,
-             slow: dict[int, tuple[int, ...]]) -> str:
+             slow: dict[int, dict[int, tuple[int, ...]]]) -> str:
+    """The table; with several seeds each cell is the mean over them (worst, best)."""
     from_disk = [f"{r['schedule']}{'_' + r['variant'] if r['variant'] else ''} with "
-                 f"{r['stragglers']}" for r in rows if r.get("from_disk")]
+                 f"{r['stragglers']}, seed {r['seed']}" for r in rows if r.get("from_disk")]
+    seeds = sorted(slow)
+    picked = "; ".join(
+        f"seed {seed}: " + ", ".join(f"{k}: nodes {list(v)}" for k, v in sorted(slow[seed].items())
+                                     if k) for seed in seeds)
     lines = [
         "The main job (10 nodes on `dfl10`, Dirichlet(0.1), 3 random-model attackers, "
-        f"`dfl_guard`, {args.rounds} local rounds), seed {args.seed}, with "
-        f"{', '.join(str(k) for k in sorted(slow))} honest nodes {args.slowdown:g} x slower "
-        f"({'; '.join(f'{k}: nodes {list(v)}' for k, v in sorted(slow.items()) if k)}), the "
-        "same stragglers under both schedules, "
+        f"`dfl_guard`, {args.rounds} local rounds), seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(str(s) for s in seeds)}, with "
+        f"{', '.join(str(k) for k in sorted(args.stragglers))} honest nodes "
+        f"{args.slowdown:g} x slower ({picked}), the same stragglers under both schedules, "
         + ("one run after the other in one invocation. " if not from_disk else
            "one run at a time (rows read from finished runs, named below, were run in "
            "earlier invocations: their wall times may come from another load). ")
@@ -150,6 +158,9 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace,
         "models do to the others: the others' accuracy when the stragglers' models are "
         "aggregated once each, not reused (`runtime.reuse false`), and when the stragglers "
         "publish nothing before the others finish (their data absent)."
+        + ("" if len(seeds) == 1 else " With several seeds, each cell is the mean over them "
+           "and, for accuracies, (worst-best): async runs vary from run to run by several "
+           "hundredths on a loaded machine, so one seed cannot rank the columns.")
         + ("" if not from_disk else " Rows read from finished runs of the same configs "
            "already in the output folder (`--reuse`): " + ", ".join(from_disk) + "."),
         "",
@@ -158,10 +169,18 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace,
         "| others, no reuse | others, stragglers silent |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    by = {(r["schedule"], r["variant"], r["stragglers"]): r for r in rows}
+    by: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((r["schedule"], r["variant"], r["stragglers"]), []).append(r)
 
-    def cell(row: dict[str, Any] | None, key: str, fmt: str) -> str:
-        return "-" if row is None or row[key] is None else format(row[key], fmt)
+    def cell(group: list[dict[str, Any]] | None, key: str, fmt: str) -> str:
+        values = [r[key] for r in group or [] if r[key] is not None]
+        if not values:
+            return "-"
+        text = format(float(np.mean(values)), ".0f" if fmt == "d" else fmt)
+        if len(values) > 1 and fmt == ".3f":
+            text += f" ({min(values):.3f}-{max(values):.3f})"
+        return text
 
     for count in sorted({r["stragglers"] for r in rows}):
         s, a = by.get(("sync", "", count)), by.get(("async", "", count))
@@ -197,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="async variants also run with stragglers: noreuse (runtime.reuse "
                              "false), silent (the stragglers publish nothing before the others "
                              "finish); default both, none: --variants with no value")
-    parser.add_argument("--seed", type=int, default=0, help="experiment seed (0)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="experiment seeds (0); each picks its own stragglers, and each "
+                             "cell of the table is the mean over them (worst-best)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="any other config field, e.g. --set runtime.max_staleness=4")
     parser.add_argument("--reuse", action="store_true",
@@ -208,23 +229,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="put the table in docs/results.md (section 'stragglers')")
     args = parser.parse_args(argv)
     try:
-        tree = base_tree(args)
-        base = config_from_dict(tree)
-        slow = {k: pick_slow_nodes(base, k) for k in args.stragglers}
+        trees = {seed: base_tree(args, seed) for seed in args.seeds}
+        slow = {seed: {k: pick_slow_nodes(config_from_dict(tree), k) for k in args.stragglers}
+                for seed, tree in trees.items()}
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     runs = [(k, schedule, "") for k in args.stragglers for schedule in ("sync", "async")]
     runs += [(k, "async", v) for v in args.variants for k in args.stragglers if k]
     rows = []
-    for k, schedule, variant in runs:
-        row = reused_row(tree, schedule, slow[k], variant) if args.reuse else None
-        if row is None and schedule in args.schedules:
-            row = run_one(tree, schedule, slow[k], variant)
-        if row is not None:
-            rows.append(row)
+    for seed, tree in trees.items():
+        for k, schedule, variant in runs:
+            row = reused_row(tree, schedule, slow[seed][k], variant) if args.reuse else None
+            if row is None and schedule in args.schedules:
+                row = run_one(tree, schedule, slow[seed][k], variant)
+            if row is not None:
+                rows.append(row)
     print()
-    print(format_table(rows, ["schedule", "variant", "stragglers", "seconds", "honest", "others",
+    print(format_table(rows, ["schedule", "variant", "seed", "stragglers", "seconds", "honest",
+                              "others",
                               "stragglers_acc", "their_rounds", "staleness", "reused_models",
                               "dropped"]))
     text = markdown(rows, args, slow)
