@@ -29,8 +29,10 @@ model b (u_i = m_i - b, own update u_0 = w - b), and:
    updates on data the server holds, as in Zeno, Xie, Koyejo, Gupta, ICML 2019, and FLTrust,
    Cao et al., NDSS 2021, with each node's own split as the root data);
 3. dfl_guard's reversal test (the output layer's update skew, `head_skew`) against sign
-   flippers that leave the feature layers honest; optionally (`oppose` < 1) a cosine test
-   against the coordinate-wise median update (off by default, for the reason above);
+   flippers that leave the feature layers honest, and its balance test (`head_imbalance`:
+   no training moves every class's output bias one way, which ALIE does); optionally
+   (`oppose` < 1) a cosine test against the coordinate-wise median update (off by default, for
+   the reason above);
 4. a recovering reputation: R <- (1 - beta) R + beta when the model passed 1-3, R <- (1 -
    penalty) R when it failed (with penalty = beta, dfl_guard's moving average), and a floor
    below which a sender has no weight;
@@ -49,14 +51,15 @@ import numpy as np
 
 from dfl_ray.defense.aggregate import distances_to, weighted_sum
 from dfl_ray.defense.base import AggregationInput, AggregationResult, check_number
-from dfl_ray.defense.guard import head_skew
+from dfl_ray.defense.guard import head_imbalance, head_skew
 
 
 def check_dfl_shield_params(*, clip: float = 2.0, gate: float = 4.0, probe_step: float = 0.5,
                             probe_ratio: float = 2.0, probe_slack: float = 0.05,
                             oppose: float = 1.0, coords: int = 32768, reversal: float = 0.0,
                             beta: float = 0.3, penalty: float = 0.3, initial: float = 1.0,
-                            floor: float = 0.3, own_weight: float = 1.0) -> None:
+                            floor: float = 0.3, own_weight: float = 1.0,
+                            balance: float = 0.5) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("penalty", penalty, 0.0, 1.0)
     check_number("probe_step", probe_step, 0.0, 1.0, low_open=True)
@@ -66,6 +69,7 @@ def check_dfl_shield_params(*, clip: float = 2.0, gate: float = 4.0, probe_step:
     check_number("gate", gate, 0.0, low_open=True, allow_inf=True)
     check_number("oppose", oppose, 0.0, 1.0)
     check_number("reversal", reversal, 0.0, 1.0)
+    check_number("balance", balance, 0.0, 1.0)
     check_number("beta", beta, 0.0, 1.0, low_open=True)
     check_number("initial", initial, 0.0, 1.0)
     check_number("floor", floor, 0.0, 1.0)
@@ -79,7 +83,8 @@ def dfl_shield(inp: AggregationInput, *, clip: float = 2.0, gate: float = 4.0,
                probe_step: float = 0.5, probe_ratio: float = 2.0, probe_slack: float = 0.05,
                oppose: float = 1.0, coords: int = 32768, reversal: float = 0.0,
                beta: float = 0.3, penalty: float = 0.3, initial: float = 1.0,
-               floor: float = 0.3, own_weight: float = 1.0) -> AggregationResult:
+               floor: float = 0.3, own_weight: float = 1.0,
+               balance: float = 0.5) -> AggregationResult:
     """Bound update norms by the median update norm, test each model on the node's validation
     data, and average with recovering reputations (needs `inp.base`; the probe test needs
     `inp.probe` and is skipped without it).
@@ -94,6 +99,7 @@ def dfl_shield(inp: AggregationInput, *, clip: float = 2.0, gate: float = 4.0,
         for nothing this round (1 turns the test off).
     coords: coordinates sampled for that median and cosine (0: all of them).
     reversal: dfl_guard's output-layer reversal test (1 turns it off).
+    balance: dfl_guard's output-bias balance test (1 turns it off).
     beta: reputation a passing round earns: R <- (1 - beta) R + beta.
     penalty: reputation share a failing round costs: R <- (1 - penalty) R (penalty = beta is
         dfl_guard's symmetric moving average; a larger penalty keeps a sender that fails often,
@@ -103,7 +109,8 @@ def dfl_shield(inp: AggregationInput, *, clip: float = 2.0, gate: float = 4.0,
     check_dfl_shield_params(clip=clip, gate=gate, probe_step=probe_step,
                             probe_ratio=probe_ratio, probe_slack=probe_slack, oppose=oppose,
                             coords=coords, reversal=reversal, beta=beta, penalty=penalty,
-                            initial=initial, floor=floor, own_weight=own_weight)
+                            initial=initial, floor=floor, own_weight=own_weight,
+                            balance=balance)
     if inp.base is None:
         raise ValueError("dfl_shield needs AggregationInput.base (the round-start model)")
     own, base, k = inp.own, inp.base, inp.k
@@ -115,6 +122,8 @@ def dfl_shield(inp: AggregationInput, *, clip: float = 2.0, gate: float = 4.0,
         accepted &= median_update_cosines(inp, int(coords)) >= -oppose
     if inp.start_head is not None and reversal < 1.0:
         accepted &= head_skew(inp) >= -reversal
+    if inp.head is not None and balance < 1.0:
+        accepted &= head_imbalance(inp) <= balance
     radius = float(clip) * r
     with np.errstate(divide="ignore", invalid="ignore"):
         pull = np.where(norms > radius, radius / norms, 1.0) if np.isfinite(radius) else np.ones(k)

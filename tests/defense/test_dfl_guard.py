@@ -9,6 +9,7 @@ import pytest
 
 from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base, rule_uses_head
 from dfl_ray.defense.guard import dfl_guard, head_imbalance, head_skew, own_update_cosines
+from dfl_ray.defense.shield import dfl_shield
 
 RNG = np.random.default_rng(7)
 D = 40
@@ -312,10 +313,12 @@ def test_head_classes_must_split_the_head_into_rows_and_a_bias(head_classes: int
 # ------------------------------------------------------------------ balance test (bias sum)
 
 
-def test_an_alie_model_raises_every_bias_and_fails_the_balance_test() -> None:
+@pytest.mark.parametrize("rule", [dfl_guard, dfl_shield])
+def test_an_alie_model_raises_every_bias_and_fails_the_balance_test(rule: Any) -> None:
     """Real cross-entropy training on different class pairs moves the output biases by vectors
     that sum to about zero, so trained models differ from the own model by near-zero-sum bias
-    vectors; ALIE's mean + 1.5 std of their updates raises every class's bias at once."""
+    vectors; ALIE's mean + 1.5 std of their updates raises every class's bias at once. dfl_guard
+    and dfl_shield both have the test."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     start = None
@@ -342,17 +345,18 @@ def test_an_alie_model_raises_every_bias_and_fails_the_balance_test() -> None:
         own=trained[0].astype(np.float32), own_score=0.5,
         models=np.stack([*trained[1:], alie, alie]).astype(np.float32),
         senders=("a", "b", "c", "x", "y"), scores=np.full(5, 0.5), reputations={},
-        head=slice(d - CLASSES, d),
+        base=start.astype(np.float32), head=slice(d - CLASSES, d),
     )
     imbalance = head_imbalance(inp)
     assert np.all(imbalance[:3] < 0.2) and np.all(imbalance[3:] > 0.8), imbalance
-    weights = dfl_guard(inp, gate=np.inf, reversal=1.0).weights
+    weights = rule(inp, gate=np.inf, reversal=1.0).weights
     assert np.all(weights[:3] > 0) and np.all(weights[3:] == 0)
     # Off at 1, and skipped without a head.
-    assert np.all(dfl_guard(inp, gate=np.inf, reversal=1.0, balance=1.0).weights > 0)
+    assert np.all(rule(inp, gate=np.inf, reversal=1.0, balance=1.0).weights > 0)
     headless = AggregationInput(own=inp.own, own_score=0.5, models=inp.models,
-                                senders=inp.senders, scores=inp.scores, reputations={})
-    assert np.all(dfl_guard(headless, gate=np.inf).weights > 0)
+                                senders=inp.senders, scores=inp.scores, reputations={},
+                                base=inp.base)
+    assert np.all(rule(headless, gate=np.inf).weights > 0)
 
 
 def test_head_imbalance_reads_the_bias_at_the_end_of_the_whole_output_layer() -> None:
