@@ -192,7 +192,7 @@ class DefenseConfig:
 class AttackConfig:
     kind: str = "random_model"
     """Attack of the malicious nodes: none, random_model, random_model_by_turn, minus_uniform,
-    free_rider, label_shuffle, label_shift, blank_images, sign_flip, scaled_update,
+    free_rider, label_shuffle, label_shift, label_swap, blank_images, sign_flip, scaled_update,
     gaussian_noise, alie, ipm, min_max, min_sum, mimic (omniscient: built from the honest models
     the attackers received), gate_edge (white-box against dfl_guard), shield_edge (white-box
     against dfl_shield), sentinel_edge (white-box against dfl_sentinel), backdoor (dfl_ray.attacks),

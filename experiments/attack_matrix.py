@@ -57,6 +57,7 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "gate_edge_half": ("gate_edge", {"fraction": 0.5}),
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
+    "label_swap": ("label_swap", {}),
     "backdoor": ("backdoor", {}),
     "backdoor_scaled": ("backdoor", {"scale": 3.0}),
     # ByzFL's attacks (dfl_ray.attacks.byzfl_attacks); the optimised ones search their factor

@@ -33,6 +33,7 @@ from dfl_ray.attacks.original import (
     FreeRider,
     LabelShift,
     LabelShuffle,
+    LabelSwap,
     MinusUniform,
     RandomModel,
     RandomModelByTurn,
@@ -41,7 +42,7 @@ from dfl_ray.attacks.original import (
 _ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
     for cls in (Attack, RandomModel, RandomModelByTurn, MinusUniform, FreeRider, LabelShuffle,
-                LabelShift, BlankImages, SignFlip, ScaledUpdate, GaussianNoise, ALIE, IPM,
+                LabelShift, LabelSwap, BlankImages, SignFlip, ScaledUpdate, GaussianNoise, ALIE, IPM,
                 MinMax, MinSum, Mimic, GateEdge, ShieldEdge, SentinelEdge, Backdoor,
                 ByzflSignFlip, ByzflIPM, ByzflALIE, ByzflOptIPM, ByzflOptALIE, ByzflMimic,
                 ByzflInf, ByzflGaussian)
@@ -97,6 +98,7 @@ __all__ = [
     "GaussianNoise",
     "LabelShift",
     "LabelShuffle",
+    "LabelSwap",
     "MinMax",
     "MinSum",
     "Mimic",

@@ -1,6 +1,7 @@
 """The original DFL attacks (Tian et al., "DFL: High-Performance Blockchain-Based Federated
 Learning", arXiv 2110.15457): random model, random model every other turn, weights minus uniform
-noise, free-rider, shuffled labels, shifted labels, blank images."""
+noise, free-rider, shuffled labels, shifted labels, blank images; and swapped labels (targeted
+label flipping), which the original did not have."""
 
 from __future__ import annotations
 
@@ -85,6 +86,30 @@ class LabelShift(Attack):
                      num_classes: int) -> tuple[np.ndarray, np.ndarray]:
         check_batch(images, labels, num_classes)
         return images, (labels + 1) % num_classes
+
+
+@dataclass(frozen=True)
+class LabelSwap(Attack):
+    """Train with the classes present in each batch named in reverse order (the lowest present
+    class labelled as the highest, and so on).
+
+    On a shard of two classes (2 labels per node) the two are swapped in every batch: honest
+    training on data whose two digits carry each other's names (targeted label flipping, Tolpegin
+    et al., "Data Poisoning Attacks Against Federated Learning Systems", ESORICS 2020). Where an
+    attacker and one honest node hold the same two classes and nobody else does, a receiver
+    without them sees two equally plausible namings and no data to choose between them.
+    """
+
+    name: ClassVar[str] = "label_swap"
+    poisons_data: ClassVar[bool] = True
+
+    def poison_batch(self, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                     num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        check_batch(images, labels, num_classes)
+        present = np.unique(labels)
+        names = np.arange(num_classes, dtype=labels.dtype)
+        names[present] = present[::-1]
+        return images, names[labels]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ MODEL_KINDS = ("random_model", "random_model_by_turn", "minus_uniform", "free_ri
                "min_sum", "mimic", "gate_edge", "shield_edge", "sentinel_edge",
                "byzfl_sign_flip", "byzfl_ipm", "byzfl_alie", "byzfl_opt_ipm", "byzfl_opt_alie",
                "byzfl_mimic", "byzfl_inf", "byzfl_gaussian")
-DATA_KINDS = ("label_shuffle", "label_shift", "blank_images", "backdoor")
+DATA_KINDS = ("label_shuffle", "label_shift", "label_swap", "blank_images", "backdoor")
 
 
 def batch(seed: int = 0, shape: tuple[int, ...] = (16, 28, 28)) -> tuple[np.ndarray, np.ndarray]:
@@ -153,6 +153,21 @@ def test_label_shift_adds_one_modulo_classes() -> None:
         images, labels, np.random.default_rng(0), NUM_CLASSES)
     assert out_labels.tolist() == [1, 6, 0] and out_images is images
     assert labels.tolist() == [0, 5, 9]
+
+
+def test_label_swap_names_the_batch_classes_in_reverse_order() -> None:
+    images = np.zeros((5, 1, 4, 4), np.uint8)
+    swap = make_attack("label_swap")
+    rng = np.random.default_rng(0)
+    # Two classes (a 2-labels-per-node shard): swapped.
+    out_images, out_labels = swap.poison_batch(images, np.array([3, 5, 5, 3, 3]), rng,
+                                               NUM_CLASSES)
+    assert out_labels.tolist() == [5, 3, 3, 5, 5] and out_images is images
+    # Three: the outer two exchanged, the middle one kept; one class: unchanged.
+    labels = np.array([0, 2, 7, 7, 2])
+    assert swap.poison_batch(images, labels, rng, NUM_CLASSES)[1].tolist() == [7, 2, 0, 0, 2]
+    assert labels.tolist() == [0, 2, 7, 7, 2]
+    assert swap.poison_batch(images, np.full(5, 4), rng, NUM_CLASSES)[1].tolist() == [4] * 5
 
 
 def test_blank_images_zeroes_pixels_only() -> None:
