@@ -504,17 +504,21 @@ class DFLNode:
             creators = sorted(self.buffer)  # a fixed order keeps sync runs deterministic
             for creator in creators:
                 self.staleness[stale_of[creator]] += 1
+            own = self.learner.vector()
             if max_staleness is not None and self._lags(creators, max_staleness):
-                # This node is the stale one (a straggler): its round start is older than the
-                # models it received by more than the bound, so the rule reads their updates
-                # against their coordinate-wise median, a stand-in for the round start they
-                # share (robust while fewer than half of them are an attacker's).
+                # This node is the stale one (a straggler): its model and round start are
+                # older than the models it received by more than the bound. Their
+                # coordinate-wise median stands in for both (robust while fewer than half of
+                # them are an attacker's): measured from its own stale model, every fresh model
+                # lay far off, the rule's radius (set by those distances) grew with the lag and
+                # let random models in, and the straggler passed the damage on. Its own update
+                # is not lost: its published model carries it to its peers.
                 rows = np.stack([self.buffer[c].vec for c in creators])
-                self.aggregator.start_round(np.median(rows, axis=0).astype(np.float32))
+                own = np.median(rows, axis=0).astype(np.float32)
+                self.aggregator.start_round(own)
                 self.counters["rebased"] += 1
             if self.attack is not None and self.attack.observes:
                 self._observe(creators)
-            own = self.learner.vector()
             buffered = [self.buffer[c] for c in creators]
             if decay > 0.0:
                 for i, creator in enumerate(creators):

@@ -594,3 +594,42 @@ def test_a_stale_model_reaches_the_rule_moved_towards_the_own_model() -> None:
     expected = own + np.float32(3 ** -0.5) * (models[1] - own)  # age 3: 2 rounds stale
     np.testing.assert_allclose(rows[keys[1]], expected, rtol=0, atol=1e-6)
     assert node.staleness == {0: 1, 2: 1} and node.counters["decayed"] == 1
+
+
+def test_a_straggler_measures_what_it_received_from_their_median_not_its_stale_model() -> None:
+    """DFLNode.aggregate: a node more than the bound behind the models it received (a
+    straggler) aggregates them around their coordinate-wise median. Measured from its own stale
+    model every fresh model lies far off, dfl_guard's radius (the median distance) grows with
+    the lag, and a near-zero model an attacker sent passed the gate."""
+    groups = two_hosts(config(), None)
+    node = groups[0].nodes[0]
+    stale = node.learner.vector().copy()
+    rng = np.random.default_rng(0)
+    body = np.ones(stale.shape, dtype=bool)
+    body[node.aggregator.head] = False  # the output layer as trained: its tests pass
+    ahead = rng.normal(0.0, 1.0, stale.shape) * body
+    ahead *= 0.5 * float(np.linalg.norm(stale)) / float(np.linalg.norm(ahead))
+    fresh = [(stale + ahead + rng.normal(0, 1e-3, stale.shape) * body).astype(np.float32)
+             for _ in range(2)]
+    zero = rng.uniform(0.0, 0.001, stale.shape).astype(np.float32)
+    keys = [k for k, i in node.directory.items() if i != 0]
+    node.buffer = {keys[0]: Buffered(fresh[0], 0.5, 10), keys[1]: Buffered(fresh[1], 0.5, 10),
+                   keys[2]: Buffered(zero, 0.5, 10)}
+    weights: dict[bytes, float] = {}
+    real = node.aggregator.aggregate
+
+    def capture(own_vec: Any, own_score: float, senders: Any, buffered: Any,
+                reputations: Any) -> Any:
+        result = real(own_vec, own_score, senders, buffered, reputations)
+        weights.update(zip(senders, result.weights.tolist(), strict=True))
+        return result
+
+    node.aggregator.aggregate = capture  # type: ignore[method-assign,assignment]
+    assert node.aggregate(4)  # node.seq 0: ten rounds behind
+    assert node.counters["rebased"] == 1
+    assert weights[keys[2]] == 0.0 and weights[keys[0]] > 0 and weights[keys[1]] > 0
+    # It left with the fresh models, within their own spread (its stale model lay 5 x that off).
+    centre = (fresh[0].astype(np.float64) + fresh[1]) / 2
+    spread = float(np.linalg.norm(fresh[0] - fresh[1]))
+    assert np.linalg.norm(stale - centre) > 5 * spread
+    assert np.linalg.norm(node.learner.vector() - centre) < spread
