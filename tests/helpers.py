@@ -135,15 +135,18 @@ def own_seqs(run_dir: Path, node: int) -> list[int]:
 
 
 def capture_aggregations(node: DFLNode) -> list[dict[bytes, np.ndarray]]:
-    """Record, for each aggregation `node` runs from now on, the model the rule got from each
-    sender (after staleness weighting); the list fills as the node aggregates."""
+    """Record, for each aggregation `node` runs from now on, the model each sender counts
+    with if the rule accepts it (after staleness weighting); the list fills as the node
+    aggregates."""
     seen: list[dict[bytes, np.ndarray]] = []
     real = node.aggregator.aggregate
 
     def capture(own: Any, own_score: float, senders: Any, buffered: Any,
-                reputations: Any) -> Any:
-        seen.append({c: b.vec.copy() for c, b in zip(senders, buffered, strict=True)})
-        return real(own, own_score, senders, buffered, reputations)
+                reputations: Any, shrink: Any = None) -> Any:
+        factors = [1.0] * len(buffered) if shrink is None else list(shrink)
+        seen.append({c: own + np.float32(f) * (b.vec - own) if f < 1.0 else b.vec.copy()
+                     for c, b, f in zip(senders, buffered, factors, strict=True)})
+        return real(own, own_score, senders, buffered, reputations, shrink=shrink)
 
     node.aggregator.aggregate = capture  # type: ignore[method-assign]
     return seen

@@ -52,10 +52,11 @@ judges each buffered model by its base: the own rounds since its creator's previ
 arrived (the creator aggregated and started the new model about then), less one, or the
 round-number staleness if smaller (`DFLNode.aggregate`). Models staler than `max_staleness`
 are left out; the others count with a weight that decays with their staleness, as in FedAsync
-(Xie, Koyejo, Gupta, "Asynchronous Federated Optimization", 2019): a model s rounds stale is
-moved towards the node's own model, to (1 + s) ** -`STALENESS_DECAY` of its distance, before
-the defense sees it. Claiming to be slow buys an attacker nothing: its models only lose weight,
-and still pass the same defense.
+(Xie, Koyejo, Gupta, "Asynchronous Federated Optimization", 2019): a model s rounds stale that
+the defense accepts as it was sent is moved towards the node's own model, to (1 + s) **
+-`STALENESS_DECAY` of its distance. Claiming to be slow buys an attacker nothing: its models
+only lose weight. (Moved before the defense saw them, stale near-zero models came within
+dfl_guard's radius and were let in: docs/results.md, "Stragglers".)
 
 Reuse. A model aggregated once would otherwise be gone: a straggler publishing every few rounds
 would weigh in one aggregation in several, and the classes only its shard holds fade from its

@@ -9,6 +9,7 @@ import numpy as np
 
 from dfl_ray.defense import (
     AggregationInput,
+    AggregationResult,
     get_rule,
     rule_uses_base,
     rule_uses_head,
@@ -94,14 +95,44 @@ class Aggregator:
             self.round_head = start[self.head].copy()  # a few values, not a view of the whole
 
     def aggregate(self, own: np.ndarray, own_score: float, senders: Sequence[bytes],
-                  buffered: Sequence[Buffered], reputations: Mapping[str, float]) -> Aggregated:
-        """The rule's new model (after momentum) and reputations for the buffered models."""
+                  buffered: Sequence[Buffered], reputations: Mapping[str, float],
+                  shrink: Sequence[float] | None = None) -> Aggregated:
+        """The rule's new model (after momentum) and reputations for the buffered models.
+
+        `shrink` (one factor in (0, 1] per buffered model; the async schedule's staleness
+        weights) moves a model towards the own model, to that share of its distance, after the
+        rule has judged it as it was sent: a stale model only loses weight. Moved first, a far
+        model (a near-zero one, say) came within the rule's radius and was let in. The rule then
+        runs twice: once on the models as sent (its reputations and which models it gave no
+        weight are kept), once on the moved ones it did not leave out (the model).
+        """
+        senders_hex = tuple(s.hex() for s in senders)
+        result = self._rule(own, own_score, senders_hex, [b.vec for b in buffered],
+                            [b.score for b in buffered], reputations)
+        factors = np.ones(len(buffered)) if shrink is None else np.asarray(shrink, np.float64)
+        kept = np.flatnonzero(result.weights > 0)
+        if np.any(factors[kept] < 1.0):
+            moved = [own + np.float32(factors[i]) * (buffered[i].vec - own) for i in kept]
+            second = self._rule(own, own_score, tuple(senders_hex[i] for i in kept), moved,
+                                [buffered[i].score for i in kept], reputations)
+            weights = np.zeros(len(buffered))
+            weights[kept] = second.weights
+            result = AggregationResult(second.model, result.reputations, weights)
+        model = result.model
+        if self.anchor is not None and self.velocity is not None:
+            model = momentum_step(self.anchor, model, self.velocity, self.momentum)
+            self.anchor = model
+        return Aggregated(model, dict(result.reputations), result.weights)
+
+    def _rule(self, own: np.ndarray, own_score: float, senders: Sequence[str],
+              models: Sequence[np.ndarray], scores: Sequence[float],
+              reputations: Mapping[str, float]) -> AggregationResult:
         inp = AggregationInput(
             own=own,
             own_score=float(own_score),
-            models=tuple(b.vec for b in buffered),
-            senders=tuple(s.hex() for s in senders),
-            scores=np.array([b.score for b in buffered], dtype=np.float64),
+            models=tuple(models),
+            senders=tuple(senders),
+            scores=np.array(scores, dtype=np.float64),
             reputations=reputations,
             base=self.round_base if self.rule_uses_base else None,
             head=self.head,
@@ -111,9 +142,4 @@ class Aggregator:
             checked_rows=True,
             probe=self.probe,
         )
-        result = self.rule(inp, self.params.rule_params)
-        model = result.model
-        if self.anchor is not None and self.velocity is not None:
-            model = momentum_step(self.anchor, model, self.velocity, self.momentum)
-            self.anchor = model
-        return Aggregated(model, dict(result.reputations), result.weights)
+        return self.rule(inp, self.params.rule_params)

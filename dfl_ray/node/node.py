@@ -453,9 +453,9 @@ class DFLNode:
         straggler has published fewer rounds than this node, but its model is only as stale as
         its base. With `max_staleness` (the async schedule's bound), staler models are dropped
         first, counted under `stale_dropped`, and do not count towards `buffer_size`. With
-        `decay` > 0, the rule sees a model s rounds stale moved towards the own model, to
-        (1 + s) ** -decay of its distance (FedAsync's staleness weighting): it only loses
-        weight, and still passes the same defense. With `reuse` (needs `keep_latest`), a
+        `decay` > 0, a model s rounds stale that the rule accepts as sent is aggregated moved
+        towards the own model, to (1 + s) ** -decay of its distance (FedAsync's staleness
+        weighting; `Aggregator.aggregate`): it only loses weight. With `reuse` (needs `keep_latest`), a
         creator with no new model since the last aggregation counts with its latest one, as
         stale as it has become (MIFA: Gu et al., "Fast Federated Learning in the Presence of
         Arbitrary Device Unavailability", NeurIPS 2021): a slow creator's data keeps its share
@@ -520,16 +520,10 @@ class DFLNode:
             if self.attack is not None and self.attack.observes:
                 self._observe(creators)
             buffered = [self.buffer[c] for c in creators]
-            if decay > 0.0:
-                for i, creator in enumerate(creators):
-                    if stale_of[creator] > 0:
-                        b = buffered[i]
-                        weight = np.float32((1.0 + stale_of[creator]) ** -decay)
-                        vec = own + weight * (b.vec - own)
-                        buffered[i] = Buffered(vec.astype(np.float32, copy=False), b.score, b.seq)
-                        self.counters["decayed"] += 1
+            shrink = [(1.0 + stale_of[c]) ** -decay if decay > 0.0 else 1.0 for c in creators]
+            self.counters["decayed"] += sum(1 for f in shrink if f < 1.0)
             result = self.aggregator.aggregate(
-                own, self.own_score, creators, buffered, self.reputations,
+                own, self.own_score, creators, buffered, self.reputations, shrink=shrink,
             )
             self.learner.load(result.model)
             self.reputations = result.reputations

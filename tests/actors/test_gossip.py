@@ -565,8 +565,9 @@ def test_a_straggler_s_models_are_judged_by_their_base_and_weighed_down() -> Non
 
 def test_a_stale_model_reaches_the_rule_moved_towards_the_own_model() -> None:
     """DFLNode.aggregate: a model s rounds stale (by the age of its base, when smaller than
-    its round-number staleness) is seen by the rule at (1 + s) ** -decay of its distance
-    from the own model; a fresh one as it is; one staler than the bound not at all."""
+    its round-number staleness) is judged by the rule as it was sent, then aggregated at
+    (1 + s) ** -decay of its distance from the own model; a fresh one as it is; one staler
+    than the bound not at all."""
     groups = two_hosts(config(), None)
     node = groups[0].nodes[0]
     node.seq = 10
@@ -577,23 +578,60 @@ def test_a_stale_model_reaches_the_rule_moved_towards_the_own_model() -> None:
     node.buffer = {keys[0]: Buffered(models[0], 0.5, 10),  # fresh
                    keys[1]: Buffered(models[1], 0.5, 2),   # 8 rounds by number, base 3 old
                    keys[2]: Buffered(models[2], 0.5, 1)}   # 9 by number, age unknown
-    seen: dict[str, Any] = {}
-
-    def capture(own_vec: Any, own_score: float, senders: Any, buffered: Any,
-                reputations: Any) -> Any:
-        seen.update(own=own_vec.copy(), senders=list(senders), rows=[b.vec for b in buffered])
-        return real(own_vec, own_score, senders, buffered, reputations)
-
-    real = node.aggregator.aggregate
-    node.aggregator.aggregate = capture  # type: ignore[method-assign,assignment]
+    calls = capture_rule_calls(node)
     assert node.aggregate(4, ages={keys[1]: 3}, decay=0.5)
     assert node.counters["stale_dropped"] == 1  # keys[2]: 9 rounds stale, no age known
-    rows = dict(zip(seen["senders"], seen["rows"], strict=True))
-    assert set(rows) == {keys[0], keys[1]}
-    np.testing.assert_array_equal(rows[keys[0]], models[0])
+    # First the models as sent, then (both accepted) the stale one moved.
+    assert [sorted(c) for c in calls] == [sorted([keys[0].hex(), keys[1].hex()])] * 2
+    np.testing.assert_array_equal(calls[0][keys[1].hex()], models[1])
+    np.testing.assert_array_equal(calls[1][keys[0].hex()], models[0])
     expected = own + np.float32(3 ** -0.5) * (models[1] - own)  # age 3: 2 rounds stale
-    np.testing.assert_allclose(rows[keys[1]], expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(calls[1][keys[1].hex()], expected, rtol=0, atol=1e-6)
     assert node.staleness == {0: 1, 2: 1} and node.counters["decayed"] == 1
+
+
+def test_a_stale_model_the_rule_rejects_as_sent_is_not_moved_into_its_radius() -> None:
+    """A near-zero model, stale: as sent it lies a whole model norm off and dfl_guard rejects
+    it; moved to (1 + s) ** -0.5 of that distance first, it passed the gate."""
+    groups = two_hosts(config(), None)
+    node = groups[0].nodes[0]
+    node.seq = 10
+    own = node.learner.vector().copy()
+    keys = [k for k, i in node.directory.items() if i != 0]
+    rng = np.random.default_rng(0)
+    body = np.ones(own.shape, dtype=bool)
+    body[node.aggregator.head] = False
+    step = float(np.linalg.norm(own)) * 0.2 / np.sqrt(body.sum())  # gate: 3 x 0.2 norms
+    honest = [own + (rng.normal(0, step, own.shape) * body).astype(np.float32) for _ in range(2)]
+    zero = rng.uniform(0.0, 0.001, own.shape).astype(np.float32)
+    node.buffer = {keys[0]: Buffered(honest[0], 0.5, 10), keys[1]: Buffered(honest[1], 0.5, 10),
+                   keys[2]: Buffered(zero, 0.5, 7)}  # 3 rounds stale: moved to half its distance
+    weights: dict[bytes, float] = {}
+    real = node.aggregator.aggregate
+
+    def capture(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        weights.update(zip(args[2], result.weights.tolist(), strict=True))
+        return result
+
+    node.aggregator.aggregate = capture  # type: ignore[method-assign]
+    assert node.aggregate(4, decay=0.5)
+    assert weights[keys[2]] == 0.0 and weights[keys[0]] > 0 and weights[keys[1]] > 0
+    assert node.counters["decayed"] == 1 and node.reputations[keys[2].hex()] < 1.0
+
+
+def capture_rule_calls(node: Any) -> list[dict[str, np.ndarray]]:
+    """Record, for each call of the node's rule, the models it saw by sender (hex key)."""
+    calls: list[dict[str, np.ndarray]] = []
+    real = node.aggregator._rule
+
+    def rule(own: Any, own_score: float, senders: Any, models: Any, scores: Any,
+             reputations: Any) -> Any:
+        calls.append({s: np.array(m) for s, m in zip(senders, models, strict=True)})
+        return real(own, own_score, senders, models, scores, reputations)
+
+    node.aggregator._rule = rule
+    return calls
 
 
 def test_a_straggler_measures_what_it_received_from_their_median_not_its_stale_model() -> None:
@@ -618,10 +656,9 @@ def test_a_straggler_measures_what_it_received_from_their_median_not_its_stale_m
     weights: dict[bytes, float] = {}
     real = node.aggregator.aggregate
 
-    def capture(own_vec: Any, own_score: float, senders: Any, buffered: Any,
-                reputations: Any) -> Any:
-        result = real(own_vec, own_score, senders, buffered, reputations)
-        weights.update(zip(senders, result.weights.tolist(), strict=True))
+    def capture(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        weights.update(zip(args[2], result.weights.tolist(), strict=True))
         return result
 
     node.aggregator.aggregate = capture  # type: ignore[method-assign,assignment]
