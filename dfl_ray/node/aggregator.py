@@ -110,7 +110,7 @@ class Aggregator:
         result = self._rule(own, own_score, senders_hex, [b.vec for b in buffered],
                             [b.score for b in buffered], reputations)
         factors = np.ones(len(buffered)) if shrink is None else np.asarray(shrink, np.float64)
-        kept = np.flatnonzero(result.weights > 0)
+        kept = [int(i) for i in np.flatnonzero(result.weights > 0)]
         if np.any(factors[kept] < 1.0):
             moved = [own + np.float32(factors[i]) * (buffered[i].vec - own) for i in kept]
             second = self._rule(own, own_score, tuple(senders_hex[i] for i in kept), moved,
