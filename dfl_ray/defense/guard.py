@@ -169,8 +169,13 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
 def head_skew(inp: AggregationInput) -> np.ndarray:
     """float64 [k]: (max + min) / (max - min) of each received model's output-layer update.
 
-    The update is m_i - base on the `inp.head` coordinates, base the round-start model
-    (`inp.start_head`). Softmax cross-entropy moves the bias of class c by the mean of
+    The update is m_i - r on the `inp.head` coordinates, r the round-start head
+    (`inp.start_head`); the skew is the higher of that and the skew against the coordinate-wise
+    median of the received heads and r, a stand-in for the round start the senders share (robust
+    while fewer than half of them are an attacker's; a reversed update is negative against
+    both). Measured from its own round start alone, a node whose output layer had drifted (it
+    had trained alone a while) saw every honest update as reversed, rejected them all and stayed
+    alone: one node of an async run did (docs/results.md, "Stragglers"). Softmax cross-entropy moves the bias of class c by the mean of
     (y_c - p_c), which sums to zero over the classes: training raises the bias of the classes a
     node holds and lowers all the others by less, so an update learnt from label-skewed data
     has one or a few large positive entries (skew near +1), and a sign-flipped one the mirror
@@ -186,16 +191,20 @@ def head_skew(inp: AggregationInput) -> np.ndarray:
     start = inp.start_head
     if start is None:
         raise ValueError("head_skew needs AggregationInput.head and its head_base or base")
-    base = start.astype(np.float64)
+    heads = np.stack([start, *(row[inp.head] for row in inp.rows)]).astype(np.float64)
     c = inp.head_classes
-    skew = np.zeros(inp.k)
-    for i, row in enumerate(inp.rows):
-        u = row[inp.head].astype(np.float64) - base
-        if c is None:
-            skew[i] = _skew(u)
-        else:
-            skew[i] = min(_skew(u[-c:]), _skew(u[:-c].reshape(c, -1).sum(axis=1)))
-    return skew
+
+    def skews(base: np.ndarray) -> np.ndarray:
+        out = np.zeros(inp.k)
+        for i in range(inp.k):
+            u = heads[i + 1] - base
+            if c is None:
+                out[i] = _skew(u)
+            else:
+                out[i] = min(_skew(u[-c:]), _skew(u[:-c].reshape(c, -1).sum(axis=1)))
+        return out
+
+    return np.maximum(skews(heads[0]), skews(np.median(heads, axis=0)))
 
 
 def head_imbalance(inp: AggregationInput) -> np.ndarray:
