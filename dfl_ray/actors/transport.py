@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,15 @@ from dfl_ray.messages import LocalTransport
 
 PUT_BATCH = 64
 """Vectors per object-store object when a host stores what its nodes share."""
+FETCH_TIMEOUT_S = 5.0
+"""Longest wait for a received payload. Its owner's process or link may be gone (a host cut off
+holds the models it published); waiting on, the receiving host missed the round's deadline
+too, and two hosts late of four read as a slow cluster, so the driver waited for both. A
+payload not fetched in time is one the node does not accept (`payload_unavailable`), and so
+are the copies of it that arrive later (forwarded): each would cost the wait again. A local
+object-store read takes milliseconds."""
+UNAVAILABLE_KEPT = 1024
+"""Payload references given up on that a host remembers (the oldest forgotten first)."""
 
 
 class Payload:
@@ -58,6 +68,7 @@ class HostTransport(LocalTransport):
         self._unstored: list[Payload] = []
         # Lists fetched in this wave of deliveries, so a group is read once, not once per row.
         self._fetched: dict[ray.ObjectRef, list[np.ndarray]] = {}
+        self._unavailable: OrderedDict[ray.ObjectRef, None] = OrderedDict()
 
     def share(self, vec: np.ndarray) -> Any:
         vec.setflags(write=False)
@@ -83,13 +94,21 @@ class HostTransport(LocalTransport):
             raise TypeError(f"payload handle must be a Payload, got {type(handle).__name__}")
         if handle.array is None:
             ref = handle.ensure_ref()
-            if handle.index < 0:
-                handle.array = ray.get(ref)
-            else:
-                group = self._fetched.get(ref)
-                if group is None:
-                    group = self._fetched[ref] = ray.get(ref)
-                handle.array = group[handle.index]
+            if ref in self._unavailable:
+                raise TimeoutError(f"payload {ref} was given up on after {FETCH_TIMEOUT_S} s")
+            try:
+                if handle.index < 0:
+                    handle.array = ray.get(ref, timeout=FETCH_TIMEOUT_S)
+                else:
+                    group = self._fetched.get(ref)
+                    if group is None:
+                        group = self._fetched[ref] = ray.get(ref, timeout=FETCH_TIMEOUT_S)
+                    handle.array = group[handle.index]
+            except ray.exceptions.GetTimeoutError:
+                self._unavailable[ref] = None
+                if len(self._unavailable) > UNAVAILABLE_KEPT:
+                    self._unavailable.popitem(last=False)
+                raise
         return handle.array
 
     def forget_fetched(self) -> None:

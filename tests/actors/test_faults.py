@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from dfl_ray.actors import transport as transport_module
 from dfl_ray.actors.network import MAJORITY_EXTENSIONS, Network
+from dfl_ray.actors.transport import HostTransport, Payload
 from dfl_ray.ledger import verify_chain
 from dfl_ray.runner import run_experiment
 from tests.conftest import tiny_config
@@ -120,6 +122,41 @@ def _bare_network(hosts: list[Any], timeout_s: float) -> Network:
     net.hosts = hosts
     net.config = SimpleNamespace(runtime=SimpleNamespace(round_timeout_s=timeout_s))
     return net
+
+
+def test_a_payload_whose_owner_is_silent_is_given_up_not_waited_for(
+    local_ray: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A host cut off holds the models it published: a receiver fetching one gives up after
+    # FETCH_TIMEOUT_S (the node then counts it `payload_unavailable`) instead of hanging, and
+    # missing the round's deadline, with it.
+    import ray
+
+    class Owner:  # defined here, so that Ray ships it by value (the tests are no package)
+        def vector(self) -> Any:
+            import numpy as np
+            return np.zeros(4, np.float32)
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    owner = ray.remote(num_cpus=0)(Owner).remote()
+    pid = ray.get(owner.pid.remote())
+    monkeypatch.setattr(transport_module, "FETCH_TIMEOUT_S", 0.3)
+    receiver = HostTransport(object_store=True)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        handle = Payload(ref=owner.vector.remote())
+        with pytest.raises(ray.exceptions.GetTimeoutError):
+            receiver.fetch(handle)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # Back now, but a copy of the same payload arriving later (forwarded) is not waited for
+    # again by the host that gave up on it; another host reads it.
+    with pytest.raises(TimeoutError, match="given up on"):
+        receiver.fetch(Payload(ref=handle.ref))
+    assert HostTransport(object_store=True).fetch(handle).tolist() == [0.0] * 4
+    ray.kill(owner)
 
 
 def test_a_host_silent_in_a_phase_that_calls_it_alone_is_down_not_waited_for(
