@@ -563,16 +563,20 @@ def test_a_straggler_s_models_are_judged_by_their_base_and_weighed_down() -> Non
         assert 0 < max(node.staleness) <= 4 and node.counters["decayed"] >= 1, (n, node.staleness)
 
 
+def node_in_round_ten() -> tuple[Any, np.ndarray, list[bytes]]:
+    """Node 0 of a fresh 4-node network, ten rounds published: the node, its model (a copy)
+    and its peers' keys."""
+    node = two_hosts(config(), None)[0].nodes[0]
+    node.seq = 10
+    return node, node.learner.vector().copy(), [k for k, i in node.directory.items() if i != 0]
+
+
 def test_a_stale_model_reaches_the_rule_moved_towards_the_own_model() -> None:
     """DFLNode.aggregate: a model s rounds stale (by the age of its base, when smaller than
     its round-number staleness) is judged by the rule as it was sent, then aggregated at
     (1 + s) ** -decay of its distance from the own model; a fresh one as it is; one staler
     than the bound not at all."""
-    groups = two_hosts(config(), None)
-    node = groups[0].nodes[0]
-    node.seq = 10
-    own = node.learner.vector().copy()
-    keys = [k for k, i in node.directory.items() if i != 0]
+    node, own, keys = node_in_round_ten()
     rng = np.random.default_rng(0)
     models = [own + rng.normal(0, 0.01, own.shape).astype(np.float32) for _ in keys]
     node.buffer = {keys[0]: Buffered(models[0], 0.5, 10),  # fresh
@@ -593,11 +597,7 @@ def test_a_stale_model_reaches_the_rule_moved_towards_the_own_model() -> None:
 def test_a_stale_model_the_rule_rejects_as_sent_is_not_moved_into_its_radius() -> None:
     """A near-zero model, stale: as sent it lies a whole model norm off and dfl_guard rejects
     it; moved to (1 + s) ** -0.5 of that distance first, it passed the gate."""
-    groups = two_hosts(config(), None)
-    node = groups[0].nodes[0]
-    node.seq = 10
-    own = node.learner.vector().copy()
-    keys = [k for k, i in node.directory.items() if i != 0]
+    node, own, keys = node_in_round_ten()
     rng = np.random.default_rng(0)
     body = np.ones(own.shape, dtype=bool)
     body[node.aggregator.head] = False
@@ -606,6 +606,14 @@ def test_a_stale_model_the_rule_rejects_as_sent_is_not_moved_into_its_radius() -
     zero = rng.uniform(0.0, 0.001, own.shape).astype(np.float32)
     node.buffer = {keys[0]: Buffered(honest[0], 0.5, 10), keys[1]: Buffered(honest[1], 0.5, 10),
                    keys[2]: Buffered(zero, 0.5, 7)}  # 3 rounds stale: moved to half its distance
+    weights = capture_weights(node)
+    assert node.aggregate(4, decay=0.5)
+    assert weights[keys[2]] == 0.0 and weights[keys[0]] > 0 and weights[keys[1]] > 0
+    assert node.counters["decayed"] == 1 and node.reputations[keys[2].hex()] < 1.0
+
+
+def capture_weights(node: Any) -> dict[bytes, float]:
+    """The weight the node's rule gave each sender in its latest aggregation (fills as it runs)."""
     weights: dict[bytes, float] = {}
     real = node.aggregator.aggregate
 
@@ -614,10 +622,8 @@ def test_a_stale_model_the_rule_rejects_as_sent_is_not_moved_into_its_radius() -
         weights.update(zip(args[2], result.weights.tolist(), strict=True))
         return result
 
-    node.aggregator.aggregate = capture  # type: ignore[method-assign]
-    assert node.aggregate(4, decay=0.5)
-    assert weights[keys[2]] == 0.0 and weights[keys[0]] > 0 and weights[keys[1]] > 0
-    assert node.counters["decayed"] == 1 and node.reputations[keys[2].hex()] < 1.0
+    node.aggregator.aggregate = capture
+    return weights
 
 
 def capture_rule_calls(node: Any) -> list[dict[str, np.ndarray]]:
@@ -653,15 +659,7 @@ def test_a_straggler_measures_what_it_received_from_their_median_not_its_stale_m
     keys = [k for k, i in node.directory.items() if i != 0]
     node.buffer = {keys[0]: Buffered(fresh[0], 0.5, 10), keys[1]: Buffered(fresh[1], 0.5, 10),
                    keys[2]: Buffered(zero, 0.5, 10)}
-    weights: dict[bytes, float] = {}
-    real = node.aggregator.aggregate
-
-    def capture(*args: Any, **kwargs: Any) -> Any:
-        result = real(*args, **kwargs)
-        weights.update(zip(args[2], result.weights.tolist(), strict=True))
-        return result
-
-    node.aggregator.aggregate = capture  # type: ignore[method-assign,assignment]
+    weights = capture_weights(node)
     assert node.aggregate(4)  # node.seq 0: ten rounds behind
     assert node.counters["rebased"] == 1
     assert weights[keys[2]] == 0.0 and weights[keys[0]] > 0 and weights[keys[1]] > 0
