@@ -175,11 +175,13 @@ def head_skew(inp: AggregationInput) -> np.ndarray:
     while fewer than half of them are an attacker's; a reversed update is negative against
     both). Measured from its own round start alone, a node whose output layer had drifted (it
     had trained alone a while) saw every honest update as reversed, rejected them all and stayed
-    alone: one node of an async run did (docs/results.md, "Stragglers"). Softmax cross-entropy moves the bias of class c by the mean of
-    (y_c - p_c), which sums to zero over the classes: training raises the bias of the classes a
-    node holds and lowers all the others by less, so an update learnt from label-skewed data
-    has one or a few large positive entries (skew near +1), and a sign-flipped one the mirror
-    image (skew near -1). A zero update has skew 0.
+    alone: one node of an async run did (docs/results.md, "Stragglers").
+
+    Softmax cross-entropy moves the bias of class c by the mean of (y_c - p_c), which sums to
+    zero over the classes: training raises the bias of the classes a node holds and lowers all
+    the others by less, so an update learnt from label-skewed data has one or a few large
+    positive entries (skew near +1), and a sign-flipped one the mirror image (skew near -1). A
+    zero update has skew 0.
 
     With `inp.head_classes` the head also holds the output weights, whose row c moves by the
     mean of (y_c - p_c) h over the batch, h the last hidden layer's output. After a ReLU h is

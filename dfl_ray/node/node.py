@@ -455,13 +455,13 @@ class DFLNode:
         first, counted under `stale_dropped`, and do not count towards `buffer_size`. With
         `decay` > 0, a model s rounds stale that the rule accepts as sent is aggregated moved
         towards the own model, to (1 + s) ** -decay of its distance (FedAsync's staleness
-        weighting; `Aggregator.aggregate`): it only loses weight. With `reuse` (needs `keep_latest`), a
-        creator with no new model since the last aggregation counts with its latest one, as
-        stale as it has become (MIFA: Gu et al., "Fast Federated Learning in the Presence of
-        Arbitrary Device Unavailability", NeurIPS 2021): a slow creator's data keeps its share
-        of every aggregation, and a node that outlives its peers keeps aggregating their last
-        models instead of training alone; reused models past `max_staleness` are left out
-        without being counted as dropped again.
+        weighting; `Aggregator.aggregate`): it only loses weight. With `reuse` (needs
+        `keep_latest`), a creator with no new model since the last aggregation counts with its
+        latest one, as stale as it has become (MIFA: Gu et al., "Fast Federated Learning in the
+        Presence of Arbitrary Device Unavailability", NeurIPS 2021): a slow creator's data keeps
+        its share of every aggregation, and a node that outlives its peers keeps aggregating
+        their last models instead of training alone; reused models past `max_staleness` are left
+        out without being counted as dropped again.
         """
         def staleness(creator: bytes, seq: int) -> int:
             stale = max(0, self.seq - seq)
