@@ -134,19 +134,37 @@ def own_seqs(run_dir: Path, node: int) -> list[int]:
         conn.close()
 
 
+def capture_rule_calls(node: DFLNode) -> list[dict[bytes, np.ndarray]]:
+    """Record, for each call of `node`'s rule from now on, the models it got by sender: one
+    call per aggregation, two when the rule kept stale models (as sent, then moved)."""
+    calls: list[dict[bytes, np.ndarray]] = []
+    real = node.aggregator._rule
+
+    def rule(own: Any, own_score: float, senders: Any, models: Any, scores: Any,
+             reputations: Any) -> Any:
+        calls.append({bytes.fromhex(s): np.array(m) for s, m in zip(senders, models, strict=True)})
+        return real(own, own_score, senders, models, scores, reputations)
+
+    node.aggregator._rule = rule  # type: ignore[method-assign]
+    return calls
+
+
 def capture_aggregations(node: DFLNode) -> list[dict[bytes, np.ndarray]]:
-    """Record, for each aggregation `node` runs from now on, the model each sender counts
-    with if the rule accepts it (after staleness weighting); the list fills as the node
-    aggregates."""
+    """Record, for each aggregation `node` runs from now on, the model each sender counted
+    as: the rule's last look at it (moved, when the rule kept a stale model); the list fills
+    as the node aggregates."""
     seen: list[dict[bytes, np.ndarray]] = []
+    calls = capture_rule_calls(node)
     real = node.aggregator.aggregate
 
-    def capture(own: Any, own_score: float, senders: Any, buffered: Any,
-                reputations: Any, shrink: Any = None) -> Any:
-        factors = [1.0] * len(buffered) if shrink is None else list(shrink)
-        seen.append({c: own + np.float32(f) * (b.vec - own) if f < 1.0 else b.vec.copy()
-                     for c, b, f in zip(senders, buffered, factors, strict=True)})
-        return real(own, own_score, senders, buffered, reputations, shrink=shrink)
+    def capture(*args: Any, **kwargs: Any) -> Any:
+        first = len(calls)
+        result = real(*args, **kwargs)
+        merged: dict[bytes, np.ndarray] = {}
+        for call in calls[first:]:
+            merged.update(call)
+        seen.append(merged)
+        return result
 
     node.aggregator.aggregate = capture  # type: ignore[method-assign]
     return seen

@@ -19,7 +19,13 @@ from dfl_ray.models import LeNet, ModelSpec, model_to_vector
 from dfl_ray.node import HostSetup, NodeGroup
 from dfl_ray.node.aggregator import Buffered
 from dfl_ray.topology import build_topology, neighbors
-from tests.helpers import capture_aggregations, genesis_for, small_config, synthetic_arrays
+from tests.helpers import (
+    capture_aggregations,
+    capture_rule_calls,
+    genesis_for,
+    small_config,
+    synthetic_arrays,
+)
 
 ROUNDS = 4
 
@@ -586,11 +592,11 @@ def test_a_stale_model_reaches_the_rule_moved_towards_the_own_model() -> None:
     assert node.aggregate(4, ages={keys[1]: 3}, decay=0.5)
     assert node.counters["stale_dropped"] == 1  # keys[2]: 9 rounds stale, no age known
     # First the models as sent, then (both accepted) the stale one moved.
-    assert [sorted(c) for c in calls] == [sorted([keys[0].hex(), keys[1].hex()])] * 2
-    np.testing.assert_array_equal(calls[0][keys[1].hex()], models[1])
-    np.testing.assert_array_equal(calls[1][keys[0].hex()], models[0])
+    assert [sorted(c) for c in calls] == [sorted([keys[0], keys[1]])] * 2
+    np.testing.assert_array_equal(calls[0][keys[1]], models[1])
+    np.testing.assert_array_equal(calls[1][keys[0]], models[0])
     expected = own + np.float32(3 ** -0.5) * (models[1] - own)  # age 3: 2 rounds stale
-    np.testing.assert_allclose(calls[1][keys[1].hex()], expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(calls[1][keys[1]], expected, rtol=0, atol=1e-6)
     assert node.staleness == {0: 1, 2: 1} and node.counters["decayed"] == 1
 
 
@@ -624,20 +630,6 @@ def capture_weights(node: Any) -> dict[bytes, float]:
 
     node.aggregator.aggregate = capture
     return weights
-
-
-def capture_rule_calls(node: Any) -> list[dict[str, np.ndarray]]:
-    """Record, for each call of the node's rule, the models it saw by sender (hex key)."""
-    calls: list[dict[str, np.ndarray]] = []
-    real = node.aggregator._rule
-
-    def rule(own: Any, own_score: float, senders: Any, models: Any, scores: Any,
-             reputations: Any) -> Any:
-        calls.append({s: np.array(m) for s, m in zip(senders, models, strict=True)})
-        return real(own, own_score, senders, models, scores, reputations)
-
-    node.aggregator._rule = rule
-    return calls
 
 
 def test_a_straggler_measures_what_it_received_from_their_median_not_its_stale_model() -> None:
