@@ -247,9 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
     print()
     print(format_table(rows, ["schedule", "variant", "seed", "stragglers", "seconds", "honest",
-                              "others",
-                              "stragglers_acc", "their_rounds", "staleness", "reused_models",
-                              "dropped"]))
+                              "others", "stragglers_acc", "their_rounds", "staleness",
+                              "reused_models", "dropped"]))
     text = markdown(rows, args, slow)
     print()
     print(text)
