@@ -59,8 +59,9 @@ def check_dfl_shield_params(*, clip: float = 2.0, gate: float = 4.0, probe_step:
                             oppose: float = 1.0, coords: int = 32768, reversal: float = 0.0,
                             beta: float = 0.3, penalty: float = 0.3, initial: float = 1.0,
                             floor: float = 0.3, own_weight: float = 1.0,
-                            balance: float = 0.5) -> None:
+                            balance: float = 0.5, entry: float = 0.0) -> None:
     """Raise ValueError naming a parameter outside its range."""
+    check_number("entry", entry, 0.0, 1.0)
     check_number("penalty", penalty, 0.0, 1.0)
     check_number("probe_step", probe_step, 0.0, 1.0, low_open=True)
     check_number("probe_ratio", probe_ratio, 0.0, allow_inf=True)
@@ -84,7 +85,7 @@ def dfl_shield(inp: AggregationInput, *, clip: float = 2.0, gate: float = 4.0,
                oppose: float = 1.0, coords: int = 32768, reversal: float = 0.0,
                beta: float = 0.3, penalty: float = 0.3, initial: float = 1.0,
                floor: float = 0.3, own_weight: float = 1.0,
-               balance: float = 0.5) -> AggregationResult:
+               balance: float = 0.5, entry: float = 0.0) -> AggregationResult:
     """Bound update norms by the median update norm, test each model on the node's validation
     data, and average with recovering reputations (needs `inp.base`; the probe test needs
     `inp.probe` and is skipped without it).
@@ -105,12 +106,16 @@ def dfl_shield(inp: AggregationInput, *, clip: float = 2.0, gate: float = 4.0,
         dfl_guard's symmetric moving average; a larger penalty keeps a sender that fails often,
         even half the time, below the floor).
     initial, floor, own_weight: reputation and weights as in dfl_guard.
+    entry: the reputation from the rounds before this one that a sender needs to get weight
+        (0: none). The floor is checked after this round's update, and a pass lifts R to at
+        least beta, so with beta >= floor a sender that passes one round in two is weighted
+        every time it passes; with entry = floor it must have kept its standing.
     """
     check_dfl_shield_params(clip=clip, gate=gate, probe_step=probe_step,
                             probe_ratio=probe_ratio, probe_slack=probe_slack, oppose=oppose,
                             coords=coords, reversal=reversal, beta=beta, penalty=penalty,
                             initial=initial, floor=floor, own_weight=own_weight,
-                            balance=balance)
+                            balance=balance, entry=entry)
     if inp.base is None:
         raise ValueError("dfl_shield needs AggregationInput.base (the round-start model)")
     own, base, k = inp.own, inp.base, inp.k
@@ -134,7 +139,7 @@ def dfl_shield(inp: AggregationInput, *, clip: float = 2.0, gate: float = 4.0,
 
     prior = inp.get_reputations(float(initial))
     reputation = np.where(accepted, (1.0 - beta) * prior + beta, (1.0 - penalty) * prior)
-    weights = np.where(accepted & (reputation >= floor), reputation, 0.0)
+    weights = np.where(accepted & (reputation >= floor) & (prior >= entry), reputation, 0.0)
     shares = weights / (float(own_weight) + float(weights.sum()))
     # A clipped model is b + p_i (m_i - b) = p_i m_i + (1 - p_i) b: mix rows, own and base.
     coeffs = shares * pull

@@ -118,7 +118,7 @@ def test_shield_is_deterministic() -> None:
                                               ("probe_step", 0.0), ("probe_ratio", -1.0),
                                               ("probe_slack", float("nan")),
                                               ("beta", 0.0), ("coords", 2.5),
-                                              ("own_weight", 0.0)])
+                                              ("own_weight", 0.0), ("entry", 1.5)])
 def test_invalid_shield_params(param: str, value: float) -> None:
     inp, _, _ = make_input()
     with pytest.raises(ValueError, match=param):
@@ -201,3 +201,14 @@ def test_shield_penalty_costs_more_than_a_pass_earns() -> None:
     # with penalty = beta it is dfl_guard's symmetric moving average
     same = dfl_shield(inp, beta=0.3, penalty=0.3)
     assert same.reputations["s6"] == pytest.approx(0.35)
+
+
+def test_shield_entry_withholds_weight_from_a_pass_after_lost_standing() -> None:
+    inp, _, _ = make_input(reputations={"s0": 0.2, "s1": 0.5})
+    plain = dfl_shield(inp)
+    assert plain.reputations["s0"] == pytest.approx(0.44) and plain.weights[0] > 0.0
+    strict = dfl_shield(inp, entry=0.3)
+    assert strict.reputations["s0"] == pytest.approx(0.44)  # the pass still counts ...
+    assert strict.weights[0] == 0.0  # ... but buys no weight this round
+    assert strict.weights[1] > 0.0  # s1 kept its standing (0.5 >= 0.3)
+    assert dfl_shield(inp, entry=0.0).weights.tolist() == plain.weights.tolist()
