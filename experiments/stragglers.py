@@ -174,12 +174,16 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace,
         by.setdefault((r["schedule"], r["variant"], r["stragglers"]), []).append(r)
 
     def cell(group: list[dict[str, Any]] | None, key: str, fmt: str) -> str:
-        values = [r[key] for r in group or [] if r[key] is not None]
+        kept = [r for r in group or [] if r[key] is not None]
+        values = [r[key] for r in kept]
         if not values:
             return "-"
         text = format(float(np.mean(values)), ".0f" if fmt == "d" else fmt)
         if len(values) > 1 and fmt == ".3f":
             text += f" ({min(values):.3f}-{max(values):.3f})"
+        had = sorted({r["seed"] for r in kept})
+        if had != seeds:  # a mean over fewer seeds than the table's says so
+            text += f" [seed{'s' if len(had) > 1 else ''} {', '.join(map(str, had))}]"
         return text
 
     for count in sorted({r["stragglers"] for r in rows}):
