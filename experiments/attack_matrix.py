@@ -55,6 +55,7 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "mimic": ("mimic", {}),
     "gate_edge": ("gate_edge", {}),
     "gate_edge_half": ("gate_edge", {"fraction": 0.5}),
+    "gate_edge_oppose": ("gate_edge", {"oppose": 0.1}),
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
     "label_swap": ("label_swap", {}),

@@ -49,6 +49,12 @@ class GateEdge(Attack):
     from an honest model: s^2 = (fraction gate D)^2 - mean ||u_i - mean(u)||^2. `keep_last`
     is the size of the output layer left as trained (LeNet: 5,010 = 500 x 10 weights + 10
     biases). Without observations yet, the attacker's own update stands in for them.
+
+    Against dfl_guard's opposition test (`oppose` < 1: a model whose update has cosine below
+    -oppose with the receiver's own update is left out), the push is shortened to a and padded
+    with a direction n orthogonal to every honest update observed, at the same distance from
+    the honest models, so that its cosine with each stays above -0.9 x `oppose`: the most
+    push the test lets through.
     """
 
     name: ClassVar[str] = "gate_edge"
@@ -59,12 +65,15 @@ class GateEdge(Attack):
     """Where inside the gate radius to sit: 0.95 just inside, 0.5 at half (never clipped)."""
     keep_last: int = 5010
     """Trailing coordinates published as trained (the output layer)."""
+    oppose: float = 1.0
+    """The opposition test of the defense attacked (dfl_guard's default 1: off)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("gate", self.gate)
         check_positive("fraction", self.fraction)
         check_keep_last(self.keep_last)
+        check_positive("oppose", self.oppose)
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:
@@ -88,7 +97,22 @@ class GateEdge(Attack):
             gate_d = float(np.sqrt(2.0)) * float(np.linalg.norm(own))
         reach = float(self.fraction) * float(self.gate) * gate_d
         s = float(np.sqrt(max(reach * reach - spread, 0.0)))
-        out[:body] = (base[:body] + mean - (s / norm) * mean).astype(np.float32)
+        direction = mean / norm
+        # cos(-a d + n, u_j) = -a c_j / |.|, c_j = cos(d, u_j): keep a / |.| <= q
+        lengths = np.linalg.norm(u, axis=1)
+        c = float(np.max((u @ direction)[lengths > 0] / lengths[lengths > 0]))
+        q = 0.9 * float(self.oppose) / c if c > 0.0 else np.inf
+        if q >= 1.0 or s <= norm:
+            out[:body] = (base[:body] + (norm - s) * direction).astype(np.float32)
+            return out
+        # The push a and padding |n| keep the distance to the honest models, (norm + a)^2 +
+        # |n|^2 = s^2, with |n|^2 = a^2 (1 / q^2 - 1).
+        a = q * q * (-norm + float(np.sqrt(norm * norm + (s * s - norm * norm) / (q * q))))
+        pad = rng.standard_normal(body)
+        basis, _ = np.linalg.qr(u.T)  # the observed updates' span, orthonormal
+        pad -= basis @ (basis.T @ pad)
+        pad *= a * float(np.sqrt(1.0 / (q * q) - 1.0)) / float(np.linalg.norm(pad))
+        out[:body] = (base[:body] - a * direction + pad).astype(np.float32)
         return out
 
 

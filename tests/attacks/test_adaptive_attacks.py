@@ -162,3 +162,24 @@ def test_sentinel_edge_is_shortened_to_the_clip_radius() -> None:
     body = update[:-100]
     assert float(body @ expected) / (np.linalg.norm(body) * np.linalg.norm(expected)) == \
         pytest.approx(1.0)
+
+
+def test_gate_edge_against_the_opposition_test_keeps_every_cosine_above_its_bound() -> None:
+    out, _, base, _ = published("gate_edge", keep_last=0, oppose=0.1)
+    plain, _, _, _ = published("gate_edge", keep_last=0)
+    _, _, observed = setting()
+    honest = observed.astype(np.float64)
+    body = (out - base).astype(np.float64)
+    cosines = honest @ body / (np.linalg.norm(honest, axis=1) * np.linalg.norm(body))
+    assert cosines.min() >= -0.1  # passes a receiver whose own update is any honest one
+    mean = honest.mean(axis=0)
+    assert float(body @ mean) < 0.0  # still against the honest mean, but by less
+    assert float(body @ mean) > float((plain - base).astype(np.float64) @ mean)
+    # at the plain attack's distance from the honest models
+    far = np.median([np.linalg.norm(body - row) for row in honest])
+    plain_far = np.median([np.linalg.norm((plain - base).astype(np.float64) - row)
+                           for row in honest])
+    assert far == pytest.approx(plain_far, rel=0.05)
+    # oppose = 1 (the test off) is the plain attack
+    same, _, _, _ = published("gate_edge", keep_last=0, oppose=1.0)
+    np.testing.assert_array_equal(same, plain)
