@@ -209,7 +209,8 @@ class AttackConfig:
     and min_sum gamma_init (10, start of the search for the perturbation's size); mimic
     iterations (20, power iterations for the direction of largest honest variance); gate_edge
     gate (3, the gate attacked), fraction (0.95 of the gate radius), keep_last (5010, trailing
-    coordinates published as trained: LeNet's output layer); shield_edge clip (2, the clip
+    coordinates published as trained: LeNet's output layer), oppose (1: off; below 1, the
+    opposition test attacked, kept passing by padding the push); shield_edge clip (2, the clip
     attacked), fraction (0.95), keep_last (5010); sentinel_edge z (1, honest standard
     deviations below the honest mean), clip (2, the clip attacked), fraction (0.95), keep_last
     (5010); backdoor target (0), size (3,
