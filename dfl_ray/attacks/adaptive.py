@@ -74,6 +74,9 @@ class GateEdge(Attack):
         check_positive("fraction", self.fraction)
         check_keep_last(self.keep_last)
         check_positive("oppose", self.oppose)
+        if self.oppose > 1.0:
+            raise ValueError(f"attack parameter oppose must be in (0, 1] (1: the test off), "
+                             f"got {self.oppose!r}")
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:

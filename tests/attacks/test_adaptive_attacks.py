@@ -117,6 +117,8 @@ def test_backdoor_scale_boosts_the_update_and_test_set_drops_the_target() -> Non
     ("mimic", {"iterations": 0}, "iterations"),
     ("gate_edge", {"fraction": -1.0}, "fraction"),
     ("gate_edge", {"keep_last": -1}, "keep_last"),
+    ("gate_edge", {"oppose": 0.0}, "oppose"),
+    ("gate_edge", {"oppose": 1.5}, "oppose"),
     ("backdoor", {"fraction": 1.5}, "fraction"),
     ("backdoor", {"size": 0}, "size"),
     ("backdoor", {"target": -1}, "target"),
