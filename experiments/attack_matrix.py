@@ -4,10 +4,11 @@
         --attacks none gate_edge backdoor min_max --defenses dfl_guard dfl_shield \
         --partitions dirichlet0.1 labels2 --seeds 0 1 2 --parallel 2 --write-results
 
-Each trial is one full run of the main job (10 nodes on dfl10, 3 attackers, 40 sync rounds)
-in its own run folder under --out; trials run as Ray tasks, --parallel at a time (1: one after
-the other), each with its host actors sized to its share of the CPUs. For every (partition,
-defense, seed) the same run with the attackers and their shards taken out of the network
+Each trial is one full run of the main job (10 nodes on dfl10, 3 attackers, 40 sync rounds;
+--malicious 1 2 3 runs each attack with 1, 2 and 3 of them, the last nodes) in its own run
+folder under --out; trials run as Ray tasks, --parallel at a time (1: one after the other),
+each with its host actors sized to its share of the CPUs. For every (partition, defense, seed,
+count of attackers) the same run with the attackers and their shards taken out of the network
 ("removed") is run too: a cell is judged against the removed run of the same seed, not against
 a fixed figure, because some seeds give the attackers most of a digit's images (Dirichlet(0.1)
 seed 2; docs/results.md, "Attack matrix"). The targets, per cell: honest mean >= 0.93 and at
@@ -16,7 +17,7 @@ most 0.01 below the removed run of the same seed, backdoor success <= 5 %.
 Writes matrix.json (every trial's summary, accumulated across invocations), matrix.md (mean and
 worst over seeds of the honest mean, its gap to the removed run, and the backdoor success) and
 matrix.png (a heatmap of the worst gap), and with --write-results the table into
-docs/results.md (section attack_matrix).
+docs/results.md (section attack_matrix; with other --malicious counts, a section of its own).
 """
 
 from __future__ import annotations
@@ -76,20 +77,29 @@ MALICIOUS = 3
 NODES = 10
 
 
+def trial_name(part: str, attack: str, defense: str, seed: int, malicious: int = MALICIOUS) -> str:
+    """The trial's run folder and matrix.json key; a count of attackers other than the default
+    is part of it (`__f2`), and `none` (no attacker) has one trial whatever the count."""
+    count = "" if malicious == MALICIOUS or attack == "none" else f"__f{malicious}"
+    return f"{part}__{attack}__{defense}{count}__s{seed}"
+
+
 def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str, seed: int,
-                 cpus_per_host: float) -> dict[str, Any]:
-    """The config of one trial; attack "removed" is the honest nodes alone."""
-    name = f"{part}__{attack}__{defense}__s{seed}"
+                 cpus_per_host: float, malicious: int = MALICIOUS) -> dict[str, Any]:
+    """The config of one trial: `malicious` attackers, the last nodes; attack "removed" is the
+    run with those nodes and their shards taken out (the honest nodes alone)."""
+    name = trial_name(part, attack, defense, seed, malicious)
     removed = attack == "removed"
     kind, params = ("none", {}) if removed else ATTACKS[attack]
+    last = list(range(NODES - malicious, NODES))
     return {
         "experiment": {"name": name, "out": str(args.out), "rounds": args.rounds,
                        "eval_every": args.eval_every, "seed": seed, "overwrite": True,
                        "progress": False},
         "data": {"data_dir": args.data_dir, **PARTITIONS[part]},
-        "attack": {"kind": kind, "malicious": 0 if kind == "none" else MALICIOUS,
+        "attack": {"kind": kind, "malicious": 0 if kind == "none" else malicious,
                    "params": dict(params)},
-        "topology": {"absent": list(range(NODES - MALICIOUS, NODES)) if removed else []},
+        "topology": {"absent": last if removed else []},
         "defense": defense_section(defense),
         "runtime": {"hosts": args.hosts, "cpus_per_host": cpus_per_host},
     }
@@ -110,46 +120,64 @@ def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     return run_experiment(config_from_dict(dict(config)), quiet=True)
 
 
-def trials(args: argparse.Namespace) -> list[tuple[str, str, str, int]]:
+def trials(args: argparse.Namespace) -> list[tuple[str, str, str, int, int]]:
+    """(partition, attack, defense, seed, attackers) of every trial selected, `none` once."""
     out = []
     for part in args.partitions:
         for seed in args.seeds:
             for defense in args.defenses:
                 for attack in [*args.attacks, *([] if args.no_removed else ["removed"])]:
-                    out.append((part, attack, defense, seed))
+                    for malicious in args.malicious[:1] if attack == "none" else args.malicious:
+                        out.append((part, attack, defense, seed, malicious))
     return out
 
 
 def summarize(results: Mapping[str, Any], args: argparse.Namespace) -> tuple[str, list[Any]]:
     """The markdown table and the heatmap's rows (row label, defense, worst gap)."""
-    lines = ["| partition | attack | defense | honest mean (mean / worst over seeds) | "
+    lines = ["| partition | attack | attackers | defense | honest mean (mean / worst over seeds) | "
              "gap to removed, same seed (mean / worst) | backdoor success (mean / worst) | seeds |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     heat: list[Any] = []
+    counts = getattr(args, "malicious", [MALICIOUS])
     for part in args.partitions:
         for attack in [*args.attacks, "removed"]:
-            for defense in args.defenses:
-                accs, gaps, bds, seeds = [], [], [], []
-                for seed in args.seeds:
-                    s = results.get(f"{part}__{attack}__{defense}__s{seed}")
-                    if s is None:
+            for malicious in counts[:1] if attack == "none" else counts:
+                for defense in args.defenses:
+                    accs, gaps, bds, seeds = [], [], [], []
+                    for seed in args.seeds:
+                        s = results.get(trial_name(part, attack, defense, seed, malicious))
+                        if s is None:
+                            continue
+                        seeds.append(seed)
+                        accs.append(s["honest_accuracy_final"])
+                        removed = results.get(trial_name(part, "removed", defense, seed, malicious))
+                        if removed is not None and attack != "removed":
+                            gaps.append(s["honest_accuracy_final"]
+                                        - removed["honest_accuracy_final"])
+                        if s.get("backdoor_success") is not None:
+                            bds.append(s["backdoor_success"])
+                    if not accs:
                         continue
-                    seeds.append(seed)
-                    accs.append(s["honest_accuracy_final"])
-                    removed = results.get(f"{part}__removed__{defense}__s{seed}")
-                    if removed is not None and attack != "removed":
-                        gaps.append(s["honest_accuracy_final"] - removed["honest_accuracy_final"])
-                    if s.get("backdoor_success") is not None:
-                        bds.append(s["backdoor_success"])
-                if not accs:
-                    continue
-                gap = f"{np.mean(gaps):+.3f} / {min(gaps):+.3f}" if gaps else "-"
-                bd = f"{np.mean(bds):.3f} / {max(bds):.3f}" if bds else "-"
-                lines.append(f"| {part} | {attack} | {defense} | {np.mean(accs):.3f} / "
-                             f"{min(accs):.3f} | {gap} | {bd} | {','.join(map(str, seeds))} |")
-                if gaps:
-                    heat.append((f"{part} {attack}", defense, min(gaps)))
+                    gap = f"{np.mean(gaps):+.3f} / {min(gaps):+.3f}" if gaps else "-"
+                    bd = f"{np.mean(bds):.3f} / {max(bds):.3f}" if bds else "-"
+                    who = "0" if attack == "none" else (
+                        f"{malicious} removed" if attack == "removed" else str(malicious))
+                    lines.append(f"| {part} | {attack} | {who} | {defense} | {np.mean(accs):.3f} / "
+                                 f"{min(accs):.3f} | {gap} | {bd} | {','.join(map(str, seeds))} |")
+                    if gaps:
+                        label = f"{part} {attack}" + (
+                            "" if malicious == MALICIOUS or attack == "none" else f" f={malicious}")
+                        heat.append((label, defense, min(gaps)))
     return "\n".join(lines), heat
+
+
+def results_section(counts: list[int]) -> tuple[str, str]:
+    """The docs/results.md section (name, title) a matrix writes: its own for other counts of
+    attackers, so that it leaves the main (3-attacker) table in place."""
+    if counts == [MALICIOUS]:
+        return "attack_matrix", "Attack matrix"
+    return (f"attack_matrix_f{'_'.join(map(str, counts))}",
+            f"Attack matrix with {' or '.join(map(str, counts))} attackers")
 
 
 def plot(heat: list[Any], path: Path) -> None:
@@ -195,10 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", nargs="+", default=["dirichlet0.1", "labels2"],
                         choices=list(PARTITIONS), help="partitions (default: dirichlet0.1 labels2)")
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS),
-                        help="attacks, three attackers each (default: the whole suite)")
+                        help="attacks (default: the whole suite)")
     parser.add_argument("--defenses", nargs="+", default=["dfl_guard", "dfl_shield"],
                         help=f"defenses, each a rule ({', '.join(DEFENSES)}) or a rule with "
                              "parameters, rule:name=value,... (default: dfl_guard dfl_shield)")
+    parser.add_argument("--malicious", type=int, nargs="+", default=[MALICIOUS],
+                        help=f"attackers per trial, the last nodes; several counts run each "
+                             f"attack with each (default: {MALICIOUS}, nodes 7-9)")
     parser.add_argument("--no-removed", action="store_true", help="skip the attackers-removed runs")
     parser.add_argument("--rerun", action="store_true", help="rerun trials already in matrix.json")
     parser.add_argument("--table-only", action="store_true",
@@ -207,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.parallel < 1:
         parser.error("--parallel must be >= 1")
+    bad = [m for m in args.malicious if not 1 <= m < NODES // 2]
+    if bad:
+        parser.error(f"--malicious {bad[0]}: attackers must number 1 to {NODES // 2 - 1} "
+                     f"(a minority of the {NODES} nodes)")
     for defense in args.defenses:
         try:
             config_from_dict({"defense": defense_section(defense)})
@@ -216,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     store = args.out / "matrix.json"
     results: dict[str, Any] = json.loads(store.read_text()) if store.is_file() else {}
     todo = [] if args.table_only else [
-        t for t in trials(args) if args.rerun or f"{t[0]}__{t[1]}__{t[2]}__s{t[3]}" not in results]
+        t for t in trials(args) if args.rerun or trial_name(*t) not in results]
     cpus = float(os.cpu_count() or 1)
     cpus_per_host = max(cpus / (args.parallel * args.hosts), 0.01)
 
@@ -236,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         queue = list(todo)
         while queue or pending:
             while queue and len(pending) < args.parallel:
-                part, attack, defense, seed = queue.pop(0)
-                cfg = trial_config(args, part, attack, defense, seed, cpus_per_host)
+                part, attack, defense, seed, malicious = queue.pop(0)
+                cfg = trial_config(args, part, attack, defense, seed, cpus_per_host, malicious)
                 pending[remote.remote(cfg)] = (cfg["experiment"]["name"], time.perf_counter())
             done, _ = ray.wait(list(pending), num_returns=1)
             name, began = pending.pop(done[0])
@@ -251,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         plot(heat, args.out / "matrix.png")
     print(table)
     if args.write_results:
-        intro = (f"Honest-node mean final accuracy, 10 nodes on `dfl10`, {MALICIOUS} colluding "
-                 f"attackers (nodes 7-9), {args.rounds} sync rounds, seeds "
+        counts = " or ".join(map(str, args.malicious))
+        intro = (f"Honest-node mean final accuracy, {NODES} nodes on `dfl10`, {counts} colluding "
+                 f"attackers (the last nodes: 7-9 for 3), {args.rounds} sync rounds, seeds "
                  f"{', '.join(map(str, args.seeds))}; every trial of {store}. Each cell is judged "
                  "against the run with the attackers and their shards removed, same partition, "
                  "defense and seed (\"gap\"): on some seeds the attackers' shards hold most of a "
@@ -260,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                  "nodes alone reached 0.863 with dfl_guard, measured on main before this "
                  "matrix). The >= 0.93 target is judged together with that run. Targets: "
                  "honest mean >= 0.93 and gap >= -0.01; backdoor success <= 0.05.")
-        print(f"wrote {record_output('attack_matrix', 'Attack matrix', intro + chr(10) * 2 + table, markdown=True)}")
+        section, title = results_section(args.malicious)
+        print(f"wrote {record_output(section, title, intro + chr(10) * 2 + table, markdown=True)}")
     return 0
 
 

@@ -60,3 +60,37 @@ def test_cells_are_judged_against_the_removed_run_of_the_same_seed(matrix: Modul
     assert "0.895 / 0.850" in row  # mean / worst accuracy
     assert "-0.012 / -0.013" in row  # gaps: -0.010 (seed 0) and -0.013 (seed 2)
     assert heat == [("dirichlet0.1 gate_edge", "dfl_shield", pytest.approx(-0.013))]
+
+
+def test_fewer_attackers_are_the_last_nodes_and_judged_against_their_own_removed_run(
+        matrix: ModuleType) -> None:
+    one = config_from_dict(matrix.trial_config(args(), "labels2", "gate_edge", "dfl_guard", 0,
+                                               0.5, malicious=1))
+    assert one.attackers == (9,) and one.experiment.name == "labels2__gate_edge__dfl_guard__f1__s0"
+    gone = config_from_dict(matrix.trial_config(args(), "labels2", "removed", "dfl_guard", 0,
+                                                0.5, malicious=2))
+    assert gone.topology.absent == (8, 9) and not gone.attackers
+    # The default count keeps the names of earlier matrices; `none` has one trial for any count.
+    assert matrix.trial_name("labels2", "gate_edge", "dfl_guard", 0) == "labels2__gate_edge__dfl_guard__s0"
+    many = args(malicious=[1, 3], attacks=["none", "gate_edge"])
+    assert [t[1:] for t in matrix.trials(many) if t[3] == 0] == [
+        ("none", "dfl_shield", 0, 1), ("gate_edge", "dfl_shield", 0, 1),
+        ("gate_edge", "dfl_shield", 0, 3), ("removed", "dfl_shield", 0, 1),
+        ("removed", "dfl_shield", 0, 3)]
+
+    def run(acc: float) -> dict[str, float | None]:
+        return {"honest_accuracy_final": acc, "backdoor_success": None}
+
+    results = {
+        "dirichlet0.1__gate_edge__dfl_shield__f1__s0": run(0.94),
+        "dirichlet0.1__removed__dfl_shield__f1__s0": run(0.945),
+        "dirichlet0.1__gate_edge__dfl_shield__s0": run(0.10),
+        "dirichlet0.1__removed__dfl_shield__s0": run(0.95),
+    }
+    table, heat = matrix.summarize(results, args(malicious=[1, 3], seeds=[0]))
+    rows = [line for line in table.splitlines() if "| gate_edge |" in line]
+    assert "| 1 |" in rows[0] and "-0.005 / -0.005" in rows[0]
+    assert "| 3 |" in rows[1] and "-0.850 / -0.850" in rows[1]
+    assert [h[0] for h in heat] == ["dirichlet0.1 gate_edge f=1", "dirichlet0.1 gate_edge"]
+    assert matrix.results_section([3]) == ("attack_matrix", "Attack matrix")
+    assert matrix.results_section([1, 2])[0] == "attack_matrix_f1_2"
