@@ -287,8 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.write_results:
         counts = " or ".join(map(str, args.malicious))
+        who = ", ".join(f"{NODES - 1}" if m == 1 else f"{NODES - m}-{NODES - 1}"
+                        for m in args.malicious)
         intro = (f"Honest-node mean final accuracy, {NODES} nodes on `dfl10`, {counts} colluding "
-                 f"attackers (the last nodes: 7-9 for 3), {args.rounds} sync rounds, seeds "
+                 f"attackers (nodes {who}), {args.rounds} sync rounds, seeds "
                  f"{', '.join(map(str, args.seeds))}; every trial of {store}. Each cell is judged "
                  "against the run with the attackers and their shards removed, same partition, "
                  "defense and seed (\"gap\"): on some seeds the attackers' shards hold most of a "
