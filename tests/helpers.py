@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,19 @@ from dfl_ray.messages import TxMessage
 from dfl_ray.models import LeNet, ModelSpec, model_to_vector
 from dfl_ray.node import DFLNode, HostSetup, NodeGroup, make_genesis
 from dfl_ray.topology import build_topology, neighbors
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str) -> ModuleType:
+    """Import a script of the repository (experiments/, benchmarks/) as a module, by path."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # dataclasses in the script look their module up here
+    spec.loader.exec_module(module)
+    return module
 
 
 def synthetic_arrays(n_train: int = 240, n_test: int = 60, seed: int = 0) -> dict[str, np.ndarray]:

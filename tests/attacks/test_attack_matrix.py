@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from dfl_ray.config import config_from_dict
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def matrix() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("attack_matrix",
-                                                  ROOT / "experiments" / "attack_matrix.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["attack_matrix"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/attack_matrix.py")
 
 
 def args(**over: object) -> argparse.Namespace:
@@ -45,10 +36,12 @@ def test_every_suite_attack_and_the_removed_run_make_valid_configs(matrix: Modul
             assert cfg.attackers == (7, 8, 9)
 
 
-def test_cells_are_judged_against_the_removed_run_of_the_same_seed(matrix: ModuleType) -> None:
-    def run(acc: float, backdoor: float | None = None) -> dict[str, float | None]:
-        return {"honest_accuracy_final": acc, "backdoor_success": backdoor}
+def run(acc: float, backdoor: float | None = None) -> dict[str, float | None]:
+    """A trial's summary as summarize reads it."""
+    return {"honest_accuracy_final": acc, "backdoor_success": backdoor}
 
+
+def test_cells_are_judged_against_the_removed_run_of_the_same_seed(matrix: ModuleType) -> None:
     results = {
         "dirichlet0.1__gate_edge__dfl_shield__s0": run(0.94),
         "dirichlet0.1__gate_edge__dfl_shield__s2": run(0.85),
@@ -77,9 +70,6 @@ def test_fewer_attackers_are_the_last_nodes_and_judged_against_their_own_removed
         ("none", "dfl_shield", 0, 1), ("gate_edge", "dfl_shield", 0, 1),
         ("gate_edge", "dfl_shield", 0, 3), ("removed", "dfl_shield", 0, 1),
         ("removed", "dfl_shield", 0, 3)]
-
-    def run(acc: float) -> dict[str, float | None]:
-        return {"honest_accuracy_final": acc, "backdoor_success": None}
 
     results = {
         "dirichlet0.1__gate_edge__dfl_shield__f1__s0": run(0.94),

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def het() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("heterogeneity",
-                                                  ROOT / "experiments" / "heterogeneity.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["heterogeneity"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/heterogeneity.py")
 
 
 def test_spread_ratio_is_the_mean_squared_deviation_over_the_squared_mean(het: ModuleType) -> None:
