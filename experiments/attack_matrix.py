@@ -138,7 +138,7 @@ def summarize(results: Mapping[str, Any], args: argparse.Namespace) -> tuple[str
              "gap to removed, same seed (mean / worst) | backdoor success (mean / worst) | seeds |",
              "|---|---|---|---|---|---|---|---|"]
     heat: list[Any] = []
-    counts = getattr(args, "malicious", [MALICIOUS])
+    counts = args.malicious
     for part in args.partitions:
         for attack in [*args.attacks, "removed"]:
             for malicious in counts[:1] if attack == "none" else counts:
@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.parallel < 1:
         parser.error("--parallel must be >= 1")
+    args.malicious = sorted(set(args.malicious))
     bad = [m for m in args.malicious if not 1 <= m < NODES // 2]
     if bad:
         parser.error(f"--malicious {bad[0]}: attackers must number 1 to {NODES // 2 - 1} "

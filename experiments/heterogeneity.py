@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from dfl_ray.config import config_from_dict
-from dfl_ray.data import load_dataset, partition
+from dfl_ray.data import DataNotFoundError, Dataset, load_dataset, partition
 from dfl_ray.models.flat import model_to_vector, vector_to_model
 from dfl_ray.models.registry import build_model
 from dfl_ray.models.training import (
@@ -73,11 +73,10 @@ def full_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
     return grad.detach().numpy().astype(np.float64)
 
 
-def measure(part: str, seed: int, rounds: list[int], data_dir: str | None) -> list[dict[str, float]]:
+def measure(part: str, seed: int, rounds: list[int], data: Dataset) -> list[dict[str, float]]:
     """rho of gradients and updates, and test accuracy, at the start of each round in `rounds`."""
-    cfg = config_from_dict({"data": {"data_dir": data_dir, **PARTITIONS[part]},
+    cfg = config_from_dict({"data": {"dataset": data.name, **PARTITIONS[part]},
                             "experiment": {"seed": seed}})
-    data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
     shards = partition(data.train_labels.numpy(), cfg.topology.nodes, kind=cfg.data.partition,
                        seed=seed, val_fraction=cfg.data.val_fraction, alpha=cfg.data.alpha,
                        labels_per_node=cfg.data.labels_per_node)[:HONEST]
@@ -130,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.rounds) < 0:
         parser.error("--rounds must be >= 0")
     torch.set_num_threads(1)
+    try:
+        data = load_dataset("mnist", args.data_dir)
+    except DataNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     with Tee() as tee:
         print(f"{HONEST} honest nodes (0-6 of the main job's 10), FedAvg, one local epoch a round.")
         print("rho = mean_i ||v_i - mean||^2 / ||mean||^2 over the honest nodes' full-batch "
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{'1/(2+rho g)':>13}{'rho u':>9}{'1/(2+rho u)':>13}")
         for part in args.partitions:
             for seed in args.seeds:
-                for row in measure(part, seed, sorted(set(args.rounds)), args.data_dir):
+                for row in measure(part, seed, sorted(set(args.rounds)), data):
                     rg, ru = row["rho_gradient"], row["rho_update"]
                     print(f"{part:<13}{seed:>5}{row['round']:>6}{row['accuracy']:>10.3f}"
                           f"{rg:>9.2f}{1 / (2 + rg):>13.3f}{ru:>9.2f}{1 / (2 + ru):>13.3f}",

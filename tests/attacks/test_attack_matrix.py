@@ -20,7 +20,7 @@ def matrix() -> ModuleType:
 def args(**over: object) -> argparse.Namespace:
     values = {"out": Path("/tmp/m"), "rounds": 3, "eval_every": 1, "data_dir": None, "hosts": 1,
               "partitions": ["dirichlet0.1"], "attacks": ["gate_edge"], "defenses": ["dfl_shield"],
-              "seeds": [0, 2], "no_removed": False}
+              "seeds": [0, 2], "no_removed": False, "malicious": [3]}
     values.update(over)
     return argparse.Namespace(**values)
 

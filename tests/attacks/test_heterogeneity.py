@@ -8,6 +8,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from dfl_ray.data import load_dataset
 from tests.helpers import load_script
 
 
@@ -26,8 +27,9 @@ def test_spread_ratio_is_the_mean_squared_deviation_over_the_squared_mean(het: M
 
 @pytest.mark.slow
 def test_two_labels_per_node_spread_wider_than_iid_shards(het: ModuleType, data_dir: Path) -> None:
-    iid = het.measure("iid", 0, [0, 1], str(data_dir))
-    skewed = het.measure("labels2", 0, [0, 1], str(data_dir))
+    data = load_dataset("mnist", data_dir)
+    iid = het.measure("iid", 0, [0, 1], data)
+    skewed = het.measure("labels2", 0, [0, 1], data)
     assert [row["round"] for row in iid] == [0, 1]
     for a, b in zip(iid, skewed, strict=True):
         assert a["rho_gradient"] < b["rho_gradient"] and a["rho_update"] < b["rho_update"]
