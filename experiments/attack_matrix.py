@@ -35,14 +35,11 @@ import numpy as np
 import ray
 
 from dfl_ray.config import config_from_dict
+from dfl_ray.data import NAMED_PARTITIONS
 from dfl_ray.results import add_results_argument, record_output
 from dfl_ray.runner import run_experiment
 
-PARTITIONS: dict[str, dict[str, Any]] = {
-    "iid": {"partition": "iid"},
-    "dirichlet0.1": {"partition": "dirichlet", "alpha": 0.1},
-    "labels2": {"partition": "labels_per_node", "labels_per_node": 2},
-}
+PARTITIONS = NAMED_PARTITIONS
 # The suite: attack name -> (kind, params). Three attackers in every cell but "none".
 ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "none": ("none", {}),

@@ -22,14 +22,11 @@ from typing import Any
 import ray
 
 from dfl_ray.config import config_from_dict
+from dfl_ray.data import NAMED_PARTITIONS
 from dfl_ray.results import add_results_argument, record_output
 from dfl_ray.runner import run_experiment
 
-PARTITIONS = {
-    "iid": {"partition": "iid"},
-    "dirichlet0.1": {"partition": "dirichlet", "alpha": 0.1},
-    "labels2": {"partition": "labels_per_node", "labels_per_node": 2},
-}
+PARTITIONS = NAMED_PARTITIONS
 ATTACKS = {
     "none": {"kind": "none", "malicious": 0},
     "1 random": {"kind": "random_model", "malicious": 1},

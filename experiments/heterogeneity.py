@@ -24,31 +24,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from dfl_ray.config import config_from_dict
-from dfl_ray.data import DataNotFoundError, Dataset, load_dataset, partition
+from dfl_ray.data import NAMED_PARTITIONS, DataNotFoundError, Dataset, load_dataset, partition
 from dfl_ray.models.flat import model_to_vector, vector_to_model
 from dfl_ray.models.registry import build_model
-from dfl_ray.models.training import (
-    SGDSettings,
-    evaluate,
-    make_optimizer,
-    steps_per_epoch,
-    to_input,
-    train_steps,
-)
+from dfl_ray.models.training import evaluate, make_optimizer, to_input, train_steps
+from dfl_ray.node.build import local_steps, sgd_settings
 from dfl_ray.results import Tee, add_results_argument, record_output
 
-PARTITIONS: dict[str, dict[str, Any]] = {
-    "iid": {"partition": "iid"},
-    "dirichlet0.1": {"partition": "dirichlet", "alpha": 0.1},
-    "labels2": {"partition": "labels_per_node", "labels_per_node": 2},
-}
+PARTITIONS = NAMED_PARTITIONS
 HONEST = 7
 """Nodes 0-6: the main job's ten nodes without its three attackers."""
 
@@ -84,8 +73,7 @@ def measure(part: str, seed: int, rounds: list[int], data: Dataset) -> list[dict
     shape = data.image_shape
     model = build_model(cfg.model.name, in_channels=1 if len(shape) == 2 else shape[0],
                         num_classes=data.num_classes, image_size=shape[-1])  # the genesis model
-    sgd = SGDSettings(lr=cfg.training.lr, momentum=cfg.training.momentum,
-                      weight_decay=cfg.training.weight_decay)
+    sgd = sgd_settings(cfg)
     rng = np.random.default_rng(seed)
     weights = np.array([len(s.train) for s in shards], dtype=np.float64)
     start = model_to_vector(model)
@@ -97,10 +85,9 @@ def measure(part: str, seed: int, rounds: list[int], data: Dataset) -> list[dict
             if r in rounds:
                 idx = torch.from_numpy(shard.train)
                 grads.append(full_gradient(model, data.train_images[idx], data.train_labels[idx]))
-            steps = max(1, round(cfg.training.local_epochs
-                                 * steps_per_epoch(len(shard.train), cfg.training.batch_size)))
             train_steps(model, make_optimizer(model, sgd), data.train_images, data.train_labels,
-                        batch_size=cfg.training.batch_size, steps=steps, rng=rng,
+                        batch_size=cfg.training.batch_size,
+                        steps=local_steps(cfg, len(shard.train)), rng=rng,
                         indices=shard.train)
             updates.append(model_to_vector(model).astype(np.float64) - start)
         if r in rounds:

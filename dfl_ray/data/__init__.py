@@ -8,6 +8,7 @@ from dfl_ray.data.datasets import (
     resolve_data_dir,
 )
 from dfl_ray.data.partition import (
+    NAMED_PARTITIONS,
     PARTITIONERS,
     NodeShard,
     label_histogram,
@@ -16,6 +17,7 @@ from dfl_ray.data.partition import (
 
 __all__ = [
     "DATASETS",
+    "NAMED_PARTITIONS",
     "PARTITIONERS",
     "DataNotFoundError",
     "Dataset",

@@ -20,6 +20,14 @@ class NodeShard:
         return np.concatenate([self.train, self.val])
 
 
+
+NAMED_PARTITIONS: dict[str, dict[str, object]] = {
+    "iid": {"partition": "iid"},
+    "dirichlet0.1": {"partition": "dirichlet", "alpha": 0.1},
+    "labels2": {"partition": "labels_per_node", "labels_per_node": 2},
+}
+"""The experiment scripts' partitions by name, as config `data` sections."""
+
 def label_histogram(labels: np.ndarray, indices: np.ndarray, num_classes: int) -> np.ndarray:
     """Count of each label among `labels[indices]` (for logging the non-IID skew)."""
     return np.bincount(labels[indices], minlength=num_classes)

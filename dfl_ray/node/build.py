@@ -100,20 +100,33 @@ def resolve_device(requested: str, gpus: float) -> str:
     return "cuda" if has_gpu else "cpu"
 
 
+def local_steps(config: Config, n_train: int) -> int:
+    """SGD steps of one local round on a shard of `n_train` images: `training.local_steps`, or
+    `training.local_epochs` passes over the shard."""
+    training = config.training
+    return training.local_steps or max(
+        1, round(training.local_epochs * steps_per_epoch(n_train, training.batch_size))
+    )
+
+
+def sgd_settings(config: Config) -> SGDSettings:
+    """The config's local SGD settings."""
+    t = config.training
+    return SGDSettings(t.lr, t.momentum, t.weight_decay)
+
+
 def node_params(config: Config, node_id: int, peers: tuple[int, ...], n_train: int,
                 device: str) -> NodeParams:
     """A node's role from the config: local steps from its shard size, rule, momentum, colluders."""
     cfg = config
-    steps = cfg.training.local_steps or max(
-        1, round(cfg.training.local_epochs * steps_per_epoch(n_train, cfg.training.batch_size))
-    )
+    steps = local_steps(cfg, n_train)
     attackers = set(cfg.attackers)
     return NodeParams(
         node_id=node_id,
         peers=peers,
         local_steps=steps,
         batch_size=cfg.training.batch_size,
-        sgd=SGDSettings(cfg.training.lr, cfg.training.momentum, cfg.training.weight_decay),
+        sgd=sgd_settings(cfg),
         rule=cfg.defense.rule,
         rule_params=dict(cfg.defense.params),
         buffer_size=cfg.defense.buffer_size,
