@@ -162,6 +162,10 @@ class DefenseConfig:
     """Rule parameters (flag form: name=value,name=value)."""
     momentum: float | None = None
     """Server momentum beta in [0, 1) on each aggregation's result (FedAvgM); none: 0.5 for dfl_guard, dfl_shield and dfl_sentinel, 0 for the other rules."""
+    accept: float | None = None
+    """Acceptance test (dfl_ray.defense.accept): a node keeps the longest step towards the
+    aggregate whose loss on its own validation split is at most this many nats above its
+    freshly trained model's; none: off."""
 
     @property
     def effective_momentum(self) -> float:
@@ -184,6 +188,13 @@ class DefenseConfig:
         if self.momentum is not None:
             try:
                 check_momentum(self.momentum)
+            except ValueError as exc:
+                raise ConfigError(f"defense.{exc}") from exc
+        if self.accept is not None:
+            from dfl_ray.defense.accept import check_tolerance
+
+            try:
+                check_tolerance(self.accept)
             except ValueError as exc:
                 raise ConfigError(f"defense.{exc}") from exc
 

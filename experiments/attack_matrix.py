@@ -102,14 +102,22 @@ def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str,
     }
 
 
+NODE_KEYS = ("momentum", "accept")
+"""Keys of a defense spec that are `defense.*` settings of every node, not rule parameters."""
+
+
 def defense_section(defense: str) -> dict[str, Any]:
-    """`rule` or `rule:name=value,...` (a rule with parameters) as a config defense section."""
+    """`rule` or `rule:name=value,...` (a rule with parameters) as a config defense section;
+    `momentum` and `accept` among them set `defense.momentum` and `defense.accept`."""
     rule, _, params = defense.partition(":")
-    values = {}
+    section: dict[str, Any] = {"rule": rule, "params": {}}
     for item in filter(None, params.split(",")):
         key, _, value = item.partition("=")
-        values[key] = float(value)
-    return {"rule": rule, "params": values}
+        if key in NODE_KEYS:
+            section[key] = float(value)
+        else:
+            section["params"][key] = float(value)
+    return section
 
 
 def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="attacks (default: the whole suite)")
     parser.add_argument("--defenses", nargs="+", default=["dfl_guard", "dfl_shield"],
                         help=f"defenses, each a rule ({', '.join(DEFENSES)}) or a rule with "
-                             "parameters, rule:name=value,... (default: dfl_guard dfl_shield)")
+                             "parameters, rule:name=value,... (momentum=B and accept=T there set "
+                             "defense.momentum and defense.accept; default: dfl_guard dfl_shield)")
     parser.add_argument("--malicious", type=int, nargs="+", default=[MALICIOUS],
                         help=f"attackers per trial, the last nodes; several counts run each "
                              f"attack with each (default: {MALICIOUS}, nodes 7-9)")

@@ -15,6 +15,7 @@ from dfl_ray.defense import (
     rule_uses_head,
     rule_uses_probe,
 )
+from dfl_ray.defense.accept import accept_step, check_tolerance
 from dfl_ray.defense.momentum import check_momentum, momentum_step
 from dfl_ray.models.flat import ModelSpec
 from dfl_ray.node.params import NodeParams
@@ -36,6 +37,9 @@ class Aggregated:
     model: np.ndarray
     reputations: dict[str, float]
     weights: np.ndarray
+    step: float = 1.0
+    """The share of the way to the rule's (and momentum's) model that the acceptance test
+    kept: 1 with the test off or passed, 0 when the node kept its own model."""
 
 
 def find_head(spec: ModelSpec, classes: int) -> tuple[slice | None, int | None]:
@@ -69,8 +73,11 @@ class Aggregator:
                  initial: np.ndarray, keep_base: bool = False,
                  probe: Callable[[np.ndarray], float] | None = None) -> None:
         self.params = params
-        # The validation-loss probe (Learner.loss), handed only to rules that call it.
-        self.probe = probe if rule_uses_probe(params.rule, params.rule_params) else None
+        self.accept = check_tolerance(params.accept)
+        # The validation-loss probe (Learner.loss), kept only when the rule or the acceptance
+        # test calls it.
+        wanted = rule_uses_probe(params.rule, params.rule_params) or np.isfinite(self.accept)
+        self.probe = probe if wanted else None
         self.rule = get_rule(params.rule)
         self.rule_uses_base = rule_uses_base(params.rule, params.rule_params)
         self.keeps_base = self.rule_uses_base or keep_base
@@ -121,8 +128,15 @@ class Aggregator:
         model = result.model
         if self.anchor is not None and self.velocity is not None:
             model = momentum_step(self.anchor, model, self.velocity, self.momentum)
+        step = 1.0
+        if self.probe is not None and np.isfinite(self.accept):
+            model, step = accept_step(own, model, self.probe, self.accept)
+            if step < 1.0 and self.anchor is not None and self.velocity is not None:
+                # The velocity carries on the move made, not the one the test cut short.
+                np.subtract(self.anchor, model, out=self.velocity)
+        if self.anchor is not None:
             self.anchor = model
-        return Aggregated(model, dict(result.reputations), result.weights)
+        return Aggregated(model, dict(result.reputations), result.weights, step)
 
     def _rule(self, own: np.ndarray, own_score: float, senders: Sequence[str],
               models: Sequence[np.ndarray], scores: Sequence[float],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,7 @@ def node_params(config: Config, node_id: int, peers: tuple[int, ...], n_train: i
         rule_params=dict(cfg.defense.params),
         buffer_size=cfg.defense.buffer_size,
         momentum=cfg.defense.effective_momentum,
+        accept=math.inf if cfg.defense.accept is None else float(cfg.defense.accept),
         max_clock_skew_s=cfg.ledger.max_clock_skew_s,
         seed=cfg.experiment.seed,
         device=device,

@@ -532,6 +532,8 @@ class DFLNode:
             self.counters["aggregations"] += 1
             self.counters["accepted_models"] += int(np.count_nonzero(result.weights))
             self.counters["offered_models"] += len(creators)
+            if result.step < 1.0:  # the acceptance test cut the step short
+                self.counters["accept_shortened"] += 1
             if reused:
                 self.counters["reused"] += len(reused)
         return True

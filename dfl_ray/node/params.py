@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ class NodeParams:
     buffer_size: int = 4
     momentum: float = 0.0
     """Server momentum applied to the rule's result (dfl_ray.defense.momentum); 0 turns it off."""
+    accept: float = math.inf
+    """Tolerance of the acceptance test (dfl_ray.defense.accept) in nats; inf turns it off."""
     max_clock_skew_s: float = 5.0
     seed: int = 0
     device: str = "cpu"
