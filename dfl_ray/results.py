@@ -24,14 +24,19 @@ RESULTS_PATH = REPO_ROOT / "docs" / "results.md"
 TITLE = "# Measured results\n"
 
 
+def check_section_name(name: str) -> None:
+    """ValueError unless `name` is made of letters, digits, '_', '.' and '-'."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"section name must be letters, digits, '_', '.' or '-', got {name!r}")
+
+
 def write_section(name: str, markdown: str, path: Path | None = None) -> Path:
     """Put `markdown` in section `name` of `path` (default docs/results.md); return the path.
 
     ValueError if `name` is not made of letters, digits, '_', '.' and '-', or if the file holds
     a begin or end marker of that name without its partner, or either more than once.
     """
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError(f"section name must be letters, digits, '_', '.' or '-', got {name!r}")
+    check_section_name(name)
     target = RESULTS_PATH if path is None else Path(path)
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{markdown.strip()}\n{end}\n"

@@ -36,7 +36,7 @@ import ray
 
 from dfl_ray.config import config_from_dict
 from dfl_ray.data import NAMED_PARTITIONS
-from dfl_ray.results import add_results_argument, record_output
+from dfl_ray.results import add_results_argument, check_section_name, record_output
 from dfl_ray.runner import run_experiment
 
 PARTITIONS = NAMED_PARTITIONS
@@ -53,6 +53,7 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "mimic": ("mimic", {}),
     "gate_edge": ("gate_edge", {}),
     "gate_edge_half": ("gate_edge", {"fraction": 0.5}),
+    "gate_edge_quarter": ("gate_edge", {"fraction": 0.25}),
     "gate_edge_oppose": ("gate_edge", {"oppose": 0.1}),
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
@@ -63,6 +64,7 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     # against ByzFL's NNM + trimmed mean, a surrogate of the robust rules here.
     "byzfl_alie": ("byzfl_alie", {}),
     "byzfl_alie_balanced": ("byzfl_alie", {"keep_sum": 10}),  # passes dfl_guard's balance test
+    "byzfl_alie_balanced_half": ("byzfl_alie", {"keep_sum": 10, "tau": 0.75}),
     "byzfl_ipm": ("byzfl_ipm", {}),
     "byzfl_opt_alie": ("byzfl_opt_alie", {}),
     "byzfl_opt_ipm": ("byzfl_opt_ipm", {}),
@@ -241,9 +243,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: tabulate the selected cells already in matrix.json")
     add_results_argument(parser)
+    parser.add_argument("--section", nargs=2, metavar=("NAME", "TITLE"), default=None,
+                        help="with --write-results, the docs/results.md section to write "
+                             "(default: attack_matrix, or attack_matrix_f... for other "
+                             "--malicious counts), so that a partial matrix leaves the main "
+                             "table in place")
     args = parser.parse_args(argv)
     if args.parallel < 1:
         parser.error("--parallel must be >= 1")
+    if args.section:
+        try:
+            check_section_name(args.section[0])
+        except ValueError as exc:
+            parser.error(f"--section: {exc}")
     args.malicious = sorted(set(args.malicious))
     bad = [m for m in args.malicious if not 1 <= m < NODES // 2]
     if bad:
@@ -305,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                  "nodes alone reached 0.863 with dfl_guard, measured on main before this "
                  "matrix). The >= 0.93 target is judged together with that run. Targets: "
                  "honest mean >= 0.93 and gap >= -0.01; backdoor success <= 0.05.")
-        section, title = results_section(args.malicious)
+        section, title = args.section or results_section(args.malicious)
         print(f"wrote {record_output(section, title, intro + chr(10) * 2 + table, markdown=True)}")
     return 0
 

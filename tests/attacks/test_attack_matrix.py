@@ -92,3 +92,12 @@ def test_fewer_attackers_are_the_last_nodes_and_judged_against_their_own_removed
     assert [h[0] for h in heat] == ["dirichlet0.1 gate_edge f=1", "dirichlet0.1 gate_edge"]
     assert matrix.results_section([3]) == ("attack_matrix", "Attack matrix")
     assert matrix.results_section([1, 2])[0] == "attack_matrix_f1_2"
+
+
+def test_a_bad_results_section_name_is_refused_before_any_trial_runs(
+        matrix: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        matrix.main(["--out", str(tmp_path), "--section", "two words", "Title", "--table-only"])
+    assert exit_info.value.code == 2
+    assert "--section: section name must be letters" in capsys.readouterr().err
+    assert not (tmp_path / "matrix.json").exists()
