@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -10,11 +11,8 @@ from dfl_ray.defense.base import AggregationInput, AggregationResult
 from tests.helpers import local_host, small_config
 
 
-def test_node_applies_momentum_to_its_rule_results(tmp_path: Path) -> None:
-    beta = 0.5
-    host = local_host(small_config(defense={"rule": "fedavg", "momentum": beta}), tmp_path)
-    node = host.nodes[0]
-    initial = node.get_vector()
+def record_rule_results(node: Any) -> list[np.ndarray]:
+    """Wrap `node`'s aggregation rule so that each result's model is appended to the list returned."""
     results: list[np.ndarray] = []
     rule = node.aggregator.rule
 
@@ -23,7 +21,16 @@ def test_node_applies_momentum_to_its_rule_results(tmp_path: Path) -> None:
         results.append(out.model.copy())
         return out
 
-    node.aggregator.rule = recording  # type: ignore[assignment]
+    node.aggregator.rule = recording
+    return results
+
+
+def test_node_applies_momentum_to_its_rule_results(tmp_path: Path) -> None:
+    beta = 0.5
+    host = local_host(small_config(defense={"rule": "fedavg", "momentum": beta}), tmp_path)
+    node = host.nodes[0]
+    initial = node.get_vector()
+    results = record_rule_results(node)
     for r in range(2):
         host.begin_round(r)
         host.end_round(r)
@@ -81,15 +88,7 @@ def test_the_acceptance_test_cuts_a_costly_aggregate_short_on_a_real_node(
 def test_an_aggregate_within_the_tolerance_is_kept_whole(tmp_path: Path) -> None:
     host = local_host(small_config(defense={"rule": "fedavg", "accept": 100.0}), tmp_path)
     node = host.nodes[0]
-    results: list[np.ndarray] = []
-    rule = node.aggregator.rule
-
-    def recording(inp: AggregationInput, params: dict[str, float]) -> AggregationResult:
-        out = rule(inp, params)
-        results.append(out.model.copy())
-        return out
-
-    node.aggregator.rule = recording  # type: ignore[assignment]
+    results = record_rule_results(node)
     host.begin_round(0)
     host.end_round(0)
     host.finish_round()
