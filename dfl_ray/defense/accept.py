@@ -15,7 +15,7 @@ here is the node's own update, which nothing a sender publishes can move.
 What it does not claim. An attacker who knows `tolerance` can still cost each receiver up to
 that much loss per round on the classes it holds, and anything on the classes it does not hold:
 those only the nodes that hold them can defend. On label-skewed shards honest aggregation
-itself costs a node's own split up to 1-2 nats in early rounds (its peers hold other labels),
+itself costs a node's own split several nats in early rounds (its peers hold other labels),
 so a small tolerance also slows honest mixing.
 """
 
