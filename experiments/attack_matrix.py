@@ -251,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.parallel < 1:
         parser.error("--parallel must be >= 1")
+    if args.section and not args.write_results:
+        parser.error("--section names the docs/results.md section --write-results writes; "
+                     "give --write-results too")
     if args.section:
         try:
             check_section_name(args.section[0])

@@ -97,7 +97,17 @@ def test_fewer_attackers_are_the_last_nodes_and_judged_against_their_own_removed
 def test_a_bad_results_section_name_is_refused_before_any_trial_runs(
         matrix: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        matrix.main(["--out", str(tmp_path), "--section", "two words", "Title", "--table-only"])
+        matrix.main(["--out", str(tmp_path), "--section", "two words", "Title", "--table-only",
+                     "--write-results"])
     assert exit_info.value.code == 2
     assert "--section: section name must be letters" in capsys.readouterr().err
+    assert not (tmp_path / "matrix.json").exists()
+
+
+def test_a_section_without_write_results_is_refused(
+        matrix: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        matrix.main(["--out", str(tmp_path), "--section", "partial", "Title", "--table-only"])
+    assert exit_info.value.code == 2
+    assert "give --write-results too" in capsys.readouterr().err
     assert not (tmp_path / "matrix.json").exists()
