@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from dfl_ray.defense.base import AggregationInput, AggregationResult
+from dfl_ray.node.node import DFLNode
 from tests.helpers import local_host, small_config
 
 
-def record_rule_results(node: Any) -> list[np.ndarray]:
+def record_rule_results(node: DFLNode) -> list[np.ndarray]:
     """Wrap `node`'s aggregation rule so that each result's model is appended to the list returned."""
     results: list[np.ndarray] = []
     rule = node.aggregator.rule
@@ -21,7 +21,7 @@ def record_rule_results(node: Any) -> list[np.ndarray]:
         results.append(out.model.copy())
         return out
 
-    node.aggregator.rule = recording
+    node.aggregator.rule = recording  # type: ignore[assignment]
     return results
 
 
