@@ -43,9 +43,12 @@ docs/results.md, "Figures formerly in defense docstrings".)
    move the same way as the bias (their row sums over ReLU features follow its pattern), so
    with `AggregationInput.head_classes` the head is the whole output layer and the lower of the
    two skews counts: an attacker who leaves the bias unflipped and flips the rest is still
-   seen. It reads and keeps the output layer (5,010 values for LeNet) per model and node. An
-   attacker who leaves the whole output layer unflipped passes it: the test answers sign flips
-   of the classifier, not an attacker who poisons the feature layers alone;
+   seen. The skew is read from the own round start; only when that would reject most of the
+   received models (the node's own head has drifted) is the median of the received heads read
+   as well (`passes_reversal`). It reads and keeps the output layer (5,010 values for LeNet)
+   per model and node. An attacker who leaves the whole output layer unflipped passes it: the
+   test answers sign flips of the classifier, not an attacker who poisons the feature layers
+   alone;
 5. balance (on by default): the same law fixes the class-sum of the output bias. Each
    training step moves the biases by a vector that sums to zero, averaging keeps a sum its
    inputs share, and weight decay only shrinks it, so every honest model's output biases add
@@ -123,9 +126,9 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     oppose: a model whose update has cosine below -oppose with the own update counts for nothing
         this round (needs `inp.base`; 1, the default, turns the test off).
     coords: coordinates sampled for that cosine (0: all of them).
-    reversal: a model whose output-bias update has head skew below -reversal (see `head_skew`)
-        counts for nothing this round (needs `inp.head` and `inp.head_base` or `inp.base`,
-        skipped without them; 1 turns the test off).
+    reversal: a model whose output-bias update has head skew below -reversal (see
+        `passes_reversal`) counts for nothing this round (needs `inp.head` and `inp.head_base`
+        or `inp.base`, skipped without them; 1 turns the test off).
     balance: a model whose output-bias difference from the own model has |sum| / sum of
         |entries| above it (see `head_imbalance`) counts for nothing this round (needs
         `inp.head`, skipped without it; 1 turns the test off).
@@ -145,7 +148,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     if inp.base is not None and oppose < 1.0:
         accepted &= own_update_cosines(inp, int(coords)) >= -oppose
     if inp.start_head is not None and reversal < 1.0:
-        accepted &= head_skew(inp) >= -reversal
+        accepted &= passes_reversal(inp, reversal, accepted)
     if inp.head is not None and balance < 1.0:
         accepted &= head_imbalance(inp) <= balance
     observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
@@ -166,16 +169,33 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     return AggregationResult(model, reputations, shares)
 
 
-def head_skew(inp: AggregationInput) -> np.ndarray:
-    """float64 [k]: (max + min) / (max - min) of each received model's output-layer update.
+def passes_reversal(inp: AggregationInput, reversal: float,
+                    candidates: np.ndarray | None = None) -> np.ndarray:
+    """bool [k]: the received models whose output-layer update is not reversed.
 
-    The update is m_i - r on the `inp.head` coordinates, r the round-start head
-    (`inp.start_head`); the skew is the higher of that and the skew against the coordinate-wise
-    median of the received heads and r, a stand-in for the round start the senders share (robust
-    while fewer than half of them are an attacker's; a reversed update is negative against
-    both). Measured from its own round start alone, a node whose output layer had drifted (it
-    had trained alone a while) saw every honest update as reversed, rejected them all and stayed
-    alone: one node of an async run did (docs/results.md, "Stragglers").
+    A model passes when its head skew against the own round start (`head_skew`) is at least
+    -`reversal`. When that test would reject more than half of `candidates` (the models the
+    rule's other tests kept; all of them by default), this node is the odd one out: its own
+    output layer has drifted (it trained alone a while), and read from its round start every
+    honest update looks reversed, so it rejected them all and stayed alone (one node of an
+    async run did, docs/results.md "Stragglers"). Then, and only then, the higher of that skew
+    and the skew against the coordinate-wise median of the received heads counts. Reading the
+    median every round let colluders, who are part of it, move the reference their own models
+    are read against (three identical heads pull it onto their own value), which min-max and
+    mimic took advantage of (docs/results.md, "Reversal test reference"). Attackers who fail
+    the test on purpose bring the median reading in only when honest models fail with them.
+    """
+    against_start, against_median = head_skews(inp)
+    passed = against_start >= -reversal
+    pool = np.ones(inp.k, dtype=bool) if candidates is None else candidates
+    if 2 * np.count_nonzero(pool & ~passed) > np.count_nonzero(pool):
+        passed = np.maximum(against_start, against_median) >= -reversal
+    return passed
+
+
+def head_skew(inp: AggregationInput) -> np.ndarray:
+    """float64 [k]: (max + min) / (max - min) of each received model's output-layer update
+    m_i - r on the `inp.head` coordinates, r the round-start head (`inp.start_head`).
 
     Softmax cross-entropy moves the bias of class c by the mean of (y_c - p_c), which sums to
     zero over the classes: training raises the bias of the classes a node holds and lowers all
@@ -190,6 +210,13 @@ def head_skew(inp: AggregationInput) -> np.ndarray:
     so an attacker who flips the weights but leaves the bias as trained still shows a mirror
     image.
     """
+    return head_skews(inp)[0]
+
+
+def head_skews(inp: AggregationInput) -> tuple[np.ndarray, np.ndarray]:
+    """(against the round start, against the median): `head_skew` read from r, and from the
+    coordinate-wise median of the received heads and r (a stand-in for the round start the
+    senders share, robust while fewer than half of them are an attacker's)."""
     start = inp.start_head
     if start is None:
         raise ValueError("head_skew needs AggregationInput.head and its head_base or base")
@@ -206,7 +233,7 @@ def head_skew(inp: AggregationInput) -> np.ndarray:
                 out[i] = min(_skew(u[-c:]), _skew(u[:-c].reshape(c, -1).sum(axis=1)))
         return out
 
-    return np.maximum(skews(heads[0]), skews(np.median(heads, axis=0)))
+    return skews(heads[0]), skews(np.median(heads, axis=0))
 
 
 def head_imbalance(inp: AggregationInput) -> np.ndarray:

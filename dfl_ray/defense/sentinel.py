@@ -67,7 +67,7 @@ import numpy as np
 
 from dfl_ray.defense.aggregate import distances_to, weighted_sum
 from dfl_ray.defense.base import AggregationInput, AggregationResult, check_number
-from dfl_ray.defense.guard import head_skew
+from dfl_ray.defense.guard import passes_reversal
 
 
 def check_dfl_sentinel_params(*, clip: float = 2.0, gate: float = 6.0, tolerance: float = math.inf,
@@ -130,7 +130,7 @@ def dfl_sentinel(inp: AggregationInput, *, clip: float = 2.0, gate: float = 6.0,
     own_norm = float(np.linalg.norm(own.astype(np.float64) - base))
     passed = norms <= gate * own_norm if np.isfinite(gate) else np.ones(k, dtype=bool)
     if inp.start_head is not None and reversal < 1.0:
-        passed &= head_skew(inp) >= -reversal
+        passed &= passes_reversal(inp, reversal, passed)
     radius = float(clip) * own_norm
     with np.errstate(divide="ignore", invalid="ignore"):
         pull = np.where(norms > radius, radius / norms, 1.0) if np.isfinite(radius) else np.ones(k)

@@ -51,7 +51,7 @@ import numpy as np
 
 from dfl_ray.defense.aggregate import distances_to, weighted_sum
 from dfl_ray.defense.base import AggregationInput, AggregationResult, check_number
-from dfl_ray.defense.guard import head_imbalance, head_skew
+from dfl_ray.defense.guard import head_imbalance, passes_reversal
 
 
 def check_dfl_shield_params(*, clip: float = 2.0, gate: float = 4.0, probe_step: float = 0.5,
@@ -126,7 +126,7 @@ def dfl_shield(inp: AggregationInput, *, clip: float = 2.0, gate: float = 4.0,
     if oppose < 1.0:
         accepted &= median_update_cosines(inp, int(coords)) >= -oppose
     if inp.start_head is not None and reversal < 1.0:
-        accepted &= head_skew(inp) >= -reversal
+        accepted &= passes_reversal(inp, reversal, accepted)
     if inp.head is not None and balance < 1.0:
         accepted &= head_imbalance(inp) <= balance
     radius = float(clip) * r

@@ -9,11 +9,12 @@ import pytest
 
 from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base, rule_uses_head
 from dfl_ray.defense.guard import (
-    _skew,
     dfl_guard,
     head_imbalance,
     head_skew,
+    head_skews,
     own_update_cosines,
+    passes_reversal,
 )
 from dfl_ray.defense.shield import dfl_shield
 
@@ -223,20 +224,44 @@ def test_head_skew_is_positive_for_learnt_and_negative_for_reversed_updates() ->
 def test_a_receiver_whose_head_drifted_still_sees_honest_updates_as_learnt() -> None:
     """A node that trained alone a while has its own classes' biases raised: against its round
     start every honest update lowers them, and read so the reversal test rejected every honest
-    model and the node stayed alone. Against the median of what it received they are learnt,
-    and the reversed ones still reversed."""
+    model and the node stayed alone. When more than half fail against the round start, the
+    median of what it received is read too: the learnt ones pass, the reversed ones do not."""
     base, own, models = skewed_round()
     drifted = base.copy()
     drifted[HEAD] += np.float32(-0.05)
     drifted[HEAD.stop - 1] += np.float32(0.5)  # class 9: the receiver's own, trained alone
     inp = head_input(models, own, drifted)
-    against_start = np.array([_skew(models[i, HEAD].astype(np.float64) - drifted[HEAD])
-                              for i in range(len(models))])
-    assert np.all(against_start < 0)  # what the test used to read: every model reversed
-    skew = head_skew(inp)
-    assert np.all(skew[:4] > 0.5) and np.all(skew[4:] < -0.3)
+    against_start, against_median = head_skews(inp)
+    assert np.all(against_start < 0)  # read from the round start alone: every model reversed
+    assert np.array_equal(against_start, head_skew(inp))
+    assert np.all(against_median[:4] > 0.5) and np.all(against_median[4:] < -0.3)
+    assert passes_reversal(inp, 0.0).tolist() == [True] * 4 + [False] * 2
     weights = dfl_guard(inp, gate=np.inf).weights
     assert np.all(weights[:4] > 0) and np.all(weights[4:] == 0)
+
+
+def test_colluders_cannot_move_the_reversal_reference() -> None:
+    """Read against the median of the received heads, colluders are part of the reference
+    their own models are read against: three identical heads pull the median onto their own
+    value, and an update reversed against the round start reads as learnt against it. While
+    most received models pass against the own round start, only that counts."""
+    base, own, models = skewed_round()
+    colluders = np.repeat(models[4:5], 3, axis=0)
+    # Class 6 lowered by twice what the others are raised: reversed against the round start.
+    colluders[:, HEAD] = base[HEAD] + np.array([-0.01, 0, 0.01, 0.01, 0, 0.01, -0.02, 0.01,
+                                                 0.01, 0.01], dtype=np.float32)
+    received = np.concatenate([models[:4], colluders])
+    inp = head_input(received, own, base)
+    against_start, against_median = head_skews(inp)
+    assert np.all(against_start[:4] > 0.5) and np.all(against_start[4:] < -0.3)
+    assert np.all(against_median[4:] > 0.9)  # the median reading would let them in
+    assert passes_reversal(inp, 0.0).tolist() == [True] * 4 + [False] * 3
+    weights = dfl_guard(inp, gate=np.inf).weights
+    assert np.all(weights[:4] > 0) and np.all(weights[4:] == 0)
+    # The median reading comes in only when more than half of the candidates fail: leaving
+    # the honest models out of the candidates makes the colluders that majority.
+    only_them = np.array([False] * 4 + [True] * 3)
+    assert passes_reversal(inp, 0.0, only_them)[4:].all()
 
 
 def train_on_two_classes(net: Any) -> tuple[np.ndarray, np.ndarray]:
