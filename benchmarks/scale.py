@@ -61,8 +61,9 @@ from dfl_ray.data import Dataset, NodeShard, load_dataset, partition
 from dfl_ray.metrics import format_table
 from dfl_ray.models.flat import ModelSpec, model_to_vector
 from dfl_ray.models.registry import build_model
-from dfl_ray.models.training import PIXEL_SCALE, SGDSettings, make_optimizer
+from dfl_ray.models.training import PIXEL_SCALE, make_optimizer
 from dfl_ray.node import make_genesis
+from dfl_ray.node.build import sgd_settings
 from dfl_ray.results import Tee, add_results_argument, record_output
 from dfl_ray.topology import build_topology, neighbors
 
@@ -254,7 +255,7 @@ def plain_loop(layout: Layout, data: Dataset, rounds: int) -> tuple[float, float
     """(node-steps per second, CPU ms per node-step) of the same training steps and scoring
     passes in one plain thread."""
     cfg = layout.config
-    sgd = SGDSettings(cfg.training.lr, cfg.training.momentum, cfg.training.weight_decay)
+    sgd = sgd_settings(cfg)
     images, labels = data.train_images, data.train_labels
     rng = np.random.default_rng(cfg.experiment.seed)
     torch.manual_seed(cfg.experiment.seed)

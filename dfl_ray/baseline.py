@@ -50,6 +50,7 @@ def train_centralized(
         train_steps(
             model, opt, data.train_images, data.train_labels,
             batch_size=batch_size, steps=steps, rng=rng, device=device,
+            grad_clip=(sgd or SGDSettings()).grad_clip,
         )
         accs.append(evaluate(model, data.test_images, data.test_labels, batch_size=256, device=device))
         if on_epoch is not None:

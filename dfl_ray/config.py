@@ -112,6 +112,8 @@ class TrainingConfig:
     """Local work per round in passes over the node's training shard (used when local_steps = 0)."""
     local_steps: int = 0
     """Local SGD steps per round; 0 means local_epochs passes."""
+    grad_clip: float = 0.0
+    """Largest L2 norm of a local SGD step's gradient (longer ones are scaled down); 0: none."""
 
     def __post_init__(self) -> None:
         _check_range("training.lr", self.lr, 0.0, lo_open=True)
@@ -120,6 +122,7 @@ class TrainingConfig:
         _check_range("training.batch_size", self.batch_size, 1)
         _check_range("training.local_epochs", self.local_epochs, 0.0, lo_open=True)
         _check_range("training.local_steps", self.local_steps, 0)
+        _check_range("training.grad_clip", self.grad_clip, 0.0)
 
 
 @dataclass(frozen=True)

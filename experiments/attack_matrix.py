@@ -99,7 +99,8 @@ def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str,
         "attack": {"kind": kind, "malicious": 0 if kind == "none" else malicious,
                    "params": dict(params)},
         "topology": {"absent": last if removed else []},
-        "defense": defense_section(defense),
+        "defense": spec_sections(defense)[0],
+        "training": spec_sections(defense)[1],
         "runtime": {"hosts": args.hosts, "cpus_per_host": cpus_per_host},
     }
 
@@ -107,19 +108,26 @@ def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str,
 NODE_KEYS = ("momentum", "accept")
 """Keys of a defense spec that are `defense.*` settings of every node, not rule parameters."""
 
+TRAINING_KEYS = ("grad_clip",)
+"""Keys of a defense spec that are `training.*` settings of every node (local SGD)."""
 
-def defense_section(defense: str) -> dict[str, Any]:
-    """`rule` or `rule:name=value,...` (a rule with parameters) as a config defense section;
-    `momentum` and `accept` among them set `defense.momentum` and `defense.accept`."""
+
+def spec_sections(defense: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`rule` or `rule:name=value,...` (a rule with parameters) as config (defense, training)
+    sections; `momentum` and `accept` set `defense.momentum` and `defense.accept`, `grad_clip`
+    sets `training.grad_clip`, every other name is a rule parameter."""
     rule, _, params = defense.partition(":")
     section: dict[str, Any] = {"rule": rule, "params": {}}
+    training: dict[str, Any] = {}
     for item in filter(None, params.split(",")):
         key, _, value = item.partition("=")
         if key in NODE_KEYS:
             section[key] = float(value)
+        elif key in TRAINING_KEYS:
+            training[key] = float(value)
         else:
             section["params"][key] = float(value)
-    return section
+    return section, training
 
 
 def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -233,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="attacks (default: the whole suite)")
     parser.add_argument("--defenses", nargs="+", default=["dfl_guard", "dfl_shield"],
                         help=f"defenses, each a rule ({', '.join(DEFENSES)}) or a rule with "
-                             "parameters, rule:name=value,... (momentum=B and accept=T there set "
-                             "defense.momentum and defense.accept; default: dfl_guard dfl_shield)")
+                             "parameters, rule:name=value,... (momentum=B, accept=T and grad_clip=G "
+                             "there set defense.momentum, defense.accept and training.grad_clip; "
+                             "default: dfl_guard dfl_shield)")
     parser.add_argument("--malicious", type=int, nargs="+", default=[MALICIOUS],
                         help=f"attackers per trial, the last nodes; several counts run each "
                              f"attack with each (default: {MALICIOUS}, nodes 7-9)")
@@ -266,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"(a minority of the {NODES} nodes)")
     for defense in args.defenses:
         try:
-            config_from_dict({"defense": defense_section(defense)})
+            section, training = spec_sections(defense)
+            config_from_dict({"defense": section, "training": training})
         except ValueError as exc:
             parser.error(f"--defenses {defense}: {exc}")
     args.out.mkdir(parents=True, exist_ok=True)

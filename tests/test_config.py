@@ -88,6 +88,14 @@ def test_invalid_alpha_out_of_range() -> None:
         DataConfig(alpha=0.0)
 
 
+def test_grad_clip_is_checked_and_reaches_the_nodes() -> None:
+    from dfl_ray.node.build import sgd_settings
+
+    with pytest.raises(ConfigError, match=r"training\.grad_clip must be >= 0"):
+        config_from_dict({"training": {"grad_clip": -1.0}})
+    assert sgd_settings(config_from_dict({"training": {"grad_clip": 7.5}})).grad_clip == 7.5
+
+
 def test_invalid_choice_lists_allowed_values() -> None:
     with pytest.raises(ConfigError, match=r"data\.partition must be one of \['iid', 'dirichlet'"):
         config_from_dict({"data": {"partition": "pathological"}})

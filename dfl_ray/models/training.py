@@ -20,6 +20,8 @@ class SGDSettings:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    grad_clip: float = 0.0
+    """Largest L2 norm of a step's gradient (torch.nn.utils.clip_grad_norm_); 0: no clipping."""
 
 
 def make_optimizer(model: nn.Module, sgd: SGDSettings) -> torch.optim.Optimizer:
@@ -60,8 +62,11 @@ def train_steps(
     indices: np.ndarray | None = None,
     device: torch.device | str = "cpu",
     poison: BatchPoison | None = None,
+    grad_clip: float = 0.0,
 ) -> float:
     """Run `steps` SGD steps on (images, labels), restricted to `indices` when given.
+
+    grad_clip > 0 scales each step's gradient down to that L2 norm when it is longer.
 
     Returns the mean training loss. `images` may be a read-only view shared by many nodes: batches
     are gathered from it, never written to it.
@@ -81,6 +86,8 @@ def train_steps(
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         loss.backward()
+        if grad_clip > 0.0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         total += float(loss.detach())
     # An idle model keeps no gradients: with many models in one process they would cost as

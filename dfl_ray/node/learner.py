@@ -68,6 +68,7 @@ class Learner:
             rng=self.rng,
             device=self.device,
             poison=poison,
+            grad_clip=self.params.sgd.grad_clip,
         )
         begun = start.astype(np.float64)
         moved = float(np.linalg.norm(model_to_vector(self.model).astype(np.float64) - begun))

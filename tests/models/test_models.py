@@ -55,3 +55,30 @@ def test_invalid_vector_is_named() -> None:
 def test_invalid_unknown_model() -> None:
     with pytest.raises(ValueError, match="unknown model 'vgg'"):
         build_model("vgg")
+
+
+def test_grad_clip_bounds_each_step_to_lr_times_the_clip() -> None:
+    """One plain SGD step (no momentum, no weight decay) moves the weights by lr x the gradient:
+    with grad_clip below the gradient's norm, by exactly lr x grad_clip in the same direction."""
+    from dfl_ray.models.training import SGDSettings, make_optimizer, train_steps
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(8) % 10
+    sgd = SGDSettings(lr=0.5, momentum=0.0, weight_decay=0.0)
+
+    def step(grad_clip: float) -> np.ndarray:
+        torch.manual_seed(1)
+        model = LeNet()
+        start = model_to_vector(model)
+        train_steps(model, make_optimizer(model, sgd), images, labels, batch_size=8, steps=1,
+                    rng=np.random.default_rng(0), grad_clip=grad_clip)
+        return (model_to_vector(model) - start).astype(np.float64)
+
+    free = step(0.0)
+    norm = float(np.linalg.norm(free)) / sgd.lr
+    assert norm > 0.1
+    clipped = step(norm / 4)
+    assert np.isclose(np.linalg.norm(clipped), sgd.lr * norm / 4, rtol=1e-4)
+    assert np.allclose(clipped, free / 4, rtol=1e-3, atol=1e-7)
+    assert np.array_equal(step(norm * 4), free)  # a clip above the norm changes nothing
