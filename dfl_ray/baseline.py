@@ -42,7 +42,8 @@ def train_centralized(
     model = build_model(
         model_name, in_channels=channels, num_classes=data.num_classes, image_size=shape[-1]
     ).to(device)
-    opt = make_optimizer(model, sgd or SGDSettings())
+    settings = sgd or SGDSettings()
+    opt = make_optimizer(model, settings)
     steps = steps_per_epoch(data.n_train, batch_size)
     accs = []
     start = time.perf_counter()
@@ -50,7 +51,7 @@ def train_centralized(
         train_steps(
             model, opt, data.train_images, data.train_labels,
             batch_size=batch_size, steps=steps, rng=rng, device=device,
-            grad_clip=(sgd or SGDSettings()).grad_clip,
+            grad_clip=settings.grad_clip,
         )
         accs.append(evaluate(model, data.test_images, data.test_labels, batch_size=256, device=device))
         if on_epoch is not None:

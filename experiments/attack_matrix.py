@@ -91,6 +91,7 @@ def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str,
     removed = attack == "removed"
     kind, params = ("none", {}) if removed else ATTACKS[attack]
     last = list(range(NODES - malicious, NODES))
+    defense_part, training_part = spec_sections(defense)
     return {
         "experiment": {"name": name, "out": str(args.out), "rounds": args.rounds,
                        "eval_every": args.eval_every, "seed": seed, "overwrite": True,
@@ -99,8 +100,8 @@ def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str,
         "attack": {"kind": kind, "malicious": 0 if kind == "none" else malicious,
                    "params": dict(params)},
         "topology": {"absent": last if removed else []},
-        "defense": spec_sections(defense)[0],
-        "training": spec_sections(defense)[1],
+        "defense": defense_part,
+        "training": training_part,
         "runtime": {"hosts": args.hosts, "cpus_per_host": cpus_per_host},
     }
 

@@ -185,10 +185,12 @@ def passes_reversal(inp: AggregationInput, reversal: float,
     mimic took advantage of (docs/results.md, "Reversal test reference"). Attackers who fail
     the test on purpose bring the median reading in only when honest models fail with them.
     """
-    against_start, against_median = head_skews(inp)
+    heads = _round_heads(inp)
+    against_start = _skews_against(inp, heads, heads[0])
     passed = against_start >= -reversal
     pool = np.ones(inp.k, dtype=bool) if candidates is None else candidates
     if 2 * np.count_nonzero(pool & ~passed) > np.count_nonzero(pool):
+        against_median = _skews_against(inp, heads, np.median(heads, axis=0))
         passed = np.maximum(against_start, against_median) >= -reversal
     return passed
 
@@ -210,30 +212,38 @@ def head_skew(inp: AggregationInput) -> np.ndarray:
     so an attacker who flips the weights but leaves the bias as trained still shows a mirror
     image.
     """
-    return head_skews(inp)[0]
+    heads = _round_heads(inp)
+    return _skews_against(inp, heads, heads[0])
 
 
 def head_skews(inp: AggregationInput) -> tuple[np.ndarray, np.ndarray]:
     """(against the round start, against the median): `head_skew` read from r, and from the
     coordinate-wise median of the received heads and r (a stand-in for the round start the
     senders share, robust while fewer than half of them are an attacker's)."""
+    heads = _round_heads(inp)
+    return (_skews_against(inp, heads, heads[0]),
+            _skews_against(inp, heads, np.median(heads, axis=0)))
+
+
+def _round_heads(inp: AggregationInput) -> np.ndarray:
+    """float64 [1 + k, h]: the round-start head, then each received model's head."""
     start = inp.start_head
     if start is None:
         raise ValueError("head_skew needs AggregationInput.head and its head_base or base")
-    heads = np.stack([start, *(row[inp.head] for row in inp.rows)]).astype(np.float64)
+    return np.stack([start, *(row[inp.head] for row in inp.rows)]).astype(np.float64)
+
+
+def _skews_against(inp: AggregationInput, heads: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """float64 [k]: the skew of each received head (`heads[1:]`) minus `base` (see `head_skew`)."""
     c = inp.head_classes
-
-    def skews(base: np.ndarray) -> np.ndarray:
-        out = np.zeros(inp.k)
-        for i in range(inp.k):
-            u = heads[i + 1] - base
-            if c is None:
-                out[i] = _skew(u)
-            else:
-                out[i] = min(_skew(u[-c:]), _skew(u[:-c].reshape(c, -1).sum(axis=1)))
-        return out
-
-    return skews(heads[0]), skews(np.median(heads, axis=0))
+    out = np.zeros(inp.k)
+    for i in range(inp.k):
+        u = heads[i + 1] - base
+        if c is None:
+            out[i] = _skew(u)
+        else:
+            out[i] = min(_skew(u[-c:]), _skew(u[:-c].reshape(c, -1).sum(axis=1)))
+    return out
 
 
 def head_imbalance(inp: AggregationInput) -> np.ndarray:
