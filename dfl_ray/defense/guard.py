@@ -67,9 +67,17 @@ docs/results.md, "Figures formerly in defense docstrings".)
    bad round is forgotten, and a sender that keeps failing sinks below `floor` over rounds. The
    score test is off by default: under label skew honest peers' scores on my data spread over
    most of [0, 1], and on Dirichlet(0.1) shards the test cost final accuracy;
-7. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that pass
+7. kin (on by default): models that deviate from the coordinate-wise median of the own and
+   received models in the same direction (cosine above `kin`) share one voice (`kin_counts`),
+   so colluders who publish one model, or copy one honest node's (mimic, Karimireddy et al.),
+   weigh as one sender, not three. It is Sybil-resistance in the spirit of FoolsGold (Fung et
+   al., "The Limitations of Federated Learning in Sybil Settings", RAID 2020), read on one
+   round's models; colluders who know it spread their models apart (`kin_edge`) and keep part
+   of their weight;
+8. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that pass
    this round and whose reputation is at least `floor` (trust-weighted averaging as in FLTrust,
-   Cao et al., NDSS 2021, with the trust earned over rounds instead of from a root data set).
+   Cao et al., NDSS 2021, with the trust earned over rounds instead of from a root data set),
+   each weight (the own one too) divided by the voices its model shares.
 
 With no attacker in the buffer this is close to a plain average of the own and received models,
 which is what makes it as accurate as FedAvg on non-IID shards.
@@ -89,7 +97,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            margin: float = 1.0, initial: float = 1.0, floor: float = 0.3,
                            own_weight: float = 1.0, oppose: float = 1.0,
                            coords: int = 32768, reversal: float = 0.0,
-                           balance: float = 0.5) -> None:
+                           balance: float = 0.5, kin: float = 0.5) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("gate", gate, 0.0, allow_inf=True)
     check_number("clip", clip, 0.0, allow_inf=True)
@@ -101,6 +109,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     check_number("oppose", oppose, 0.0, 1.0)
     check_number("reversal", reversal, 0.0, 1.0)
     check_number("balance", balance, 0.0, 1.0)
+    check_number("kin", kin, 0.0, 1.0)
     if isinstance(coords, bool) or not isinstance(coords, int | float) or coords != int(coords) \
             or coords < 0:
         raise ValueError(f"coords must be a whole number >= 0 (0: all coordinates), got {coords!r}")
@@ -110,7 +119,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               margin: float = 1.0, initial: float = 1.0, floor: float = 0.3,
               own_weight: float = 1.0, oppose: float = 1.0,
               coords: int = 32768, reversal: float = 0.0,
-              balance: float = 0.5) -> AggregationResult:
+              balance: float = 0.5, kin: float = 0.5) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -132,10 +141,13 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     balance: a model whose output-bias difference from the own model has |sum| / sum of
         |entries| above it (see `head_imbalance`) counts for nothing this round (needs
         `inp.head`, skipped without it; 1 turns the test off).
+    kin: models (the own one among them) whose deviations from the coordinate-wise median
+        have cosine above `kin` count as one voice between them (see `kin_counts`); 1 turns
+        it off.
     """
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
-                           reversal=reversal, balance=balance)
+                           reversal=reversal, balance=balance, kin=kin)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -154,8 +166,13 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
     reputation = (1.0 - beta) * prior + beta * observed
     weights = np.where(accepted & (reputation >= floor), reputation, 0.0)
+    own_share = float(own_weight)
+    if kin < 1.0:
+        counts = kin_counts(inp, kin, weights > 0.0, int(coords))
+        own_share /= counts[0]
+        weights = weights / counts[1:]
 
-    total = float(own_weight) + float(weights.sum())
+    total = own_share + float(weights.sum())
     shares = weights / total
     radius = float(clip) * spread
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -167,6 +184,41 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
     return AggregationResult(model, reputations, shares)
+
+
+def kin_counts(inp: AggregationInput, kin: float, voting: np.ndarray | None = None,
+               coords: int = 0) -> np.ndarray:
+    """float64 [1 + k]: how many voices the own model and each received model share theirs with.
+
+    Each model's deviation from the coordinate-wise median of the own and received models is
+    compared with the others' by cosine c; a pair with c above `kin` counts
+    (c - kin) / (1 - kin) of a voice to each other, so identical deviations are one voice
+    however many senders publish them. Colluders who publish one model (or copy one honest
+    node's, as mimic does) thus weigh as one sender. Honest peers deviate each along their own
+    labels: on Dirichlet(0.1) shards their cosines stayed below about 0.6, and nodes that hold
+    the very same labels (2-label shards pair nodes that way) are near-duplicates that lose
+    little by counting once. Only `voting` received models (those with weight; all by default)
+    count against each other and the own model, so a sender cannot silence an honest peer by
+    copying it into a model the rule then rejects. An attacker who knows the test spreads the
+    colluders' models apart (each pushing on its own coordinates, or with noise of its own):
+    k colluders with pairwise cosine at most `kin` still push up to sqrt(k + k (k - 1) kin)
+    times one sender's length together, against k times without the test. Cosines are taken on
+    `coords` coordinates (0: all) drawn as in `own_update_cosines`.
+    """
+    k = inp.k
+    voting = np.ones(k, dtype=bool) if voting is None else np.asarray(voting, dtype=bool)
+    idx = _sample(inp, coords)
+    rows = [inp.own, *inp.rows]
+    x = np.stack([r if idx is None else r[idx] for r in rows]).astype(np.float64)
+    dev = x - np.median(x, axis=0)
+    norms = np.linalg.norm(dev, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.where(np.outer(norms, norms) > 0.0, (dev @ dev.T) / np.outer(norms, norms), 0.0)
+    share = np.clip((cos - kin) / (1.0 - kin), 0.0, 1.0) if kin < 1.0 else np.zeros_like(cos)
+    member = np.append(True, voting)
+    share *= member[None, :]  # only the own model and models with weight count as kin
+    np.fill_diagonal(share, 1.0)
+    return share.sum(axis=1)
 
 
 def passes_reversal(inp: AggregationInput, reversal: float,
@@ -283,11 +335,8 @@ def own_update_cosines(inp: AggregationInput, coords: int) -> np.ndarray:
     """
     if inp.base is None:
         raise ValueError("own_update_cosines needs AggregationInput.base")
-    d = inp.own.shape[0]
-    if 0 < coords < d:
-        seed = int.from_bytes(hashlib.blake2b(inp.own[:4096].tobytes(), digest_size=8).digest(),
-                              "little")
-        idx = np.sort(np.random.default_rng(seed).choice(d, size=coords, replace=False))
+    idx = _sample(inp, coords)
+    if idx is not None:
         # Gathered row by row: a [k, coords] sample, never the [k, d] matrix.
         base, own, models = inp.base[idx], inp.own[idx], np.stack([r[idx] for r in inp.rows])
     else:
@@ -298,3 +347,14 @@ def own_update_cosines(inp: AggregationInput, coords: int) -> np.ndarray:
     norms = np.linalg.norm(updates, axis=1) * float(np.linalg.norm(mine))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(norms > 0.0, products / norms, 0.0).astype(np.float64)
+
+
+def _sample(inp: AggregationInput, coords: int) -> np.ndarray | None:
+    """Sorted indices of `coords` coordinates drawn with a seed from the own model, which no
+    sender knows before it publishes; None for all of them (coords 0 or >= d)."""
+    d = inp.own.shape[0]
+    if not 0 < coords < d:
+        return None
+    seed = int.from_bytes(hashlib.blake2b(inp.own[:4096].tobytes(), digest_size=8).digest(),
+                          "little")
+    return np.sort(np.random.default_rng(seed).choice(d, size=coords, replace=False))

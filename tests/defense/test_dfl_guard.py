@@ -13,6 +13,7 @@ from dfl_ray.defense.guard import (
     head_imbalance,
     head_skew,
     head_skews,
+    kin_counts,
     own_update_cosines,
     passes_reversal,
 )
@@ -425,3 +426,51 @@ def test_head_imbalance_reads_the_bias_at_the_end_of_the_whole_output_layer() ->
     assert head_imbalance(inp).tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="balance"):
         dfl_guard(inp, balance=1.5)
+
+
+def colluding_round(copies: int, scale: float = 1.0) -> np.ndarray:
+    """Six honest models, then `copies` identical ones at distance `scale` from the origin."""
+    push = RNG.standard_normal(D)
+    push *= scale * np.sqrt(D) / np.linalg.norm(push)
+    return np.vstack([honest(6), np.tile(push, (copies, 1))]).astype(np.float32)
+
+
+def test_identical_models_count_as_one_voice() -> None:
+    models = colluding_round(3)
+    inp = make_input(models, [0.5] * 9)
+    counts = kin_counts(inp, 0.5)
+    np.testing.assert_allclose(counts[7:], 3.0)  # own, six honest, three copies
+    assert np.all(counts[:7] < 1.5)
+    shares = dfl_guard(inp, gate=np.inf, clip=np.inf).weights
+    np.testing.assert_allclose(shares[6:].sum(), shares[:6].mean(), rtol=0.2)
+    off = dfl_guard(inp, gate=np.inf, clip=np.inf, kin=1.0).weights
+    np.testing.assert_allclose(off, off[0])  # the test off: every sender one voice
+    # colluders cannot shift the result by more than one sender's weight
+    one = dfl_guard(make_input(colluding_round(1)[:7], [0.5] * 7), gate=np.inf, clip=np.inf)
+    assert np.isclose(shares[6:].sum(), one.weights[6], rtol=0.3)
+
+
+def test_a_rejected_copy_does_not_silence_the_model_it_copies() -> None:
+    d = 4000  # many coordinates: independent deviations have cosines near 0, as real models'
+    models = RNG.standard_normal((6, d)).astype(np.float32)
+    copies = np.tile(models[0] * 20.0, (3, 1))  # the same deviation, far beyond the gate
+
+    def run(rows: np.ndarray) -> np.ndarray:
+        k = len(rows)
+        return dfl_guard(AggregationInput(
+            own=np.zeros(d, dtype=np.float32), own_score=0.9, models=rows,
+            senders=tuple(f"n{i}" for i in range(k)), scores=np.full(k, 0.5), reputations={},
+        )).weights
+
+    weights = run(np.vstack([models, copies]))
+    assert np.all(weights[6:] == 0.0)
+    assert weights[0] == pytest.approx(run(models)[0], rel=1e-6)
+
+
+def test_peers_that_merely_share_a_direction_keep_their_weight() -> None:
+    # cosine about 0.3 between the deviations: below kin = 0.5, every model its own voice
+    common = RNG.standard_normal(D)
+    models = (0.65 * common + RNG.standard_normal((6, D))).astype(np.float32)
+    inp = make_input(models, [0.5] * 6)
+    assert np.all(kin_counts(inp, 0.5) < 1.3)
+    np.testing.assert_array_equal(kin_counts(inp, 1.0), np.ones(7))
