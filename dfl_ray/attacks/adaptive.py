@@ -8,8 +8,9 @@ distance to an honest receiver lies just inside the gate radius, gate x the medi
 receiver sees. It is the adaptive-attack recipe of Tramer et al. ("On Adaptive Attacks to
 Adversarial Example Defenses", NeurIPS 2020) applied to a Byzantine-robust rule, as Shejwalkar
 and Houmansadr (NDSS 2021) and Fang et al. ("Local Model Poisoning Attacks to Byzantine-Robust
-Federated Learning", USENIX Security 2020) do for Krum and trimmed mean. `ShieldEdge` does the
-same against dfl_shield, `SentinelEdge` against dfl_sentinel.
+Federated Learning", USENIX Security 2020) do for Krum and trimmed mean. `KinEdge` adds to it
+what beats dfl_guard's kin test, `ShieldEdge` does the same against dfl_shield, `SentinelEdge`
+against dfl_sentinel.
 """
 
 from __future__ import annotations
@@ -78,14 +79,18 @@ class GateEdge(Attack):
             raise ValueError(f"attack parameter oppose must be in (0, 1] (1: the test off), "
                              f"got {self.oppose!r}")
 
+    def _observed_body(self, trained: np.ndarray, base: np.ndarray,
+                       observed: np.ndarray | None) -> tuple[int, np.ndarray]:
+        """(coordinates before the kept output layer, the honest updates observed there in
+        float64, or the attacker's own update alone without observations)."""
+        body = trained.size - min(int(self.keep_last), trained.size)
+        if observed is None or len(observed) == 0:
+            return body, (trained - base)[None, :body].astype(np.float64)
+        return body, np.asarray(observed[:, :body], dtype=np.float64)
+
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:
-        body = trained.size - min(int(self.keep_last), trained.size)
-        own = (trained - base)[:body].astype(np.float64)
-        if observed is None or len(observed) == 0:
-            u = own[None, :]
-        else:
-            u = np.asarray(observed[:, :body], dtype=np.float64)
+        body, u = self._observed_body(trained, base, observed)
         mean = u.mean(axis=0)
         norm = float(np.linalg.norm(mean))
         out = trained.copy()
@@ -97,7 +102,7 @@ class GateEdge(Attack):
             pair = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (u @ u.T), 0.0)
             gate_d = float(np.median(np.sqrt(pair[np.triu_indices(len(u), 1)])))
         else:  # one update: two honest models differ by about sqrt(2) update norms
-            gate_d = float(np.sqrt(2.0)) * float(np.linalg.norm(own))
+            gate_d = float(np.sqrt(2.0)) * float(np.linalg.norm((trained - base)[:body]))
         reach = float(self.fraction) * float(self.gate) * gate_d
         s = float(np.sqrt(max(reach * reach - spread, 0.0)))
         direction = mean / norm
@@ -116,6 +121,42 @@ class GateEdge(Attack):
         pad -= basis @ (basis.T @ pad)
         pad *= a * float(np.sqrt(1.0 / (q * q) - 1.0)) / float(np.linalg.norm(pad))
         out[:body] = (base[:body] - a * direction + pad).astype(np.float32)
+        return out
+
+
+@dataclass(frozen=True)
+class KinEdge(GateEdge):
+    """`GateEdge` with each colluder pushing (away from the honest mean) on a random `share` of
+    the coordinates only, the push scaled by 1 / sqrt(share) so that it keeps its length:
+    white-box against dfl_guard's kin test (`kin`: models whose deviations from the median
+    agree beyond a cosine count as one voice).
+
+    Colluders draw their coordinates independently (each from its own generator), so two of
+    their models' deviations have cosine about `share`; below the test's threshold (dfl_guard's
+    default 0.5), each counts as a voice of its own. The pushes still add up: k colluders push
+    about sqrt(k + k (k - 1) share) times one push's length together, where identical models
+    pushed k times.
+    """
+
+    name: ClassVar[str] = "kin_edge"
+    share: float = 1.0 / 3.0
+    """Share of the coordinates (outside the kept output layer) each colluder pushes on."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive("share", self.share)
+        if self.share > 1.0:
+            raise ValueError(f"attack parameter share must be in (0, 1], got {self.share!r}")
+
+    def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
+                 turn: int, observed: np.ndarray | None) -> np.ndarray:
+        out = super()._publish(trained, base, rng, turn, observed)
+        body, u = self._observed_body(trained, base, observed)
+        centre = base[:body] + u.mean(axis=0)
+        push = out[:body] - centre  # what gate_edge adds to the honest mean
+        mask = rng.random(body) < float(self.share)
+        out[:body] = (centre + np.where(mask, push / np.sqrt(float(self.share)), 0.0)
+                      ).astype(np.float32)
         return out
 
 

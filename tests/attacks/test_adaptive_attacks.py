@@ -79,6 +79,27 @@ def test_gate_edge_keeps_the_output_layer_and_pushes_the_rest_against_the_mean()
     assert reach == pytest.approx(0.9 * 3.0 * np.median(pair), rel=0.05)
 
 
+def test_kin_edge_colluders_push_as_far_as_gate_edge_on_coordinates_of_their_own() -> None:
+    trained, base, observed = setting()
+    attack = make_attack("kin_edge", keep_last=100, share=0.25)
+    outs = [attack.poison_model(trained, base, np.random.default_rng(seed), 0, observed=observed)
+            for seed in (1, 2)]
+    plain = make_attack("gate_edge", keep_last=100).poison_model(
+        trained, base, np.random.default_rng(0), 0, observed=observed)
+    mean = observed[:, :-100].astype(np.float64).mean(axis=0)
+    pushes = [out[:-100].astype(np.float64) - base[:-100] - mean for out in outs]
+    gate_push = plain[:-100].astype(np.float64) - base[:-100] - mean
+    for out, push in zip(outs, pushes, strict=True):
+        np.testing.assert_array_equal(out[-100:], trained[-100:])  # the output layer as trained
+        assert np.linalg.norm(push) == pytest.approx(np.linalg.norm(gate_push), rel=0.1)
+        assert 0.2 < np.mean(np.abs(push) > 1e-4) < 0.3  # a quarter of the coordinates
+        assert float(push @ gate_push) > 0.0  # along gate_edge's push
+    cos = float(pushes[0] @ pushes[1]) / float(np.linalg.norm(pushes[0]) * np.linalg.norm(pushes[1]))
+    assert 0.1 < cos < 0.4  # about the share: the kin test sees two voices
+    with pytest.raises(ValueError, match="share"):
+        make_attack("kin_edge", share=1.5)
+
+
 def test_gate_edge_scales_with_fraction() -> None:
     near, _, base, _ = published("gate_edge", fraction=0.95, keep_last=0)
     half, _, _, _ = published("gate_edge", fraction=0.5, keep_last=0)
