@@ -56,6 +56,7 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "gate_edge_quarter": ("gate_edge", {"fraction": 0.25}),
     "gate_edge_oppose": ("gate_edge", {"oppose": 0.1}),
     "kin_edge": ("kin_edge", {}),
+    "kin_edge_half": ("kin_edge", {"share": 0.5}),  # cosine about the kin test's threshold
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
     "label_swap": ("label_swap", {}),
