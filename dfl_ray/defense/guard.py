@@ -195,9 +195,9 @@ def kin_counts(inp: AggregationInput, kin: float, voting: np.ndarray | None = No
     (c - kin) / (1 - kin) of a voice to each other, so identical deviations are one voice
     however many senders publish them. Colluders who publish one model (or copy one honest
     node's, as mimic does) thus weigh as one sender. Honest peers deviate each along their own
-    labels: on Dirichlet(0.1) shards their cosines stayed below about 0.6, and nodes that hold
-    the very same labels (2-label shards pair nodes that way) are near-duplicates that lose
-    little by counting once. Only `voting` received models (those with weight; all by default)
+    labels, mostly below the threshold (docs/results.md, "Kin test"), and nodes that hold the
+    very same labels (2-label shards pair nodes that way) are near-duplicates that lose little
+    by counting once. Only `voting` received models (those with weight; all by default)
     count against each other and the own model, so a sender cannot silence an honest peer by
     copying it into a model the rule then rejects. An attacker who knows the test spreads the
     colluders' models apart (each pushing on its own coordinates, or with noise of its own):
