@@ -210,8 +210,7 @@ class AttackConfig:
     gaussian_noise, alie, ipm, min_max, min_sum, mimic (omniscient: built from the honest models
     the attackers received), gate_edge and kin_edge (white-box against dfl_guard), shield_edge
     (white-box against dfl_shield), sentinel_edge (white-box against dfl_sentinel), backdoor
-    (dfl_ray.attacks),
-    byzfl_sign_flip, byzfl_ipm, byzfl_alie, byzfl_opt_ipm, byzfl_opt_alie, byzfl_mimic, byzfl_inf,
+    (dfl_ray.attacks), byzfl_sign_flip, byzfl_ipm, byzfl_alie, byzfl_opt_ipm, byzfl_opt_alie, byzfl_mimic, byzfl_inf,
     byzfl_gaussian (ByzFL's attacks, dfl_ray.attacks.byzfl_attacks)."""
     malicious: int = 3
     """Number of attacker nodes (the last ones, unless attack.nodes names them)."""
@@ -227,9 +226,9 @@ class AttackConfig:
     coordinates published as trained: LeNet's output layer), oppose (1: off; below 1, the
     opposition test attacked, kept passing by padding the push); kin_edge the same and share
     (1/3 of the coordinates each colluder pushes on, against dfl_guard's kin test); shield_edge
-    clip (2, the clip attacked), fraction (0.95), keep_last (5010); sentinel_edge z (1, honest standard
-    deviations below the honest mean), clip (2, the clip attacked), fraction (0.95), keep_last
-    (5010); backdoor target (0), size (3,
+    clip (2, the clip attacked), fraction (0.95), keep_last (5010); sentinel_edge z (1, honest
+    standard deviations below the honest mean), clip (2, the clip attacked), fraction (0.95),
+    keep_last (5010); backdoor target (0), size (3,
     trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost);
     byzfl_ipm tau (2); byzfl_alie tau (1.5, sample standard deviations added to the honest mean);
     byzfl_opt_ipm and byzfl_opt_alie rule (nnm_trmean, the ByzFL rule the search for tau is run

@@ -90,12 +90,18 @@ class GateEdge(Attack):
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:
+        return self._edge(trained, base, rng, observed)[0]
+
+    def _edge(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
+              observed: np.ndarray | None) -> tuple[np.ndarray, int, np.ndarray]:
+        """(the published model, the coordinates before the kept output layer, the mean honest
+        update observed there)."""
         body, u = self._observed_body(trained, base, observed)
         mean = u.mean(axis=0)
         norm = float(np.linalg.norm(mean))
         out = trained.copy()
         if norm == 0.0 or body == 0:
-            return out
+            return out, body, mean
         spread = float(np.mean(((u - mean) ** 2).sum(axis=1)))
         if len(u) >= 2:
             sq = (u * u).sum(axis=1)
@@ -112,7 +118,7 @@ class GateEdge(Attack):
         q = 0.9 * float(self.oppose) / c if c > 0.0 else np.inf
         if q >= 1.0 or s <= norm:
             out[:body] = (base[:body] + (norm - s) * direction).astype(np.float32)
-            return out
+            return out, body, mean
         # The push a and padding |n| keep the distance to the honest models, (norm + a)^2 +
         # |n|^2 = s^2, with |n|^2 = a^2 (1 / q^2 - 1).
         a = q * q * (-norm + float(np.sqrt(norm * norm + (s * s - norm * norm) / (q * q))))
@@ -121,7 +127,7 @@ class GateEdge(Attack):
         pad -= basis @ (basis.T @ pad)
         pad *= a * float(np.sqrt(1.0 / (q * q) - 1.0)) / float(np.linalg.norm(pad))
         out[:body] = (base[:body] - a * direction + pad).astype(np.float32)
-        return out
+        return out, body, mean
 
 
 @dataclass(frozen=True)
@@ -150,9 +156,8 @@ class KinEdge(GateEdge):
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:
-        out = super()._publish(trained, base, rng, turn, observed)
-        body, u = self._observed_body(trained, base, observed)
-        centre = base[:body] + u.mean(axis=0)
+        out, body, mean = self._edge(trained, base, rng, observed)
+        centre = base[:body] + mean
         push = out[:body] - centre  # what gate_edge adds to the honest mean
         mask = rng.random(body) < float(self.share)
         out[:body] = (centre + np.where(mask, push / np.sqrt(float(self.share)), 0.0)
