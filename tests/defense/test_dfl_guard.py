@@ -175,6 +175,8 @@ def test_invalid_parameter_is_named() -> None:
         rule(inp, {"oppose": 1.5})
     with pytest.raises(ValueError, match="reversal"):
         rule(inp, {"reversal": -0.1})
+    with pytest.raises(ValueError, match="kin"):
+        rule(inp, {"kin": 1.5})
     with pytest.raises(ValueError, match="no parameter 'radius'"):
         rule(inp, {"radius": 1.0})
 
