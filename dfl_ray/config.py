@@ -230,7 +230,9 @@ class AttackConfig:
     standard deviations below the honest mean), clip (2, the clip attacked), fraction (0.95),
     keep_last (5010); backdoor target (0), size (3,
     trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost);
-    byzfl_ipm tau (2); byzfl_alie tau (1.5, sample standard deviations added to the honest mean);
+    byzfl_ipm tau (2); byzfl_alie tau (1.5, sample standard deviations added to the honest mean),
+    up (1: every coordinate shifted up; below it, the shift mirrored on 1 - up of the
+    coordinates, against dfl_guard's sign test);
     byzfl_opt_ipm and byzfl_opt_alie rule (nnm_trmean, the ByzFL rule the search for tau is run
     against: median, trmean, krum, multikrum, cc, nnm_trmean or nnm_median), f (3, colluders),
     evals (20);

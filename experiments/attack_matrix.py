@@ -67,6 +67,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "byzfl_alie": ("byzfl_alie", {}),
     "byzfl_alie_balanced": ("byzfl_alie", {"keep_sum": 10}),  # passes dfl_guard's balance test
     "byzfl_alie_balanced_half": ("byzfl_alie", {"keep_sum": 10, "tau": 0.75}),
+    # passes dfl_guard's balance and sign tests: the shift mirrored on 1 - up of the coordinates
+    "byzfl_alie_signs": ("byzfl_alie", {"keep_sum": 10, "up": 0.68}),
     "byzfl_ipm": ("byzfl_ipm", {}),
     "byzfl_opt_alie": ("byzfl_opt_alie", {}),
     "byzfl_opt_ipm": ("byzfl_opt_ipm", {}),

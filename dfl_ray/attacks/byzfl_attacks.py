@@ -127,21 +127,40 @@ class ByzflALIE(_ByzflAttack):
     is added (a negative tau subtracts it; this project's `alie` subtracts z population
     standard deviations). The sample std of one row is undefined: with only its own update the
     attacker publishes the trained model.
+
+    With `up` < 1 the shift keeps its sign on a share `up` of the coordinates and is mirrored
+    on the rest, a pattern drawn once from `PATTERN_SEED` (the same for every colluder and
+    every round, so that the shifts add up over rounds): an attacker that knows dfl_guard's
+    sign test (no received model may lie above the receiver's own on many more coordinates
+    than below) keeps up - (1 - up) = 2 up - 1 under its threshold.
     """
 
     name: ClassVar[str] = "byzfl_alie"
+    PATTERN_SEED: ClassVar[int] = 20191208
     tau: float = 1.5
     """Attack factor, any finite number (ByzFL's default 1.5)."""
+    up: float = 1.0
+    """Share of the coordinates whose shift keeps its sign, in [0.5, 1] (1: ByzFL's ALIE)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_real("tau", self.tau)
+        _check_real("up", self.up)
+        if not 0.5 <= float(self.up) <= 1.0:
+            raise ValueError(f"attack parameter up must be in [0.5, 1], got {self.up!r}")
 
     def _vector(self, byzfl: Any, updates: np.ndarray,
                 rng: np.random.Generator) -> np.ndarray | None:
         if len(updates) < 2:
             return None
-        return byzfl.ALittleIsEnough(tau=float(self.tau))(updates)
+        vector = byzfl.ALittleIsEnough(tau=float(self.tau))(updates)
+        if self.up >= 1.0:
+            return vector
+        mean = updates.mean(axis=0)
+        mirrored = np.random.default_rng(self.PATTERN_SEED).random(mean.size) >= self.up
+        vector = np.asarray(vector, dtype=np.float32).copy()
+        vector[mirrored] = 2.0 * mean[mirrored] - vector[mirrored]  # mean - shift
+        return vector
 
 
 class _CenteredClippingAtBase:

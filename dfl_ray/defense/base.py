@@ -52,6 +52,9 @@ class AggregationInput:
     """float32 [len(head)] or None: the round-start model on the `head` coordinates, for rules
     that read only the classifier's update (a node then keeps these few values instead of a
     whole `base`). `start_head` falls back to `base[head]`."""
+    tensors: tuple[int, ...] | None = None
+    """The sizes of the model's tensors in vector order (summing to d), or None: rules that
+    test each layer apart (dfl_guard's sign test) read them; a node sets `ModelSpec.sizes`."""
     checked_rows: bool = False
     """True when every received model is known finite already, so construction skips only
     the finiteness scan of `models` (every other check still runs).
@@ -143,6 +146,13 @@ class AggregationInput:
                     or self.head_base.shape != (n,) or not is_finite(self.head_base)):
                 raise ValueError(f"head_base must be a finite float32 array of shape ({n},), "
                                  f"got {_describe(self.head_base)}")
+        if self.tensors is not None and not (
+            isinstance(self.tensors, tuple)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in self.tensors)
+            and sum(self.tensors) == d
+        ):
+            raise ValueError(f"tensors must be a tuple of positive tensor sizes summing to the "
+                             f"model's {d} coordinates, got {_describe(self.tensors)}")
         if self.probe is not None and not callable(self.probe):
             raise ValueError(f"probe must be callable, got {_describe(self.probe)}")
         if not isinstance(self.checked_rows, bool):

@@ -60,21 +60,33 @@ docs/results.md, "Figures formerly in defense docstrings".)
    passed every other test here and drove honest nodes to 0.10 (docs/results.md, "Attack
    matrix"). An attacker who knows the test keeps its bias sum: the test answers one law of
    the classifier, not an attacker who poisons the feature layers alone;
-6. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average), with
-   q = 1 for a model that passed the distance, opposition, reversal and balance tests (and, when
+6. sign (on by default): a received model m differs from the own model w, an honest model,
+   about as often upwards as downwards on every large tensor: two honest models are two
+   draws around one consensus, so on a tensor's n coordinates the share above and the share
+   below differ by about 1/sqrt(n) plus what their label mixes make of it (docs/results.md,
+   "Sign test"). ALIE (the honest mean plus tau standard deviations on every coordinate) lies
+   above any honest model on nearly all of them. A model whose (above - below) / (above +
+   below) exceeds `sign` in absolute value, over the whole model or on any tensor of at least
+   `SIGN_MIN_TENSOR` coordinates, counts for nothing this round. The reference is the own
+   model, which no sender moves (the coordinate-wise median would be: colluders on one side
+   shift it, and honest models then read as skewed the other way). An attacker who knows the
+   test shifts at most (1 + sign) / 2 of the coordinates one way, and may concentrate on the
+   small tensors (LeNet's first convolution and the biases), which the distance gate bounds;
+7. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average), with
+   q = 1 for a model that passed the distance, opposition, reversal, balance and sign tests (and, when
    `margin` < 1, scores at least s_med - margin, s_med the median score of the accepted received
    models), q = 0 otherwise. Nobody is penalised for merely being the lowest of a good lot, one
    bad round is forgotten, and a sender that keeps failing sinks below `floor` over rounds. The
    score test is off by default: under label skew honest peers' scores on my data spread over
    most of [0, 1], and on Dirichlet(0.1) shards the test cost final accuracy;
-7. kin (on by default): models that deviate from the coordinate-wise median of the own and
+8. kin (on by default): models that deviate from the coordinate-wise median of the own and
    received models in the same direction (cosine above `kin`) share one voice (`kin_counts`),
    so colluders who publish one model, or copy one honest node's (mimic, Karimireddy et al.),
    weigh as one sender, not three. It is Sybil-resistance in the spirit of FoolsGold (Fung et
    al., "The Limitations of Federated Learning in Sybil Settings", RAID 2020), read on one
    round's models; colluders who know it spread their models apart (`kin_edge`) and keep part
    of their weight;
-8. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that pass
+9. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that pass
    this round and whose reputation is at least `floor` (trust-weighted averaging as in FLTrust,
    Cao et al., NDSS 2021, with the trust earned over rounds instead of from a root data set),
    each weight (the own one too) divided by the voices its model shares.
@@ -97,7 +109,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            margin: float = 1.0, initial: float = 1.0, floor: float = 0.3,
                            own_weight: float = 1.0, oppose: float = 1.0,
                            coords: int = 32768, reversal: float = 0.0,
-                           balance: float = 0.5, kin: float = 0.5) -> None:
+                           balance: float = 0.5, kin: float = 0.5, sign: float = 0.4) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("gate", gate, 0.0, allow_inf=True)
     check_number("clip", clip, 0.0, allow_inf=True)
@@ -110,6 +122,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     check_number("reversal", reversal, 0.0, 1.0)
     check_number("balance", balance, 0.0, 1.0)
     check_number("kin", kin, 0.0, 1.0)
+    check_number("sign", sign, 0.0, 1.0)
     if isinstance(coords, bool) or not isinstance(coords, int | float) or coords != int(coords) \
             or coords < 0:
         raise ValueError(f"coords must be a whole number >= 0 (0: all coordinates), got {coords!r}")
@@ -119,7 +132,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               margin: float = 1.0, initial: float = 1.0, floor: float = 0.3,
               own_weight: float = 1.0, oppose: float = 1.0,
               coords: int = 32768, reversal: float = 0.0,
-              balance: float = 0.5, kin: float = 0.5) -> AggregationResult:
+              balance: float = 0.5, kin: float = 0.5, sign: float = 0.4) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -144,10 +157,15 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     kin: models (the own one among them) whose deviations from the coordinate-wise median
         have cosine above `kin` count as one voice between them (see `kin_counts`); 1 turns
         it off.
+    sign: a model whose difference from the own model is positive on a share p and negative
+        on a share q of the coordinates, with |p - q| / (p + q) above `sign` over the whole
+        model or on a tensor of at least `SIGN_MIN_TENSOR` coordinates (see `sign_skews`;
+        needs `inp.tensors` for the per-tensor reading), counts for nothing this round; 1
+        turns the test off.
     """
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
-                           reversal=reversal, balance=balance, kin=kin)
+                           reversal=reversal, balance=balance, kin=kin, sign=sign)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -163,6 +181,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         accepted &= passes_reversal(inp, reversal, accepted)
     if inp.head is not None and balance < 1.0:
         accepted &= head_imbalance(inp) <= balance
+    if sign < 1.0:
+        accepted &= sign_skews(inp) <= sign
     observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
     reputation = (1.0 - beta) * prior + beta * observed
     weights = np.where(accepted & (reputation >= floor), reputation, 0.0)
@@ -184,6 +204,39 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
     return AggregationResult(model, reputations, shares)
+
+
+SIGN_MIN_TENSOR = 10_000
+"""The sign test reads a tensor apart, and the whole model, only from this many coordinates
+on: on a few hundred, honest differences are too lopsided to test (LeNet's first convolution,
+500 weights, reached 0.6 between honest models in logged runs)."""
+
+
+def sign_skews(inp: AggregationInput) -> np.ndarray:
+    """float64 [k]: for each received model, the largest |above - below| / (above + below),
+    above (below) the number of coordinates on which it exceeds (falls short of) the own
+    model, taken over the whole model and over each tensor of `inp.tensors`, each where it has
+    at least `SIGN_MIN_TENSOR` coordinates (0 where none has: too few to read).
+
+    Honest models read near 0 on the large tensors (docs/results.md, "Sign test"); ALIE,
+    which adds tau standard deviations to every coordinate of the honest mean, near 1.
+    """
+    d = inp.own.shape[0]
+    bounds = [(0, d)] if d >= SIGN_MIN_TENSOR else []
+    if inp.tensors is not None and len(inp.tensors) > 1:
+        start = 0
+        for n in inp.tensors:
+            if n >= SIGN_MIN_TENSOR:
+                bounds.append((start, start + n))
+            start += n
+    out = np.zeros(inp.k)
+    for i, row in enumerate(inp.rows):
+        signs = np.sign(np.subtract(row, inp.own, dtype=np.float32))
+        for a, b in bounds:
+            moved = np.count_nonzero(signs[a:b])  # above + below
+            if moved:
+                out[i] = max(out[i], abs(float(signs[a:b].sum(dtype=np.float64))) / moved)
+    return out
 
 
 def kin_counts(inp: AggregationInput, kin: float, voting: np.ndarray | None = None,

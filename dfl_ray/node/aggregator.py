@@ -82,6 +82,7 @@ class Aggregator:
         self.rule_uses_base = rule_uses_base(params.rule, params.rule_params)
         self.keeps_base = self.rule_uses_base or keep_base
         self.head, self.head_classes = find_head(spec, num_classes)
+        self.tensors = tuple(int(n) for n in spec.sizes)
         self.keeps_head = self.head is not None and rule_uses_head(params.rule, params.rule_params)
         self.round_base: np.ndarray | None = None
         self.round_head: np.ndarray | None = None
@@ -152,6 +153,7 @@ class Aggregator:
             head=self.head,
             head_classes=self.head_classes,
             head_base=self.round_head,
+            tensors=self.tensors,
             # Every buffered row passed check_payload (finiteness included) on receipt.
             checked_rows=True,
             probe=self.probe,

@@ -90,6 +90,22 @@ def test_alie_adds_tau_sample_standard_deviations_to_the_honest_mean(tau: float)
     np.testing.assert_allclose(update, expected, rtol=0, atol=1e-6)
 
 
+def test_alie_with_up_mirrors_the_shift_on_one_fixed_pattern() -> None:
+    """An attacker that knows dfl_guard's sign test: the shift keeps its sign on a share `up`
+    of the coordinates and is subtracted on the others, on the same coordinates every time."""
+    update, _, rows, _ = publish(make_attack("byzfl_alie", up=0.6), observations())
+    u = rows.astype(np.float64)
+    mean, shift = u.mean(axis=0), 1.5 * u.std(axis=0, ddof=1)
+    kept = np.isclose(update, mean + shift, rtol=0, atol=1e-6)
+    mirrored = np.isclose(update, mean - shift, rtol=0, atol=1e-6)
+    assert np.all(kept | mirrored)
+    assert 0.5 < kept.mean() < 0.7  # about 0.6 of the 400 coordinates
+    again, _, _, _ = publish(make_attack("byzfl_alie", up=0.6), observations(seed=3), seed=11)
+    u2 = np.vstack([observations(seed=3), rows[-1:]]).astype(np.float64)
+    np.testing.assert_array_equal(np.isclose(again, u2.mean(axis=0) - 1.5 * u2.std(axis=0, ddof=1),
+                                             rtol=0, atol=1e-6), mirrored)
+
+
 def test_keep_sum_zeroes_the_sum_of_the_last_coordinates_and_keeps_the_rest() -> None:
     """An attacker that knows dfl_guard's balance test: the last coordinates (the output bias)
     of its update sum to zero, every other coordinate is ByzFL's."""
@@ -197,7 +213,7 @@ def test_gaussian_draws_byzfls_noise_from_the_attackers_generator() -> None:
 def test_parameters_and_their_defaults() -> None:
     assert attack_params("byzfl_sign_flip") == {"honest_turns": 0, "keep_sum": 0}
     assert attack_params("byzfl_ipm") == {"honest_turns": 0, "keep_sum": 0, "tau": 2.0}
-    assert attack_params("byzfl_alie") == {"honest_turns": 0, "keep_sum": 0, "tau": 1.5}
+    assert attack_params("byzfl_alie") == {"honest_turns": 0, "keep_sum": 0, "tau": 1.5, "up": 1.0}
     for kind in ("byzfl_opt_ipm", "byzfl_opt_alie"):
         assert attack_params(kind) == {"honest_turns": 0, "keep_sum": 0, "rule": "nnm_trmean", "f": 3,
                                        "evals": 20}
@@ -217,6 +233,9 @@ def test_whole_floats_and_rule_names_reach_the_attack() -> None:
     ("byzfl_ipm", {"tau": math.inf}),
     ("byzfl_alie", {"tau": math.nan}),
     ("byzfl_alie", {"tau": "1.5"}),
+    ("byzfl_alie", {"up": 0.4}),
+    ("byzfl_alie", {"up": 1.1}),
+    ("byzfl_alie", {"up": math.nan}),
     ("byzfl_opt_ipm", {"f": 0}),
     ("byzfl_opt_alie", {"f": 2.5}),
     ("byzfl_opt_alie", {"evals": 0}),

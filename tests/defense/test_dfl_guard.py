@@ -16,6 +16,7 @@ from dfl_ray.defense.guard import (
     kin_counts,
     own_update_cosines,
     passes_reversal,
+    sign_skews,
 )
 from dfl_ray.defense.shield import dfl_shield
 
@@ -177,6 +178,8 @@ def test_invalid_parameter_is_named() -> None:
         rule(inp, {"reversal": -0.1})
     with pytest.raises(ValueError, match="kin"):
         rule(inp, {"kin": 1.5})
+    with pytest.raises(ValueError, match="parameter sign must be in"):
+        rule(inp, {"sign": -0.5})
     with pytest.raises(ValueError, match="no parameter 'radius'"):
         rule(inp, {"radius": 1.0})
 
@@ -476,3 +479,55 @@ def test_peers_that_merely_share_a_direction_keep_their_weight() -> None:
     inp = make_input(models, [0.5] * 6)
     assert np.all(kin_counts(inp, 0.5) < 1.3)
     np.testing.assert_array_equal(kin_counts(inp, 1.0), np.ones(7))
+
+
+def big_input(rows: np.ndarray, own: np.ndarray, tensors: tuple[int, ...] | None) -> AggregationInput:
+    return AggregationInput(
+        own=own.astype(np.float32), own_score=0.9, models=rows.astype(np.float32),
+        senders=tuple(f"n{i}" for i in range(len(rows))),
+        scores=np.full(len(rows), 0.5), reputations={}, tensors=tensors)
+
+
+def test_sign_test_rejects_a_model_above_the_own_on_most_coordinates() -> None:
+    """ALIE's shape: the honest mean plus a positive shift on every coordinate. Honest models
+    differ from the own one up and down alike and pass; with sign = 1 the test is off."""
+    rng = np.random.default_rng(3)
+    n = 30_000
+    own = rng.standard_normal(n)
+    honest_rows = own + 0.1 * rng.standard_normal((5, n))
+    alie = honest_rows.mean(axis=0) + 0.1 * np.abs(rng.standard_normal(n))
+    rows = np.vstack([honest_rows, alie])
+    inp = big_input(rows, own, None)
+    skews = sign_skews(inp)
+    assert np.all(skews[:5] < 0.05) and skews[5] > 0.6
+    result = dfl_guard(inp)
+    assert np.all(result.weights[:5] > 0) and result.weights[5] == 0
+    assert result.reputations["n5"] < 1.0
+    assert dfl_guard(inp, sign=1.0).weights[5] > 0
+
+
+def test_sign_test_reads_each_large_tensor_but_no_small_one() -> None:
+    """A model balanced over the whole but shifted up on one large tensor is seen through
+    `tensors`; a lopsided tensor below SIGN_MIN_TENSOR coordinates is not read apart."""
+    rng = np.random.default_rng(4)
+    big, small = 12_000, 500
+    n = 3 * big + small
+    own = rng.standard_normal(n)
+    noise = 0.1 * rng.standard_normal(n)
+    shifted = own + noise
+    shifted[:big] = own[:big] + np.abs(noise[:big])  # up on the first tensor,
+    shifted[big:2 * big] = own[big:2 * big] - np.abs(noise[big:2 * big])  # down on the second
+    lopsided = own + noise
+    lopsided[-small:] = own[-small:] + np.abs(noise[-small:])  # up on the small one only
+    rows = np.vstack([shifted, lopsided])
+    whole = sign_skews(big_input(rows, own, None))
+    assert whole[0] < 0.05 and whole[1] < 0.05  # balanced over all coordinates
+    apart = sign_skews(big_input(rows, own, (big, big, big, small)))
+    assert apart[0] > 0.95 and apart[1] < 0.05
+
+
+def test_sign_test_skips_models_too_small_to_read() -> None:
+    own = np.zeros(D, dtype=np.float32)
+    rows = np.abs(honest(3)) + 1.0  # above the own model everywhere
+    assert np.all(sign_skews(make_input(rows, [0.5] * 3, own=own)) == 0.0)
+    assert np.all(dfl_guard(make_input(rows, [0.5] * 3, own=own), gate=np.inf).weights > 0)
