@@ -23,6 +23,7 @@ docs/results.md (section attack_matrix; with other --malicious counts, a section
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -78,6 +79,20 @@ DEFENSES = ("dfl_guard", "dfl_shield", "dfl_sentinel", "half_fedavg", "median", 
             "centered_clipping", "multi_krum", "dfl_trust")
 MALICIOUS = 3
 NODES = 10
+
+
+def store_trial(store: Path, name: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Add one trial to matrix.json and return every trial it now holds. The file is read
+    again under a lock first, so that invocations sharing an --out folder add to each other's
+    trials instead of writing over them; it is replaced whole, never left half written."""
+    with open(store.with_name(store.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(store.read_text()) if store.is_file() else {}
+        results[name] = summary
+        partial = store.with_name(store.name + ".partial")
+        partial.write_text(json.dumps(results, indent=1, sort_keys=True))
+        partial.replace(store)
+    return results
 
 
 def trial_name(part: str, attack: str, defense: str, seed: int, malicious: int = MALICIOUS) -> str:
@@ -293,8 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus_per_host = max(cpus / (args.parallel * args.hosts), 0.01)
 
     def keep(name: str, summary: dict[str, Any], seconds: float) -> None:
-        results[name] = summary
-        store.write_text(json.dumps(results, indent=1, sort_keys=True))
+        results.update(store_trial(store, name, summary))
         bd = summary.get("backdoor_success")
         print(f"{name:50s} honest {summary['honest_accuracy_final']:.4f}"
               + (f" backdoor {bd:.3f}" if bd is not None else "") + f" {seconds:.0f} s", flush=True)

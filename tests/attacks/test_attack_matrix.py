@@ -112,3 +112,17 @@ def test_a_section_without_write_results_is_refused(
     assert exit_info.value.code == 2
     assert "give --write-results too" in capsys.readouterr().err
     assert not (tmp_path / "matrix.json").exists()
+
+
+def test_invocations_sharing_a_folder_keep_each_others_trials(matrix: ModuleType,
+                                                              tmp_path: Path) -> None:
+    """Two invocations on one --out folder each read matrix.json when they start; a trial
+    that finishes is added to what the file holds at that moment, not to that first copy."""
+    import json
+
+    store = tmp_path / "matrix.json"
+    first = matrix.store_trial(store, "a", {"honest_accuracy_final": 0.9})
+    second = matrix.store_trial(store, "b", {"honest_accuracy_final": 0.8})  # the other one
+    assert set(first) == {"a"} and set(second) == {"a", "b"}
+    assert set(json.loads(store.read_text())) == {"a", "b"}
+    assert not (tmp_path / "matrix.json.partial").exists()
