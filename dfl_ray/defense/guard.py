@@ -109,8 +109,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            margin: float = 1.0, initial: float = 1.0, floor: float = 0.3,
                            own_weight: float = 1.0, oppose: float = 1.0,
                            coords: int = 32768, reversal: float = 0.0,
-                           balance: float = 0.5, kin: float = 0.5, kin_full: float = 1.0,
-                           sign: float = 0.4) -> None:
+                           balance: float = 0.5, kin: float = 0.5, sign: float = 0.4) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("gate", gate, 0.0, allow_inf=True)
     check_number("clip", clip, 0.0, allow_inf=True)
@@ -123,9 +122,6 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     check_number("reversal", reversal, 0.0, 1.0)
     check_number("balance", balance, 0.0, 1.0)
     check_number("kin", kin, 0.0, 1.0)
-    check_number("kin_full", kin_full, 0.0, 1.0)
-    if kin < 1.0 and kin_full <= kin:
-        raise ValueError(f"parameter kin_full must lie above kin ({kin!r}), got {kin_full!r}")
     check_number("sign", sign, 0.0, 1.0)
     if isinstance(coords, bool) or not isinstance(coords, int | float) or coords != int(coords) \
             or coords < 0:
@@ -136,8 +132,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               margin: float = 1.0, initial: float = 1.0, floor: float = 0.3,
               own_weight: float = 1.0, oppose: float = 1.0,
               coords: int = 32768, reversal: float = 0.0,
-              balance: float = 0.5, kin: float = 0.5, kin_full: float = 1.0,
-              sign: float = 0.4) -> AggregationResult:
+              balance: float = 0.5, kin: float = 0.5, sign: float = 0.4) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -162,8 +157,6 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     kin: models (the own one among them) whose deviations from the coordinate-wise median
         have cosine above `kin` count as one voice between them (see `kin_counts`); 1 turns
         it off.
-    kin_full: the cosine from which a pair counts as one voice; between `kin` and it, a
-        pair shares a part of a voice growing linearly.
     sign: a model whose difference from the own model is positive on a share p and negative
         on a share q of the coordinates, with |p - q| / (p + q) above `sign` over the whole
         model or on a tensor of at least `SIGN_MIN_TENSOR` coordinates (see `sign_skews`;
@@ -172,8 +165,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     """
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
-                           reversal=reversal, balance=balance, kin=kin, kin_full=kin_full,
-                           sign=sign)
+                           reversal=reversal, balance=balance, kin=kin, sign=sign)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -196,7 +188,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     weights = np.where(accepted & (reputation >= floor), reputation, 0.0)
     own_share = float(own_weight)
     if kin < 1.0:
-        counts = kin_counts(inp, kin, weights > 0.0, int(coords), kin_full)
+        counts = kin_counts(inp, kin, weights > 0.0, int(coords))
         own_share /= counts[0]
         weights = weights / counts[1:]
 
@@ -248,13 +240,12 @@ def sign_skews(inp: AggregationInput) -> np.ndarray:
 
 
 def kin_counts(inp: AggregationInput, kin: float, voting: np.ndarray | None = None,
-               coords: int = 0, full: float = 1.0) -> np.ndarray:
+               coords: int = 0) -> np.ndarray:
     """float64 [1 + k]: how many voices the own model and each received model share theirs with.
 
     Each model's deviation from the coordinate-wise median of the own and received models is
     compared with the others' by cosine c; a pair with c above `kin` counts
-    min(1, (c - kin) / (full - kin)) of a voice to each other, so identical deviations (and,
-    with `full` < 1, deviations at cosine `full` or above) are one voice
+    (c - kin) / (1 - kin) of a voice to each other, so identical deviations are one voice
     however many senders publish them. Colluders who publish one model (or copy one honest
     node's, as mimic does) thus weigh as one sender. Honest peers deviate each along their own
     labels, mostly below the threshold (docs/results.md, "Kin test"), and nodes that hold the
@@ -276,7 +267,7 @@ def kin_counts(inp: AggregationInput, kin: float, voting: np.ndarray | None = No
     norms = np.linalg.norm(dev, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         cos = np.where(np.outer(norms, norms) > 0.0, (dev @ dev.T) / np.outer(norms, norms), 0.0)
-    share = np.clip((cos - kin) / (full - kin), 0.0, 1.0) if kin < 1.0 else np.zeros_like(cos)
+    share = np.clip((cos - kin) / (1.0 - kin), 0.0, 1.0) if kin < 1.0 else np.zeros_like(cos)
     member = np.append(True, voting)
     share *= member[None, :]  # only the own model and models with weight count as kin
     np.fill_diagonal(share, 1.0)

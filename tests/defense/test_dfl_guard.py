@@ -481,24 +481,6 @@ def test_peers_that_merely_share_a_direction_keep_their_weight() -> None:
     np.testing.assert_array_equal(kin_counts(inp, 1.0), np.ones(7))
 
 
-def test_kin_full_makes_near_copies_one_voice() -> None:
-    """Colluders at cosine about 0.8 with each other (one push, noise of their own) share
-    part of a voice with kin alone, and a whole one with kin_full = 0.7."""
-    d = 4000
-    rng = np.random.default_rng(5)
-    push = 2.0 * rng.standard_normal(d)
-    rows = np.vstack([rng.standard_normal((6, d)), push + rng.standard_normal((3, d))])
-    inp = AggregationInput(own=np.zeros(d, dtype=np.float32), own_score=0.9,
-                           models=rows.astype(np.float32), senders=tuple(f"n{i}" for i in range(9)),
-                           scores=np.full(9, 0.5), reputations={})
-    partly, whole = kin_counts(inp, 0.5), kin_counts(inp, 0.5, full=0.7)
-    assert np.all((partly[7:] > 1.5) & (partly[7:] < 2.8))
-    np.testing.assert_allclose(whole[7:], 3.0)
-    np.testing.assert_allclose(whole[:7], partly[:7])  # honest models far below kin alike
-    with pytest.raises(ValueError, match="kin_full must lie above kin"):
-        dfl_guard(inp, kin=0.5, kin_full=0.5)
-
-
 def big_input(rows: np.ndarray, own: np.ndarray, tensors: tuple[int, ...] | None) -> AggregationInput:
     return AggregationInput(
         own=own.astype(np.float32), own_score=0.9, models=rows.astype(np.float32),
