@@ -68,10 +68,11 @@ docs/results.md, "Figures formerly in defense docstrings".)
    above any honest model on nearly all of them. A model whose (above - below) / (above +
    below) exceeds `sign` in absolute value, over the whole model or on any tensor of at least
    `SIGN_MIN_TENSOR` coordinates, counts for nothing this round. The reference is the own
-   model, which no sender moves (the coordinate-wise median would be: colluders on one side
-   shift it, and honest models then read as skewed the other way). An attacker who knows the
-   test shifts at most (1 + sign) / 2 of the coordinates one way, and may concentrate on the
-   small tensors (LeNet's first convolution and the biases), which the distance gate bounds;
+   model, which no sender moves; a coordinate-wise median would not do, as colluders on one
+   side shift it and honest models then read as skewed the other way. An attacker who knows
+   the test shifts at most (1 + sign) / 2 of the coordinates one way, and may concentrate on
+   the small tensors (LeNet's first convolution, the biases and the output layer), which the
+   distance gate bounds;
 7. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average), with
    q = 1 for a model that passed the distance, opposition, reversal, balance and sign tests (and, when
    `margin` < 1, scores at least s_med - margin, s_med the median score of the accepted received
