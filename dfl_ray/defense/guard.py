@@ -222,21 +222,23 @@ def sign_skews(inp: AggregationInput) -> np.ndarray:
     Honest models read near 0 on the large tensors (docs/results.md, "Sign test"); ALIE,
     which adds tau standard deviations to every coordinate of the honest mean, near 1.
     """
-    d = inp.own.shape[0]
-    bounds = [(0, d)] if d >= SIGN_MIN_TENSOR else []
-    if inp.tensors is not None and len(inp.tensors) > 1:
-        start = 0
-        for n in inp.tensors:
-            if n >= SIGN_MIN_TENSOR:
-                bounds.append((start, start + n))
-            start += n
+    own, d = inp.own, inp.own.shape[0]
+    sizes = inp.tensors if inp.tensors is not None else (d,)
+    starts = np.cumsum((0, *sizes[:-1]))
     out = np.zeros(inp.k)
     for i, row in enumerate(inp.rows):
-        signs = np.sign(np.subtract(row, inp.own, dtype=np.float32))
-        for a, b in bounds:
-            moved = np.count_nonzero(signs[a:b])  # above + below
-            if moved:
-                out[i] = max(out[i], abs(float(signs[a:b].sum(dtype=np.float64))) / moved)
+        # Counted once per tensor, compared in place (no difference vector); the whole
+        # model's counts are their sums.
+        above = np.array([np.count_nonzero(row[a:a + n] > own[a:a + n])
+                          for a, n in zip(starts, sizes, strict=True)])
+        below = np.array([np.count_nonzero(row[a:a + n] < own[a:a + n])
+                          for a, n in zip(starts, sizes, strict=True)])
+        read = [(above[j], below[j]) for j, n in enumerate(sizes) if n >= SIGN_MIN_TENSOR]
+        if d >= SIGN_MIN_TENSOR:
+            read.append((above.sum(), below.sum()))
+        for up, down in read:
+            if up + down:
+                out[i] = max(out[i], abs(int(up) - int(down)) / int(up + down))
     return out
 
 
