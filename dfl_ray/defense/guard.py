@@ -209,8 +209,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
 
 SIGN_MIN_TENSOR = 10_000
 """The sign test reads a tensor apart, and the whole model, only from this many coordinates
-on: on a few hundred, honest differences are too lopsided to test (LeNet's first convolution,
-500 weights, reached 0.6 between honest models in logged runs)."""
+on: on a few hundred, honest differences are too lopsided to test (docs/results.md, "Sign
+test")."""
 
 
 def sign_skews(inp: AggregationInput) -> np.ndarray:
