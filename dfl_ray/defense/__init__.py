@@ -100,7 +100,8 @@ def rule_uses_head(name: str, params: Mapping[str, Any]) -> bool:
 def rule_uses_probe(name: str, params: Mapping[str, Any]) -> bool:
     """Whether rule `name` with `params` calls `AggregationInput.probe` (the node's validation
     loss), so that nodes hand it only to rules that spend the scoring time."""
-    test = {"dfl_shield": "probe_ratio", "dfl_sentinel": "tolerance"}.get(name)
+    test = {"dfl_guard": "probe", "dfl_shield": "probe_ratio",
+            "dfl_sentinel": "tolerance"}.get(name)
     if test is None:
         _get(name)
         return False

@@ -99,6 +99,7 @@ which is what makes it as accurate as FedAvg on non-IID shards.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 
@@ -110,8 +111,13 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            margin: float = 1.0, initial: float = 1.0, floor: float = 0.3,
                            own_weight: float = 1.0, oppose: float = 1.0,
                            coords: int = 32768, reversal: float = 0.0,
-                           balance: float = 0.5, kin: float = 0.5, sign: float = 0.4) -> None:
+                           balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
+                           probe: float = math.inf, probe_step: float = 0.5,
+                           probe_slack: float = 0.05) -> None:
     """Raise ValueError naming a parameter outside its range."""
+    check_number("probe", probe, 0.0, allow_inf=True)
+    check_number("probe_step", probe_step, 0.0, 1.0, low_open=True)
+    check_number("probe_slack", probe_slack, 0.0)
     check_number("gate", gate, 0.0, allow_inf=True)
     check_number("clip", clip, 0.0, allow_inf=True)
     check_number("beta", beta, 0.0, 1.0, low_open=True)
@@ -133,7 +139,9 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               margin: float = 1.0, initial: float = 1.0, floor: float = 0.3,
               own_weight: float = 1.0, oppose: float = 1.0,
               coords: int = 32768, reversal: float = 0.0,
-              balance: float = 0.5, kin: float = 0.5, sign: float = 0.4) -> AggregationResult:
+              balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
+              probe: float = math.inf, probe_step: float = 0.5,
+              probe_slack: float = 0.05) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -163,10 +171,17 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         model or on a tensor of at least `SIGN_MIN_TENSOR` coordinates (see `sign_skews`;
         needs `inp.tensors` for the per-tensor reading), counts for nothing this round; 1
         turns the test off.
+    probe, probe_step, probe_slack: the validation probe (`probe_rises`, centred on the own
+        model): a model whose clipped version, taken `probe_step` of the way on every
+        coordinate but the output layer, raises the node's validation loss by more than
+        `probe` x the median rise of the models still accepted (floored at 0) + `probe_slack`
+        counts for nothing this round (needs `inp.probe`, skipped without it; math.inf, the
+        default, turns it off).
     """
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
-                           reversal=reversal, balance=balance, kin=kin, sign=sign)
+                           reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
+                           probe_step=probe_step, probe_slack=probe_slack)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -184,6 +199,13 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         accepted &= head_imbalance(inp) <= balance
     if sign < 1.0:
         accepted &= sign_skews(inp) <= sign
+    radius = float(clip) * spread
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pull = np.where(dist > radius, radius / dist, 1.0) if np.isfinite(radius) else np.ones(k)
+    if inp.probe is not None and np.isfinite(probe) and accepted.any():
+        rises = probe_rises(inp, pull, float(probe_step), accepted, centre=own)
+        reference = max(float(np.median(rises[accepted])), 0.0)
+        accepted &= rises <= float(probe) * reference + float(probe_slack)
     observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
     reputation = (1.0 - beta) * prior + beta * observed
     weights = np.where(accepted & (reputation >= floor), reputation, 0.0)
@@ -195,9 +217,6 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
 
     total = own_share + float(weights.sum())
     shares = weights / total
-    radius = float(clip) * spread
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pull = np.where(dist > radius, radius / dist, 1.0) if np.isfinite(radius) else np.ones(k)
     # A clipped model is w + p_i (m_i - w) = p_i m_i + (1 - p_i) w: mix rows and the own model.
     coeffs = shares * pull
     model = weighted_sum((*inp.rows, own), np.append(coeffs, 1.0 - coeffs.sum()))
@@ -205,6 +224,41 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
     return AggregationResult(model, reputations, shares)
+
+
+def probe_rises(inp: AggregationInput, pull: np.ndarray, step: float,
+                which: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+    """float64 [k]: for each received model i with `which[i]`, the rise of the node's validation
+    loss (`inp.probe`) when the own model w moves `step` of the way towards b + pull_i (m_i - b)
+    on every coordinate outside the output layer (`inp.head`); NaN for the others. b is the
+    clipping centre: `centre`, or the round start `inp.base` without it."""
+    base = inp.base if centre is None else centre
+    if inp.probe is None or base is None:
+        raise ValueError("probe_rises needs AggregationInput.probe and base (or a centre)")
+    own = inp.own
+    # The output layer is the model's trailing tensors (every model in the registry), so the
+    # body is one leading slice; a head elsewhere is left out by a mask.
+    d = own.shape[0]
+    if inp.head is None:
+        body: slice | np.ndarray = slice(0, d)
+    elif inp.head.stop == d:
+        body = slice(0, inp.head.start)
+    else:
+        body = np.ones(d, dtype=bool)
+        body[inp.head] = False
+    start = float(inp.probe(own))
+    rises = np.full(inp.k, np.nan)
+    w, b = own[body], base[body]
+    for i in np.flatnonzero(which):
+        # w + step (b + p (m - b) - w) on the body; the head stays w's.
+        target = inp.rows[i][body] - b
+        target *= np.float32(pull[i])
+        target += b
+        target -= w
+        moved = own.copy()
+        moved[body] = w + np.float32(step) * target
+        rises[i] = float(inp.probe(moved)) - start
+    return rises
 
 
 SIGN_MIN_TENSOR = 10_000

@@ -51,7 +51,7 @@ import numpy as np
 
 from dfl_ray.defense.aggregate import distances_to, weighted_sum
 from dfl_ray.defense.base import AggregationInput, AggregationResult, check_number
-from dfl_ray.defense.guard import head_imbalance, passes_reversal
+from dfl_ray.defense.guard import head_imbalance, passes_reversal, probe_rises
 
 
 def check_dfl_shield_params(*, clip: float = 2.0, gate: float = 4.0, probe_step: float = 0.5,
@@ -150,39 +150,6 @@ def dfl_shield(inp: AggregationInput, *, clip: float = 2.0, gate: float = 4.0,
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
     return AggregationResult(model, reputations, shares)
-
-
-def probe_rises(inp: AggregationInput, pull: np.ndarray, step: float,
-                which: np.ndarray) -> np.ndarray:
-    """float64 [k]: for each received model i with `which[i]`, the rise of the node's validation
-    loss (`inp.probe`) when the own model w moves `step` of the way towards b + pull_i (m_i - b)
-    on every coordinate outside the output layer (`inp.head`); NaN for the others."""
-    if inp.probe is None or inp.base is None:
-        raise ValueError("probe_rises needs AggregationInput.probe and base")
-    own, base = inp.own, inp.base
-    # The output layer is the model's trailing tensors (every model in the registry), so the
-    # body is one leading slice; a head elsewhere is left out by a mask.
-    d = own.shape[0]
-    if inp.head is None:
-        body: slice | np.ndarray = slice(0, d)
-    elif inp.head.stop == d:
-        body = slice(0, inp.head.start)
-    else:
-        body = np.ones(d, dtype=bool)
-        body[inp.head] = False
-    start = float(inp.probe(own))
-    rises = np.full(inp.k, np.nan)
-    w, b = own[body], base[body]
-    for i in np.flatnonzero(which):
-        # w + step (b + p (m - b) - w) on the body; the head stays w's.
-        target = inp.rows[i][body] - b
-        target *= np.float32(pull[i])
-        target += b
-        target -= w
-        moved = own.copy()
-        moved[body] = w + np.float32(step) * target
-        rises[i] = float(inp.probe(moved)) - start
-    return rises
 
 
 def update_norms(inp: AggregationInput) -> np.ndarray:
