@@ -58,6 +58,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "gate_edge_oppose": ("gate_edge", {"oppose": 0.1}),
     "kin_edge": ("kin_edge", {}),
     "kin_edge_half": ("kin_edge", {"share": 0.5}),  # cosine about the kin test's threshold
+    # gate_edge shortened until it passes dfl_guard's validation probe (probe=2) on its own data
+    "probe_edge": ("probe_edge", {}),
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
     "label_swap": ("label_swap", {}),

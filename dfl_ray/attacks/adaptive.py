@@ -15,6 +15,7 @@ against dfl_sentinel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -162,6 +163,72 @@ class KinEdge(GateEdge):
         mask = rng.random(body) < float(self.share)
         out[:body] = (centre + np.where(mask, push / np.sqrt(float(self.share)), 0.0)
                       ).astype(np.float32)
+        return out
+
+
+@dataclass(frozen=True)
+class ProbeEdge(GateEdge):
+    """`GateEdge` shortened until it passes dfl_guard's validation probe as the attacker
+    reads it on its own validation split: white-box against `dfl_guard:probe=...`.
+
+    The probe moves a receiver's model w `probe_step` of the way towards a received model's
+    feature layers and rejects it when the validation loss rises by more than `probe` x the
+    median rise of the received models + `probe_slack`. The attacker cannot measure a
+    receiver's rise (it lacks the receiver's data), so it plays the receiver itself: it
+    measures, on its own split, the rise each observed honest model causes from its own
+    trained model, sets the threshold from their median as the rule does, and publishes
+    trained + t (gate edge - trained) off the output layer, t in [0, 1] the largest (by
+    bisection) whose rise stays under `safety` x that threshold.
+    """
+
+    name: ClassVar[str] = "probe_edge"
+    uses_loss: ClassVar[bool] = True
+    probe: float = 2.0
+    """The probe ratio of the defense attacked."""
+    probe_step: float = 0.5
+    """The probe step of the defense attacked (dfl_guard's default 0.5)."""
+    probe_slack: float = 0.05
+    """The probe slack of the defense attacked (dfl_guard's default 0.05)."""
+    safety: float = 0.8
+    """Share of the threshold (as the attacker reads it) to stay under."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("probe", "probe_step", "safety"):
+            check_positive(name, getattr(self, name))
+        if (isinstance(self.probe_slack, bool) or not isinstance(self.probe_slack, int | float)
+                or not self.probe_slack >= 0.0):
+            raise ValueError(f"attack parameter probe_slack must be a number >= 0, "
+                             f"got {self.probe_slack!r}")
+
+    def _publish_with_loss(self, trained: np.ndarray, base: np.ndarray,
+                           rng: np.random.Generator, turn: int, observed: np.ndarray | None,
+                           loss: Callable[[np.ndarray], float] | None) -> np.ndarray:
+        edge, body, _ = self._edge(trained, base, rng, observed)
+        if loss is None:
+            raise ValueError("probe_edge needs the attacker's validation loss (loss=...)")
+        if body == 0 or observed is None or len(observed) == 0:
+            return edge
+        step = np.float32(self.probe_step)
+        start = float(loss(trained))
+
+        def rise(target: np.ndarray) -> float:
+            moved = trained.copy()
+            moved[:body] += step * (target - trained[:body])
+            return float(loss(moved)) - start
+
+        honest = [rise(base[:body] + u[:body]) for u in observed]
+        limit = float(self.safety) * (float(self.probe) * max(float(np.median(honest)), 0.0)
+                                      + float(self.probe_slack))
+        push = edge[:body] - trained[:body]
+        if rise(trained[:body] + push) <= limit:
+            return edge
+        low, high = 0.0, 1.0
+        for _ in range(10):
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if rise(trained[:body] + mid * push) <= limit else (low, mid)
+        out = trained.copy()
+        out[:body] = trained[:body] + np.float32(low) * push
         return out
 
 

@@ -21,6 +21,7 @@ parameters and see every honest model, but not the honest nodes' data, keys or v
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,6 +37,8 @@ class Attack:
     poisons_data: ClassVar[bool] = False
     observes: ClassVar[bool] = False
     """Whether `poison_model` uses the honest updates the attacker observed."""
+    uses_loss: ClassVar[bool] = False
+    """Whether `poison_model` uses `loss`, the attacker's own validation loss."""
     honest_turns: int = 0
     """Publications made honestly before attacking (0: attack from the first)."""
 
@@ -55,18 +58,30 @@ class Attack:
         return images, labels
 
     def poison_model(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
-                     turn: int, observed: np.ndarray | None = None) -> np.ndarray:
+                     turn: int, observed: np.ndarray | None = None,
+                     loss: Callable[[np.ndarray], float] | None = None) -> np.ndarray:
         """The model published on the attacker's `turn`-th publication (counted from 0).
 
         `observed` ([k, size] float32, k >= 0) holds the honest updates the attacker has seen;
         only `observes` attacks read it, and they fall back to the attacker's own update alone
-        when it is None or empty. Before `honest_turns` the trained model is published as is.
+        when it is None or empty. `loss` is the attacker's own validation loss of a model
+        vector; only `uses_loss` attacks call it. Before `honest_turns` the trained model is
+        published as is.
         """
         check_models(trained, base, turn)
         if observed is not None:
             check_observed(observed, trained.size)
+        if loss is not None and not callable(loss):
+            raise ValueError(f"loss must be callable, got {type(loss).__name__}")
         if not self.active(turn):
             return trained.copy()
+        if self.uses_loss:
+            return self._publish_with_loss(trained, base, rng, turn, observed, loss)
+        return self._publish(trained, base, rng, turn, observed)
+
+    def _publish_with_loss(self, trained: np.ndarray, base: np.ndarray,
+                           rng: np.random.Generator, turn: int, observed: np.ndarray | None,
+                           loss: Callable[[np.ndarray], float] | None) -> np.ndarray:
         return self._publish(trained, base, rng, turn, observed)
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,

@@ -232,8 +232,9 @@ class DFLNode:
             base = self.aggregator.round_base
             assert base is not None  # attackers keep it (set by train())
             vec = np.ascontiguousarray(
-                self.attack.poison_model(vec, base, self.attack_rng, self.turn,
-                                         observed=self.observed),
+                self.attack.poison_model(
+                    vec, base, self.attack_rng, self.turn, observed=self.observed,
+                    loss=self.learner.loss if self.attack.uses_loss else None),
                 dtype=np.float32,
             )
         self.turn += 1

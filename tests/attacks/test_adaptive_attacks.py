@@ -79,6 +79,49 @@ def test_gate_edge_keeps_the_output_layer_and_pushes_the_rest_against_the_mean()
     assert reach == pytest.approx(0.9 * 3.0 * np.median(pair), rel=0.05)
 
 
+def test_probe_edge_shortens_gate_edge_until_its_own_probe_passes() -> None:
+    """With a validation loss that punishes moving off the trained model, the attacker reads
+    the honest models' rises on it and publishes the largest share of gate edge's push whose
+    rise stays under safety x (probe x median honest rise + slack)."""
+    trained, base, observed = setting()
+    calls = []
+
+    def loss(vec: np.ndarray) -> float:
+        calls.append(1)
+        return float(((vec.astype(np.float64) - trained) ** 2).sum())
+
+    edge = make_attack("gate_edge", keep_last=100).poison_model(
+        trained, base, np.random.default_rng(0), 0, observed=observed)
+    out = make_attack("probe_edge", keep_last=100).poison_model(
+        trained, base, np.random.default_rng(0), 0, observed=observed, loss=loss)
+    np.testing.assert_array_equal(out[-100:], trained[-100:])  # the output layer as trained
+    push = (edge - trained)[:-100].astype(np.float64)
+    got = (out - trained)[:-100].astype(np.float64)
+    t = float(got @ push) / float(push @ push)
+    assert 0.0 < t < 1.0  # shortened, along gate edge's push
+    np.testing.assert_allclose(got, t * push, atol=1e-5)
+
+    def rise(target_body: np.ndarray) -> float:
+        moved = trained.astype(np.float64).copy()
+        moved[:-100] += 0.5 * (target_body - trained[:-100])
+        return float(((moved - trained) ** 2).sum())
+
+    honest = [rise(base[:-100] + u[:-100].astype(np.float64)) for u in observed]
+    limit = 0.8 * (2.0 * float(np.median(honest)) + 0.05)
+    assert rise(out[:-100].astype(np.float64)) <= limit
+    # as far as the bisection's tolerance allows: a little more push would fail
+    assert rise(trained[:-100] + (t + 2e-3) * push) > limit
+    # a loss the push does not change: gate edge's model unshortened
+    flat = make_attack("probe_edge", keep_last=100).poison_model(
+        trained, base, np.random.default_rng(0), 0, observed=observed, loss=lambda vec: 0.0)
+    np.testing.assert_array_equal(flat, edge)
+    with pytest.raises(ValueError, match="validation loss"):
+        make_attack("probe_edge").poison_model(trained, base, np.random.default_rng(0), 0,
+                                               observed=observed)
+    with pytest.raises(ValueError, match="probe_slack"):
+        make_attack("probe_edge", probe_slack=-1.0)
+
+
 def test_kin_edge_colluders_push_as_far_as_gate_edge_on_coordinates_of_their_own() -> None:
     trained, base, observed = setting()
     attack = make_attack("kin_edge", keep_last=100, share=0.25)

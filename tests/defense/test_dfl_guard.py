@@ -7,7 +7,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base, rule_uses_head
+from dfl_ray.defense import (
+    AggregationInput,
+    get_rule,
+    rule_uses_base,
+    rule_uses_head,
+    rule_uses_probe,
+)
 from dfl_ray.defense.guard import (
     dfl_guard,
     head_imbalance,
@@ -182,6 +188,40 @@ def test_invalid_parameter_is_named() -> None:
         rule(inp, {"sign": -0.5})
     with pytest.raises(ValueError, match="no parameter 'radius'"):
         rule(inp, {"radius": 1.0})
+
+
+def test_probe_rejects_a_model_that_raises_the_own_validation_loss() -> None:
+    """Three colluders sit at an ordinary distance, so the gate passes them, on the side of
+    the own model that the node's validation loss (a quadratic around `goal`) punishes."""
+    own = np.zeros(D, dtype=np.float32)
+    goal = np.ones(D, dtype=np.float32)
+    models = np.vstack([honest(6) * 0.5, np.tile(-goal * 0.8, (3, 1))]).astype(np.float32)
+    calls: list[np.ndarray] = []
+
+    def probe(vec: np.ndarray) -> float:
+        calls.append(vec.copy())
+        return float(((vec - goal) ** 2).mean())
+
+    inp = make_input(models, [0.5] * 9, own=own)
+    inp = AggregationInput(own=inp.own, own_score=0.9, models=inp.matrix, senders=inp.senders,
+                           scores=inp.scores, reputations={}, probe=probe)
+    assert np.all(dfl_guard(inp).weights > 0)  # off by default
+    assert not calls
+    result = dfl_guard(inp, probe=2.0)
+    assert np.all(result.weights[:6] > 0) and np.all(result.weights[6:] == 0)
+    assert result.reputations["n6"] < 1.0 and result.reputations["n0"] == 1.0
+    assert len(calls) == 1 + 9  # the own model, then one probe per accepted model
+    # the probe moves half way towards each model, centred on the own model
+    np.testing.assert_allclose(calls[-1], own + 0.5 * (models[-1] - own), rtol=1e-6)
+
+
+def test_the_probe_test_is_skipped_without_a_probe_and_asked_for_only_when_on() -> None:
+    models = np.vstack([honest(6), -np.ones((3, D), dtype=np.float32)])
+    assert np.all(dfl_guard(make_input(models, [0.5] * 9), probe=2.0).weights > 0)
+    assert rule_uses_probe("dfl_guard", {"probe": 2.0})
+    assert not rule_uses_probe("dfl_guard", {})
+    with pytest.raises(ValueError, match="probe_step"):
+        get_rule("dfl_guard")(make_input(models, [0.5] * 9), {"probe_step": 0.0})
 
 
 # ------------------------------------------------------------------ reversal test (head skew)

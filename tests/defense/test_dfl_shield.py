@@ -178,7 +178,6 @@ def test_probe_off_with_an_infinite_ratio_and_without_a_probe() -> None:
 def test_only_rules_that_call_the_probe_get_it() -> None:
     assert rule_uses_probe("dfl_shield", {})
     assert not rule_uses_probe("dfl_shield", {"probe_ratio": np.inf})
-    assert not rule_uses_probe("dfl_guard", {})
     with pytest.raises(ValueError, match="unknown aggregation rule"):
         rule_uses_probe("nope", {})
 
