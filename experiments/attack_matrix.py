@@ -60,6 +60,7 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "kin_edge_half": ("kin_edge", {"share": 0.5}),  # cosine about the kin test's threshold
     # gate_edge shortened until it passes dfl_guard's validation probe (probe=2) on its own data
     "probe_edge": ("probe_edge", {}),
+    "probe_edge_3": ("probe_edge", {"probe": 3.0}),  # against dfl_guard:probe=3
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
     "label_swap": ("label_swap", {}),
