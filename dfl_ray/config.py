@@ -208,7 +208,8 @@ class AttackConfig:
     """Attack of the malicious nodes: none, random_model, random_model_by_turn, minus_uniform,
     free_rider, label_shuffle, label_shift, label_swap, blank_images, sign_flip, scaled_update,
     gaussian_noise, alie, ipm, min_max, min_sum, mimic (omniscient: built from the honest models
-    the attackers received), gate_edge and kin_edge (white-box against dfl_guard), shield_edge
+    the attackers received), gate_edge, kin_edge and probe_edge (white-box against dfl_guard),
+    shield_edge
     (white-box against dfl_shield), sentinel_edge (white-box against dfl_sentinel), backdoor
     (dfl_ray.attacks), byzfl_sign_flip, byzfl_ipm, byzfl_alie, byzfl_opt_ipm, byzfl_opt_alie, byzfl_mimic, byzfl_inf,
     byzfl_gaussian (ByzFL's attacks, dfl_ray.attacks.byzfl_attacks)."""
@@ -225,7 +226,9 @@ class AttackConfig:
     gate (3, the gate attacked), fraction (0.95 of the gate radius), keep_last (5010, trailing
     coordinates published as trained: LeNet's output layer), oppose (1: off; below 1, the
     opposition test attacked, kept passing by padding the push); kin_edge the same and share
-    (1/3 of the coordinates each colluder pushes on, against dfl_guard's kin test); shield_edge
+    (1/3 of the coordinates each colluder pushes on, against dfl_guard's kin test); probe_edge
+    gate_edge's and probe (2), probe_step (0.5), probe_slack (0.05) (dfl_guard's validation
+    probe attacked, read on the attacker's own split), safety (0.8 of that threshold); shield_edge
     clip (2, the clip attacked), fraction (0.95), keep_last (5010); sentinel_edge z (1, honest
     standard deviations below the honest mean), clip (2, the clip attacked), fraction (0.95),
     keep_last (5010); backdoor target (0), size (3,

@@ -73,24 +73,35 @@ docs/results.md, "Figures formerly in defense docstrings".)
    the test shifts at most (1 + sign) / 2 of the coordinates one way, and may concentrate on
    the small tensors (LeNet's first convolution, the biases and the output layer), which the
    distance gate bounds;
-7. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average), with
-   q = 1 for a model that passed the distance, opposition, reversal, balance and sign tests (and, when
-   `margin` < 1, scores at least s_med - margin, s_med the median score of the accepted received
-   models), q = 0 otherwise. Nobody is penalised for merely being the lowest of a good lot, one
-   bad round is forgotten, and a sender that keeps failing sinks below `floor` over rounds. The
-   score test is off by default: under label skew honest peers' scores on my data spread over
-   most of [0, 1], and on Dirichlet(0.1) shards the test cost final accuracy;
-8. kin (on by default): models that deviate from the coordinate-wise median of the own and
+7. probe (optional, off by default): every test above reads what senders publish, so an
+   attacker who knows them sits just inside all of them (`gate_edge` pushes the feature layers
+   against the honest mean from inside the gate). The node's validation split is what no
+   sender sees: the own model is moved `probe_step` of the way towards each clipped model on
+   every coordinate but the output layer (where an honest peer's other labels live), and a
+   model whose loss rise exceeds `probe` x the median rise of the models still accepted plus
+   `probe_slack` counts for nothing this round (Zeno, Xie, Koyejo, Gupta, ICML 2019, with the
+   own split as the root data). On label-skewed shards a peer with other labels raises the
+   loss on the own ones too, so the test also leaves out honest models, which is its cost
+   without attack (docs/results.md, "Validation probe");
+8. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average),
+   with q = 1 for a model that passed the distance, opposition, reversal, balance, sign and
+   probe tests (and, when `margin` < 1, scores at least s_med - margin, s_med the median
+   score of the accepted received models), q = 0 otherwise. Nobody is penalised for merely
+   being the lowest of a good lot, one bad round is forgotten, and a sender that keeps failing
+   sinks below `floor` over rounds. The score test is off by default: under label skew honest
+   peers' scores on my data spread over most of [0, 1], and on Dirichlet(0.1) shards the test
+   cost final accuracy;
+9. kin (on by default): models that deviate from the coordinate-wise median of the own and
    received models in the same direction (cosine above `kin`) share one voice (`kin_counts`),
    so colluders who publish one model, or copy one honest node's (mimic, Karimireddy et al.),
    weigh as one sender, not three. It is Sybil-resistance in the spirit of FoolsGold (Fung et
    al., "The Limitations of Federated Learning in Sybil Settings", RAID 2020), read on one
    round's models; colluders who know it spread their models apart (`kin_edge`) and keep part
    of their weight;
-9. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that pass
-   this round and whose reputation is at least `floor` (trust-weighted averaging as in FLTrust,
-   Cao et al., NDSS 2021, with the trust earned over rounds instead of from a root data set),
-   each weight (the own one too) divided by the voices its model shares.
+10. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that
+    pass this round and whose reputation is at least `floor` (trust-weighted averaging as in
+    FLTrust, Cao et al., NDSS 2021, with the trust earned over rounds instead of from a root
+    data set), each weight (the own one too) divided by the voices its model shares.
 
 With no attacker in the buffer this is close to a plain average of the own and received models,
 which is what makes it as accurate as FedAvg on non-IID shards.

@@ -195,7 +195,8 @@ def test_probe_rejects_a_model_that_raises_the_own_validation_loss() -> None:
     the own model that the node's validation loss (a quadratic around `goal`) punishes."""
     own = np.zeros(D, dtype=np.float32)
     goal = np.ones(D, dtype=np.float32)
-    models = np.vstack([honest(6) * 0.5, np.tile(-goal * 0.8, (3, 1))]).astype(np.float32)
+    peers = np.random.default_rng(11).standard_normal((6, D)) * 0.2
+    models = np.vstack([peers, np.tile(-goal * 0.2, (3, 1))]).astype(np.float32)
     calls: list[np.ndarray] = []
 
     def probe(vec: np.ndarray) -> float:
