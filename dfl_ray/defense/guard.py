@@ -124,8 +124,10 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            coords: int = 32768, reversal: float = 0.0,
                            balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
                            probe: float = math.inf, probe_step: float = 0.5,
-                           probe_slack: float = 0.05) -> None:
+                           probe_slack: float = 0.05, penalty: float | None = None) -> None:
     """Raise ValueError naming a parameter outside its range."""
+    if penalty is not None:
+        check_number("penalty", penalty, 0.0, 1.0)
     check_number("probe", probe, 0.0, allow_inf=True)
     check_number("probe_step", probe_step, 0.0, 1.0, low_open=True)
     check_number("probe_slack", probe_slack, 0.0)
@@ -152,7 +154,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               coords: int = 32768, reversal: float = 0.0,
               balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
               probe: float = math.inf, probe_step: float = 0.5,
-              probe_slack: float = 0.05) -> AggregationResult:
+              probe_slack: float = 0.05, penalty: float | None = None) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -188,11 +190,14 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         `probe` x the median rise of the models still accepted (floored at 0) + `probe_slack`
         counts for nothing this round (needs `inp.probe`, skipped without it; math.inf, the
         default, turns it off).
+    penalty: share of its reputation a sender loses in a round it fails: R <- (1 - penalty) R
+        (None, the default: beta, the moving average above). A larger penalty keeps a sender
+        that fails now and then below the floor, while a sender that never fails loses nothing.
     """
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
-                           probe_step=probe_step, probe_slack=probe_slack)
+                           probe_step=probe_step, probe_slack=probe_slack, penalty=penalty)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -219,6 +224,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         accepted &= rises <= float(probe) * reference + float(probe_slack)
     observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
     reputation = (1.0 - beta) * prior + beta * observed
+    if penalty is not None:
+        reputation = np.where(observed > 0.0, reputation, (1.0 - float(penalty)) * prior)
     weights = np.where(accepted & (reputation >= floor), reputation, 0.0)
     own_share = float(own_weight)
     if kin < 1.0:

@@ -225,6 +225,20 @@ def test_the_probe_test_is_skipped_without_a_probe_and_asked_for_only_when_on() 
         get_rule("dfl_guard")(make_input(models, [0.5] * 9), {"probe_step": 0.0})
 
 
+def test_penalty_makes_a_failed_round_cost_more_than_a_passed_one_earns() -> None:
+    models = np.vstack([honest(6), RNG.random((1, D)) * 50])  # the last one fails the gate
+    inp = make_input(models, [0.5] * 7, reps={f"n{i}": 0.8 for i in range(7)})
+    plain = dfl_guard(inp)
+    harsh = dfl_guard(inp, penalty=0.6)
+    assert plain.reputations["n6"] == pytest.approx(0.7 * 0.8)  # the default: beta
+    assert harsh.reputations["n6"] == pytest.approx(0.4 * 0.8)
+    for i in range(6):  # a pass earns the same either way
+        assert harsh.reputations[f"n{i}"] == pytest.approx(0.7 * 0.8 + 0.3)
+        assert plain.reputations[f"n{i}"] == harsh.reputations[f"n{i}"]
+    with pytest.raises(ValueError, match="penalty"):
+        get_rule("dfl_guard")(inp, {"penalty": 1.5})
+
+
 # ------------------------------------------------------------------ reversal test (head skew)
 
 CLASSES = 10
