@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from dfl_ray.attacks.adaptive import ProbeEdge
 from dfl_ray.ledger import (
     Receipt,
     Transaction,
@@ -338,6 +339,34 @@ def test_an_observing_attacker_keeps_the_honest_updates_of_its_buffer(tmp_path: 
     u = np.vstack([observed, own[None, :]]).astype(np.float64)
     np.testing.assert_allclose(sent, start + u.mean(axis=0) - u.std(axis=0), rtol=0, atol=1e-5)
     assert host.nodes[0].observed is None  # honest nodes keep nothing of the kind
+
+
+def test_an_attacker_that_reads_its_loss_is_handed_its_own_validation_loss(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # probe_edge plays the receiver's validation probe on the attacker's own split
+    config = small_config(attack={"kind": "probe_edge", "malicious": 2, "nodes": (2, 3)})
+    host = local_host(config, tmp_path)
+    handed: list[tuple[int, Any, np.ndarray]] = []
+    real = ProbeEdge._publish_with_loss
+
+    def spy(self: ProbeEdge, trained: np.ndarray, base: np.ndarray, rng: Any, turn: int,
+            observed: Any, loss: Any) -> np.ndarray:
+        out = real(self, trained, base, rng, turn, observed, loss)
+        handed.append((turn, loss, out))
+        return out
+
+    monkeypatch.setattr(ProbeEdge, "_publish_with_loss", spy)
+    host.begin_round(0)
+    host.end_round(0)
+    host.finish_round()
+    attacker = host.nodes[3]
+    attacker.train()
+    trained = attacker.get_vector()
+    attacker.publish()
+    turn, loss, out = handed[-1]
+    assert turn == 1 and loss == attacker.learner.loss  # its own learner's, bound to its split
+    assert loss(trained) == pytest.approx(attacker.learner.loss(trained))
+    assert not np.array_equal(out, trained)  # it attacked
 
 
 def test_an_adaptive_attacker_trains_and_publishes_honestly_before_its_attack(tmp_path: Path) -> None:
