@@ -124,8 +124,10 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            coords: int = 32768, reversal: float = 0.0,
                            balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
                            probe: float = math.inf, probe_step: float = 0.5,
-                           probe_slack: float = 0.05, penalty: float | None = None) -> None:
+                           probe_slack: float = 0.05, penalty: float | None = None,
+                           entry: float = 0.0) -> None:
     """Raise ValueError naming a parameter outside its range."""
+    check_number("entry", entry, 0.0, 1.0)
     if penalty is not None:
         check_number("penalty", penalty, 0.0, 1.0)
     check_number("probe", probe, 0.0, allow_inf=True)
@@ -154,7 +156,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               coords: int = 32768, reversal: float = 0.0,
               balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
               probe: float = math.inf, probe_step: float = 0.5,
-              probe_slack: float = 0.05, penalty: float | None = None) -> AggregationResult:
+              probe_slack: float = 0.05, penalty: float | None = None,
+              entry: float = 0.0) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -193,11 +196,15 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     penalty: share of its reputation a sender loses in a round it fails: R <- (1 - penalty) R
         (None, the default: beta, the moving average above). A larger penalty keeps a sender
         that fails now and then below the floor, while a sender that never fails loses nothing.
+    entry: the reputation from the rounds before this one that a sender needs to get weight
+        (0, the default: none). A pass lifts any reputation to at least beta, so without it a
+        sender that fails every other round is weighted every time it passes.
     """
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
-                           probe_step=probe_step, probe_slack=probe_slack, penalty=penalty)
+                           probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
+                           entry=entry)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -226,7 +233,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     reputation = (1.0 - beta) * prior + beta * observed
     if penalty is not None:
         reputation = np.where(observed > 0.0, reputation, (1.0 - float(penalty)) * prior)
-    weights = np.where(accepted & (reputation >= floor), reputation, 0.0)
+    weights = np.where(accepted & (reputation >= floor) & (prior >= entry), reputation, 0.0)
     own_share = float(own_weight)
     if kin < 1.0:
         counts = kin_counts(inp, kin, weights > 0.0, int(coords))

@@ -239,6 +239,16 @@ def test_penalty_makes_a_failed_round_cost_more_than_a_passed_one_earns() -> Non
         get_rule("dfl_guard")(inp, {"penalty": 1.5})
 
 
+def test_entry_withholds_weight_from_a_sender_whose_standing_is_low_before_the_round() -> None:
+    models = honest(6)
+    reps = {"n0": 0.2, **{f"n{i}": 1.0 for i in range(1, 6)}}
+    open_door = dfl_guard(make_input(models, [0.5] * 6, reps))
+    assert open_door.weights[0] > 0  # a pass lifts 0.2 to 0.44, above the floor
+    strict = dfl_guard(make_input(models, [0.5] * 6, reps), entry=0.3)
+    assert strict.weights[0] == 0 and np.all(strict.weights[1:] > 0)
+    assert strict.reputations["n0"] == pytest.approx(0.7 * 0.2 + 0.3)  # it still recovers
+
+
 # ------------------------------------------------------------------ reversal test (head skew)
 
 CLASSES = 10
