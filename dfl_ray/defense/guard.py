@@ -226,9 +226,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     with np.errstate(divide="ignore", invalid="ignore"):
         pull = np.where(dist > radius, radius / dist, 1.0) if np.isfinite(radius) else np.ones(k)
     if inp.probe is not None and np.isfinite(probe) and accepted.any():
-        rises = probe_rises(inp, pull, float(probe_step), accepted, centre=own)
-        reference = max(float(np.median(rises[accepted])), 0.0)
-        accepted &= rises <= float(probe) * reference + float(probe_slack)
+        accepted &= passes_probe(inp, pull, accepted, ratio=probe, step=probe_step,
+                                 slack=probe_slack, centre=own)
     observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
     reputation = (1.0 - beta) * prior + beta * observed
     if penalty is not None:
@@ -249,6 +248,16 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
     return AggregationResult(model, reputations, shares)
+
+
+def passes_probe(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarray, *,
+                 ratio: float, step: float, slack: float,
+                 centre: np.ndarray | None = None) -> np.ndarray:
+    """bool [k]: the `candidates` whose probe rise (`probe_rises`) is at most `ratio` x the
+    median rise of the candidates (floored at 0) + `slack`; False for the others."""
+    rises = probe_rises(inp, pull, float(step), candidates, centre=centre)
+    limit = float(ratio) * max(float(np.median(rises[candidates])), 0.0) + float(slack)
+    return candidates & (rises <= limit)
 
 
 def probe_rises(inp: AggregationInput, pull: np.ndarray, step: float,

@@ -51,7 +51,7 @@ import numpy as np
 
 from dfl_ray.defense.aggregate import distances_to, weighted_sum
 from dfl_ray.defense.base import AggregationInput, AggregationResult, check_number
-from dfl_ray.defense.guard import head_imbalance, passes_reversal, probe_rises
+from dfl_ray.defense.guard import head_imbalance, passes_probe, passes_reversal
 
 
 def check_dfl_shield_params(*, clip: float = 2.0, gate: float = 4.0, probe_step: float = 0.5,
@@ -133,9 +133,8 @@ def dfl_shield(inp: AggregationInput, *, clip: float = 2.0, gate: float = 4.0,
     with np.errstate(divide="ignore", invalid="ignore"):
         pull = np.where(norms > radius, radius / norms, 1.0) if np.isfinite(radius) else np.ones(k)
     if inp.probe is not None and np.isfinite(probe_ratio) and accepted.any():
-        rises = probe_rises(inp, pull, float(probe_step), accepted)
-        reference = max(float(np.median(rises[accepted])), 0.0)
-        accepted &= rises <= float(probe_ratio) * reference + float(probe_slack)
+        accepted &= passes_probe(inp, pull, accepted, ratio=probe_ratio, step=probe_step,
+                                 slack=probe_slack)
 
     prior = inp.get_reputations(float(initial))
     reputation = np.where(accepted, (1.0 - beta) * prior + beta, (1.0 - penalty) * prior)

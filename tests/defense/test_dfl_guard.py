@@ -216,6 +216,24 @@ def test_probe_rejects_a_model_that_raises_the_own_validation_loss() -> None:
     np.testing.assert_allclose(calls[-1], own + 0.5 * (models[-1] - own), rtol=1e-6)
 
 
+def test_the_score_test_keeps_its_own_reference_when_the_probe_is_on() -> None:
+    """The probe's threshold is no score: with both tests on, a low scorer whose probe rise
+    is ordinary still loses reputation to the score test."""
+    models = honest(6, scale=0.2)
+
+    def probe(vec: np.ndarray) -> float:
+        return float((vec ** 2).mean())
+
+    plain = make_input(models, [0.8, 0.7, 0.75, 0.72, 0.78, 0.05])
+    inp = AggregationInput(own=plain.own, own_score=0.9, models=plain.matrix,
+                           senders=plain.senders, scores=plain.scores, reputations={},
+                           probe=probe)
+    result = dfl_guard(inp, probe=100.0, margin=0.4)
+    assert np.all(result.weights > 0)  # every model passed the probe
+    assert all(result.reputations[f"n{i}"] == 1.0 for i in range(5))
+    assert result.reputations["n5"] == pytest.approx(0.7)  # one failed round: 1 - beta
+
+
 def test_the_probe_test_is_skipped_without_a_probe_and_asked_for_only_when_on() -> None:
     models = np.vstack([honest(6), -np.ones((3, D), dtype=np.float32)])
     assert np.all(dfl_guard(make_input(models, [0.5] * 9), probe=2.0).weights > 0)

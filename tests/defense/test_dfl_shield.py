@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dfl_ray.defense import AggregationInput, get_rule, rule_uses_base, rule_uses_probe
-from dfl_ray.defense.shield import dfl_shield, median_update_cosines, probe_rises, update_norms
+from dfl_ray.defense.guard import probe_rises
+from dfl_ray.defense.shield import dfl_shield, median_update_cosines, update_norms
 
 D = 4000
 
