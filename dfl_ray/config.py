@@ -228,7 +228,8 @@ class AttackConfig:
     opposition test attacked, kept passing by padding the push); kin_edge the same and share
     (1/3 of the coordinates each colluder pushes on, against dfl_guard's kin test); probe_edge
     gate_edge's and probe (2), probe_step (0.5), probe_slack (0.05) (dfl_guard's validation
-    probe attacked, read on the attacker's own split), safety (0.8 of that threshold); shield_edge
+    probe attacked, read on the attacker's own split), safety (0.8 of that threshold), burst (0;
+    every this many publications the unshortened gate_edge model, against forgive); shield_edge
     clip (2, the clip attacked), fraction (0.95), keep_last (5010); sentinel_edge z (1, honest
     standard deviations below the honest mean), clip (2, the clip attacked), fraction (0.95),
     keep_last (5010); backdoor target (0), size (3,

@@ -82,7 +82,9 @@ docs/results.md, "Figures formerly in defense docstrings".)
    `probe_slack` counts for nothing this round (Zeno, Xie, Koyejo, Gupta, ICML 2019, with the
    own split as the root data). On label-skewed shards a peer with other labels raises the
    loss on the own ones too, so the test also leaves out honest models, which is its cost
-   without attack (docs/results.md, "Validation probe");
+   without attack (docs/results.md, "Validation probe"). Honest models fail it rarely and
+   at random, a colluder's often, so with `forgive` a sender whose reputation is still
+   high keeps its weight in a round it fails the probe alone, and pays in reputation;
 8. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average),
    with q = 1 for a model that passed the distance, opposition, reversal, balance, sign and
    probe tests (and, when `margin` < 1, scores at least s_med - margin, s_med the median
@@ -125,9 +127,10 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
                            probe: float = math.inf, probe_step: float = 0.5,
                            probe_slack: float = 0.05, penalty: float | None = None,
-                           entry: float = 0.0) -> None:
+                           entry: float = 0.0, forgive: float = math.inf) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
+    check_number("forgive", forgive, 0.0, allow_inf=True)
     if penalty is not None:
         check_number("penalty", penalty, 0.0, 1.0)
     check_number("probe", probe, 0.0, allow_inf=True)
@@ -157,7 +160,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
               probe: float = math.inf, probe_step: float = 0.5,
               probe_slack: float = 0.05, penalty: float | None = None,
-              entry: float = 0.0) -> AggregationResult:
+              entry: float = 0.0, forgive: float = math.inf) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -193,6 +196,10 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         `probe` x the median rise of the models still accepted (floored at 0) + `probe_slack`
         counts for nothing this round (needs `inp.probe`, skipped without it; math.inf, the
         default, turns it off).
+    forgive: a sender whose reputation before the round is at least `forgive` keeps its weight
+        in a round in which it fails the probe alone (math.inf, the default: never). The failure
+        still costs it reputation, so an honest sender's rare failure is forgiven while one
+        that fails often sinks below `forgive` and then counts for nothing whenever it fails.
     penalty: share of its reputation a sender loses in a round it fails: R <- (1 - penalty) R
         (None, the default: beta, the moving average above). A larger penalty keeps a sender
         that fails now and then below the floor, while a sender that never fails loses nothing.
@@ -204,7 +211,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
-                           entry=entry)
+                           entry=entry, forgive=forgive)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -225,14 +232,17 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     radius = float(clip) * spread
     with np.errstate(divide="ignore", invalid="ignore"):
         pull = np.where(dist > radius, radius / dist, 1.0) if np.isfinite(radius) else np.ones(k)
+    weighed = accepted  # what may get weight this round
     if inp.probe is not None and np.isfinite(probe) and accepted.any():
-        accepted &= passes_probe(inp, pull, accepted, ratio=probe, step=probe_step,
-                                 slack=probe_slack, centre=own)
+        probed = passes_probe(inp, pull, accepted, ratio=probe, step=probe_step,
+                              slack=probe_slack, centre=own)
+        weighed = probed | (accepted & (prior >= forgive))
+        accepted = probed
     observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
     reputation = (1.0 - beta) * prior + beta * observed
     if penalty is not None:
         reputation = np.where(observed > 0.0, reputation, (1.0 - float(penalty)) * prior)
-    weights = np.where(accepted & (reputation >= floor) & (prior >= entry), reputation, 0.0)
+    weights = np.where(weighed & (reputation >= floor) & (prior >= entry), reputation, 0.0)
     own_share = float(own_weight)
     if kin < 1.0:
         counts = kin_counts(inp, kin, weights > 0.0, int(coords))

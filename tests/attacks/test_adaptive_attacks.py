@@ -122,6 +122,29 @@ def test_probe_edge_shortens_gate_edge_until_its_own_probe_passes() -> None:
         make_attack("probe_edge", probe_slack=-1.0)
 
 
+def test_probe_edge_bursts_publish_the_whole_gate_edge_model_every_nth_turn() -> None:
+    """With `burst` n, turns n-1, 2n-1, ... publish gate edge's model unshortened (the
+    failure a forgiving receiver lets through); the other turns stay shortened."""
+    trained, base, observed = setting()
+
+    def loss(vec: np.ndarray) -> float:
+        return float(((vec.astype(np.float64) - trained) ** 2).sum())
+
+    attack = make_attack("probe_edge", keep_last=100, burst=4)
+    edge = make_attack("gate_edge", keep_last=100).poison_model(
+        trained, base, np.random.default_rng(0), 0, observed=observed)
+    for turn in range(8):
+        out = attack.poison_model(trained, base, np.random.default_rng(0), turn,
+                                  observed=observed, loss=loss)
+        if turn in (3, 7):
+            np.testing.assert_array_equal(out, edge)
+        else:
+            assert np.linalg.norm(out - trained) < 0.9 * np.linalg.norm(edge - trained)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="burst"):
+            make_attack("probe_edge", burst=bad)
+
+
 def test_kin_edge_colluders_push_as_far_as_gate_edge_on_coordinates_of_their_own() -> None:
     trained, base, observed = setting()
     attack = make_attack("kin_edge", keep_last=100, share=0.25)

@@ -243,6 +243,35 @@ def test_the_probe_test_is_skipped_without_a_probe_and_asked_for_only_when_on() 
         get_rule("dfl_guard")(make_input(models, [0.5] * 9), {"probe_step": 0.0})
 
 
+def test_forgive_keeps_the_weight_of_a_reputable_sender_that_fails_only_the_probe() -> None:
+    """n6-n8 fail the probe; n6 and n7 come with a high reputation, n8 with a low one. With
+    `forgive` 0.8 the first two keep weight this round (and still lose reputation), the third
+    does not; a model failing another test is never forgiven."""
+    goal = np.ones(D, dtype=np.float32)
+    peers = np.random.default_rng(11).standard_normal((6, D)) * 0.2
+    models = np.vstack([peers, np.tile(-goal * 0.2, (3, 1)),
+                        RNG.random((1, D)) * 50]).astype(np.float32)  # n9: fails the gate
+
+    def probe(vec: np.ndarray) -> float:
+        return float(((vec - goal) ** 2).mean())
+
+    reps = {"n6": 1.0, "n7": 0.85, "n8": 0.6, "n9": 1.0}
+    plain = make_input(models, [0.5] * 10, reps)
+    inp = AggregationInput(own=plain.own, own_score=0.9, models=plain.matrix,
+                           senders=plain.senders, scores=plain.scores, reputations=reps,
+                           probe=probe)
+    strict = dfl_guard(inp, probe=2.0)
+    lenient = dfl_guard(inp, probe=2.0, forgive=0.8)
+    assert np.all(strict.weights[6:] == 0)
+    assert np.all(lenient.weights[:8] > 0) and lenient.weights[8] == 0 and lenient.weights[9] == 0
+    for name, prior in reps.items():  # a failure costs the same either way
+        assert lenient.reputations[name] == strict.reputations[name] == pytest.approx(0.7 * prior)
+    # a forgiven sender is weighted by its lowered reputation (n6 and n7 share one voice)
+    assert lenient.weights[6] / lenient.weights[7] == pytest.approx(1.0 / 0.85)
+    with pytest.raises(ValueError, match="forgive"):
+        get_rule("dfl_guard")(inp, {"forgive": -0.1})
+
+
 def test_penalty_makes_a_failed_round_cost_more_than_a_passed_one_earns() -> None:
     models = np.vstack([honest(6), RNG.random((1, D)) * 50])  # the last one fails the gate
     inp = make_input(models, [0.5] * 7, reps={f"n{i}": 0.8 for i in range(7)})
