@@ -21,13 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dfl_ray.attacks.base import Attack, check_positive
-
-
-def check_keep_last(keep_last: object) -> None:
-    """`keep_last` (trailing coordinates published as trained) must be an integer >= 0."""
-    if isinstance(keep_last, bool) or not isinstance(keep_last, int | np.integer) or keep_last < 0:
-        raise ValueError(f"keep_last must be an integer >= 0, got {keep_last!r}")
+from dfl_ray.attacks.base import Attack, check_count, check_positive
 
 
 def edge_updates(trained: np.ndarray, base: np.ndarray, keep_last: int,
@@ -74,7 +68,7 @@ class GateEdge(Attack):
         super().__post_init__()
         check_positive("gate", self.gate)
         check_positive("fraction", self.fraction)
-        check_keep_last(self.keep_last)
+        check_count("keep_last", self.keep_last)
         check_positive("oppose", self.oppose)
         if self.oppose > 1.0:
             raise ValueError(f"attack parameter oppose must be in (0, 1] (1: the test off), "
@@ -208,9 +202,7 @@ class ProbeEdge(GateEdge):
                 or not self.probe_slack >= 0.0):
             raise ValueError(f"attack parameter probe_slack must be a number >= 0, "
                              f"got {self.probe_slack!r}")
-        if (isinstance(self.burst, bool) or not isinstance(self.burst, int | np.integer)
-                or self.burst < 0):
-            raise ValueError(f"attack parameter burst must be an integer >= 0, got {self.burst!r}")
+        check_count("burst", self.burst)
 
     def _publish_with_loss(self, trained: np.ndarray, base: np.ndarray,
                            rng: np.random.Generator, turn: int, observed: np.ndarray | None,
@@ -270,7 +262,7 @@ class ShieldEdge(Attack):
         super().__post_init__()
         check_positive("clip", self.clip)
         check_positive("fraction", self.fraction)
-        check_keep_last(self.keep_last)
+        check_count("keep_last", self.keep_last)
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:
@@ -322,7 +314,7 @@ class SentinelEdge(Attack):
         check_positive("z", self.z)
         check_positive("clip", self.clip)
         check_positive("fraction", self.fraction)
-        check_keep_last(self.keep_last)
+        check_count("keep_last", self.keep_last)
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:

@@ -43,9 +43,7 @@ class Attack:
     """Publications made honestly before attacking (0: attack from the first)."""
 
     def __post_init__(self) -> None:
-        if (isinstance(self.honest_turns, bool) or not isinstance(self.honest_turns, int | np.integer)
-                or self.honest_turns < 0):
-            raise ValueError(f"honest_turns must be an integer >= 0, got {self.honest_turns!r}")
+        check_count("honest_turns", self.honest_turns)
 
     def active(self, turn: int) -> bool:
         """Whether the attacker attacks on its `turn`-th publication (else it behaves honestly)."""
@@ -97,6 +95,12 @@ def honest_updates(trained: np.ndarray, base: np.ndarray,
     if observed is None or len(observed) == 0:
         return own
     return np.concatenate([np.asarray(observed, dtype=np.float32), own])
+
+
+def check_count(name: str, value: object) -> None:
+    """`value` must be an integer >= 0 (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
 
 def check_positive(name: str, value: object) -> None:
