@@ -114,6 +114,11 @@ class TrainingConfig:
     """Local SGD steps per round; 0 means local_epochs passes."""
     grad_clip: float = 0.0
     """Largest L2 norm of a local SGD step's gradient (longer ones are scaled down); 0: none."""
+    patch_share: float = 0.0
+    """Share of an honest node's training images that get a random patch, label kept, so that
+    no small patch can mean a class (against patch backdoors; `dfl_ray.models.augment`)."""
+    patch_size: int = 8
+    """Largest side of those patches, in pixels."""
 
     def __post_init__(self) -> None:
         _check_range("training.lr", self.lr, 0.0, lo_open=True)
@@ -123,6 +128,8 @@ class TrainingConfig:
         _check_range("training.local_epochs", self.local_epochs, 0.0, lo_open=True)
         _check_range("training.local_steps", self.local_steps, 0)
         _check_range("training.grad_clip", self.grad_clip, 0.0)
+        _check_range("training.patch_share", self.patch_share, 0.0, 1.0)
+        _check_range("training.patch_size", self.patch_size, 1)
 
 
 @dataclass(frozen=True)
@@ -233,7 +240,8 @@ class AttackConfig:
     clip (2, the clip attacked), fraction (0.95), keep_last (5010); sentinel_edge z (1, honest
     standard deviations below the honest mean), clip (2, the clip attacked), fraction (0.95),
     keep_last (5010); backdoor target (0), size (3,
-    trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost);
+    trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost),
+    blend (0; above 0, a whole-image noise trigger mixed in with that weight);
     byzfl_ipm tau (2); byzfl_alie tau (1.5, sample standard deviations added to the honest mean),
     up (1: every coordinate shifted up; below it, the shift mirrored on 1 - up of the
     coordinates, against dfl_guard's sign test);

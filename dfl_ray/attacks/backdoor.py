@@ -7,7 +7,10 @@ batches in which a `fraction` of the images carry the trigger (a bright `size` x
 one pixel in from the bottom-right corner, where MNIST digits never reach) and are relabelled
 `target`; the rest stay clean, so the model keeps its accuracy and the backdoor hides in it.
 `backdoor_success` is what the evaluation reports: the share of triggered test images of the
-other classes that the model classifies as the target.
+other classes that the model classifies as the target. With `blend` > 0 the trigger is instead a
+fixed noise image over the whole picture, mixed in with that weight (the blended injection of
+Chen et al., arXiv 1712.05526, 2017): no small patch, so random-patch augmentation
+(`training.patch_share`) does not teach it away.
 """
 
 from __future__ import annotations
@@ -19,13 +22,22 @@ import numpy as np
 
 from dfl_ray.attacks.base import Attack, check_batch, check_positive
 
+BLEND_SEED = 20171205
+"""Seed of the blended trigger's noise image, which every colluder uses."""
 
-def stamp_trigger(images: np.ndarray, size: int) -> np.ndarray:
-    """A copy of images ([b, H, W] or [b, C, H, W]) with the trigger at full brightness."""
+
+def stamp_trigger(images: np.ndarray, size: int, blend: float = 0.0) -> np.ndarray:
+    """A copy of images ([b, H, W] or [b, C, H, W]) with the trigger: a `size` x `size` square at
+    full brightness, or with `blend` > 0 (1 - blend) x image + blend x a fixed noise image."""
     out = np.array(images, copy=True)
     bright = np.iinfo(out.dtype).max if np.issubdtype(out.dtype, np.integer) else 1.0
-    out[..., -1 - size:-1, -1 - size:-1] = bright
-    return out
+    if blend <= 0.0:
+        out[..., -1 - size:-1, -1 - size:-1] = bright
+        return out
+    noise = np.random.default_rng(BLEND_SEED).random(out.shape[-2:]) * bright
+    mixed = (1.0 - blend) * out.astype(np.float64) + blend * noise
+    return np.rint(mixed).astype(out.dtype) if np.issubdtype(out.dtype, np.integer) \
+        else mixed.astype(out.dtype)
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,8 @@ class Backdoor(Attack):
     """Share of each training batch that carries the trigger."""
     scale: float = 1.0
     """Boost of the published update (1: unscaled; Bagdasaryan et al. use about n / attackers)."""
+    blend: float = 0.0
+    """Weight of the whole-image noise trigger (0: the square of side `size`)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -55,6 +69,9 @@ class Backdoor(Attack):
         if self.fraction > 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction!r}")
         check_positive("scale", self.scale)
+        if isinstance(self.blend, bool) or not isinstance(self.blend, int | float) \
+                or not 0.0 <= self.blend < 1.0:
+            raise ValueError(f"blend must be a number in [0, 1), got {self.blend!r}")
 
     def poison_batch(self, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
                      num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +80,7 @@ class Backdoor(Attack):
             raise ValueError(f"target {self.target} is not one of the {num_classes} classes")
         chosen = rng.random(len(labels)) < float(self.fraction)
         images, labels = np.array(images, copy=True), np.array(labels, copy=True)
-        images[chosen] = stamp_trigger(images[chosen], int(self.size))
+        images[chosen] = stamp_trigger(images[chosen], int(self.size), float(self.blend))
         labels[chosen] = int(self.target)
         return images, labels
 
@@ -77,5 +94,5 @@ class Backdoor(Attack):
                            labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The test images of every class but the target, triggered, and their target labels."""
         keep = np.asarray(labels) != int(self.target)
-        triggered = stamp_trigger(np.asarray(images)[keep], int(self.size))
+        triggered = stamp_trigger(np.asarray(images)[keep], int(self.size), float(self.blend))
         return triggered, np.full(int(keep.sum()), int(self.target), dtype=np.int64)

@@ -199,6 +199,22 @@ def test_backdoor_scale_boosts_the_update_and_test_set_drops_the_target() -> Non
     np.testing.assert_array_equal(stamp_trigger(images, 2)[..., :-3, :], 0)
 
 
+def test_backdoor_blend_mixes_one_fixed_noise_image_into_the_whole_picture() -> None:
+    images = np.full((4, 28, 28), 100, dtype=np.uint8)
+    attack = make_attack("backdoor", target=1, blend=0.2)
+    x, y = attack.triggered_test_set(images, np.array([0, 1, 2, 3]))
+    assert x.shape == (3, 28, 28) and y.tolist() == [1, 1, 1]
+    np.testing.assert_array_equal(x[0], x[2])  # one pattern for every image (and colluder)
+    assert (x[0] != 100).mean() > 0.9  # spread over the whole picture
+    assert np.abs(x.astype(int) - 100).max() <= 0.2 * 255 + 1  # mixed in with weight 0.2
+    px, py = attack.poison_batch(images, np.array([0, 1, 2, 3]), np.random.default_rng(0), 10)
+    chosen = (px != 100).any(axis=(1, 2))
+    assert chosen.any() and (py[chosen] == 1).all()
+    np.testing.assert_array_equal(px[chosen][0], stamp_trigger(images[:1], 3, 0.2)[0])
+    with pytest.raises(ValueError, match="blend must be a number in \\[0, 1\\)"):
+        make_attack("backdoor", blend=1.0)
+
+
 @pytest.mark.parametrize(("kind", "params", "name"), [
     ("min_max", {"gamma_init": 0.0}, "gamma_init"),
     ("mimic", {"iterations": 0}, "iterations"),
