@@ -114,11 +114,6 @@ class TrainingConfig:
     """Local SGD steps per round; 0 means local_epochs passes."""
     grad_clip: float = 0.0
     """Largest L2 norm of a local SGD step's gradient (longer ones are scaled down); 0: none."""
-    patch_share: float = 0.0
-    """Share of an honest node's training images that get a random patch, label kept, so that
-    no small patch can mean a class (against patch backdoors; `dfl_ray.models.augment`)."""
-    patch_size: int = 8
-    """Largest side of those patches, in pixels."""
 
     def __post_init__(self) -> None:
         _check_range("training.lr", self.lr, 0.0, lo_open=True)
@@ -128,8 +123,6 @@ class TrainingConfig:
         _check_range("training.local_epochs", self.local_epochs, 0.0, lo_open=True)
         _check_range("training.local_steps", self.local_steps, 0)
         _check_range("training.grad_clip", self.grad_clip, 0.0)
-        _check_range("training.patch_share", self.patch_share, 0.0, 1.0)
-        _check_range("training.patch_size", self.patch_size, 1)
 
 
 @dataclass(frozen=True)

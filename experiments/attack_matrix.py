@@ -67,10 +67,7 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "label_swap": ("label_swap", {}),
     "backdoor": ("backdoor", {}),
     "backdoor_scaled": ("backdoor", {"scale": 3.0}),
-    # triggers outside training.patch_share's family: a square larger than patch_size (8),
-    # and a whole-image noise pattern blended in
-    "backdoor_large": ("backdoor", {"size": 12}),
-    "backdoor_blend": ("backdoor", {"blend": 0.2}),
+    "backdoor_blend": ("backdoor", {"blend": 0.2}),  # a whole-image noise trigger
     # ByzFL's attacks (dfl_ray.attacks.byzfl_attacks); the optimised ones search their factor
     # against ByzFL's NNM + trimmed mean, a surrogate of the robust rules here.
     "byzfl_alie": ("byzfl_alie", {}),
@@ -136,15 +133,14 @@ def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str,
 NODE_KEYS = ("momentum", "accept")
 """Keys of a defense spec that are `defense.*` settings of every node, not rule parameters."""
 
-TRAINING_KEYS = ("grad_clip", "patch_share", "patch_size")
+TRAINING_KEYS = ("grad_clip",)
 """Keys of a defense spec that are `training.*` settings of every node (local SGD)."""
 
 
 def spec_sections(defense: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """`rule` or `rule:name=value,...` (a rule with parameters) as config (defense, training)
-    sections; `momentum` and `accept` set `defense.momentum` and `defense.accept`, `grad_clip`,
-    `patch_share` and `patch_size` set those `training.*` keys, every other name is a rule
-    parameter."""
+    sections; `momentum` and `accept` set `defense.momentum` and `defense.accept`, `grad_clip`
+    sets `training.grad_clip`, every other name is a rule parameter."""
     rule, _, params = defense.partition(":")
     section: dict[str, Any] = {"rule": rule, "params": {}}
     training: dict[str, Any] = {}
@@ -153,7 +149,7 @@ def spec_sections(defense: str) -> tuple[dict[str, Any], dict[str, Any]]:
         if key in NODE_KEYS:
             section[key] = float(value)
         elif key in TRAINING_KEYS:
-            training[key] = int(float(value)) if key == "patch_size" else float(value)
+            training[key] = float(value)
         else:
             section["params"][key] = float(value)
     return section, training
@@ -270,9 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="attacks (default: the whole suite)")
     parser.add_argument("--defenses", nargs="+", default=["dfl_guard", "dfl_shield"],
                         help=f"defenses, each a rule ({', '.join(DEFENSES)}) or a rule with "
-                             "parameters, rule:name=value,... (momentum=B, accept=T, grad_clip=G, "
-                             "patch_share=S and patch_size=P there set defense.momentum, "
-                             "defense.accept and those training.* keys; "
+                             "parameters, rule:name=value,... (momentum=B, accept=T and grad_clip=G "
+                             "there set defense.momentum, defense.accept and training.grad_clip; "
                              "default: dfl_guard dfl_shield)")
     parser.add_argument("--malicious", type=int, nargs="+", default=[MALICIOUS],
                         help=f"attackers per trial, the last nodes; several counts run each "

@@ -9,8 +9,7 @@ one pixel in from the bottom-right corner, where MNIST digits never reach) and a
 `backdoor_success` is what the evaluation reports: the share of triggered test images of the
 other classes that the model classifies as the target. With `blend` > 0 the trigger is instead a
 fixed noise image over the whole picture, mixed in with that weight (the blended injection of
-Chen et al., arXiv 1712.05526, 2017): no small patch, so random-patch augmentation
-(`training.patch_share`) does not teach it away.
+Chen et al., arXiv 1712.05526, 2017): no small patch anywhere for a defense to look for.
 """
 
 from __future__ import annotations

@@ -22,10 +22,6 @@ class SGDSettings:
     weight_decay: float = 5e-4
     grad_clip: float = 0.0
     """Largest L2 norm of a step's gradient (torch.nn.utils.clip_grad_norm_); 0: no clipping."""
-    patch_share: float = 0.0
-    """Share of training images that get a random patch, label kept (`dfl_ray.models.augment`)."""
-    patch_size: int = 8
-    """Largest side of those patches, in pixels."""
 
 
 def make_optimizer(model: nn.Module, sgd: SGDSettings) -> torch.optim.Optimizer:

@@ -113,7 +113,7 @@ def local_steps(config: Config, n_train: int) -> int:
 def sgd_settings(config: Config) -> SGDSettings:
     """The config's local SGD settings."""
     t = config.training
-    return SGDSettings(t.lr, t.momentum, t.weight_decay, t.grad_clip, t.patch_share, t.patch_size)
+    return SGDSettings(t.lr, t.momentum, t.weight_decay, t.grad_clip)
 
 
 def node_params(config: Config, node_id: int, peers: tuple[int, ...], n_train: int,

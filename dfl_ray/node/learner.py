@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfl_ray.models.augment import patch_augmenter
 from dfl_ray.models.flat import model_to_vector, vector_to_model
 from dfl_ray.models.training import evaluate, make_optimizer, to_input, train_steps
 from dfl_ray.node.params import NodeData, NodeParams
@@ -56,12 +55,8 @@ class Learner:
         Training that diverges (a NaN or infinite weight, as SGD can reach from a model that
         aggregation has pushed far off, or an update longer than `EXPLODED` x the norm of
         `start`) is undone: the model goes back to `start`, the model it began from, with fresh
-        optimizer state. Without a `poison` (an honest node) the batches get the random patches
-        of `sgd.patch_share` (`dfl_ray.models.augment`).
+        optimizer state.
         """
-        sgd = self.params.sgd
-        if poison is None:
-            poison = patch_augmenter(sgd.patch_share, sgd.patch_size, self.rng)
         train_steps(
             self.model,
             self.optimizer,
@@ -73,7 +68,7 @@ class Learner:
             rng=self.rng,
             device=self.device,
             poison=poison,
-            grad_clip=sgd.grad_clip,
+            grad_clip=self.params.sgd.grad_clip,
         )
         begun = start.astype(np.float64)
         moved = float(np.linalg.norm(model_to_vector(self.model).astype(np.float64) - begun))
