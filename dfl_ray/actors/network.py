@@ -160,7 +160,8 @@ class Network:
         refs = {k: (v if isinstance(v, ray.ObjectRef) else ray.put(v)) for k, v in arrays.items()}
         self.array_refs = refs  # held for the run: a restarted host reads its data from them
         actor_cls = ray.remote(NodeHost)
-        self.hosts = []
+        # Actor handles: ray types their methods as plain callables, without `.remote`.
+        self.hosts: list[Any] = []
         for h, group in enumerate(self.groups):
             setup = HostSetup(
                 host_index=h,
