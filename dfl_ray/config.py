@@ -229,8 +229,7 @@ class AttackConfig:
     (1/3 of the coordinates each colluder pushes on, against dfl_guard's kin test); probe_edge
     gate_edge's and probe (2), probe_step (0.5), probe_slack (0.05) (dfl_guard's validation
     probe attacked, read on the attacker's own split), safety (0.8 of that threshold), burst (0;
-    every this many publications the unshortened gate_edge model, against forgive), aim (1;
-    between the median honest rise, 0, and the probe's limit, 1, against taper); shield_edge
+    every this many publications the unshortened gate_edge model, against forgive); shield_edge
     clip (2, the clip attacked), fraction (0.95), keep_last (5010); sentinel_edge z (1, honest
     standard deviations below the honest mean), clip (2, the clip attacked), fraction (0.95),
     keep_last (5010); backdoor target (0), size (3,

@@ -62,9 +62,6 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "probe_edge": ("probe_edge", {}),
     "probe_edge_3": ("probe_edge", {"probe": 3.0}),  # against dfl_guard:probe=3
     "probe_edge_burst4": ("probe_edge", {"burst": 4}),  # against dfl_guard:...,forgive=0.8
-    # against dfl_guard:...,taper=1: aimed at the median rise (whole weight) or half way
-    "probe_edge_median": ("probe_edge", {"aim": 0.0}),
-    "probe_edge_half": ("probe_edge", {"aim": 0.5}),
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
     "label_swap": ("label_swap", {}),

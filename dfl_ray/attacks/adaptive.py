@@ -179,10 +179,6 @@ class ProbeEdge(GateEdge):
     beta 0.3, a failure every n-th round leaves a reputation of (1 - 0.7^(n-1)) / (1 - 0.7^n)
     before the next failure (0.78 for n = 3, 0.86 for n = 4), so against `forgive` 0.8 the
     most frequent burst still forgiven is every 4th.
-
-    Against `taper` (a model's weight falls linearly from the median rise m to the limit), the
-    attacker aims at m + `aim` (limit - m) instead of the limit: 0 keeps its whole weight with
-    a shorter push, 1 (the default) is the attack on the plain probe.
     """
 
     name: ClassVar[str] = "probe_edge"
@@ -197,8 +193,6 @@ class ProbeEdge(GateEdge):
     """Share of the threshold (as the attacker reads it) to stay under."""
     burst: int = 0
     """Publish the unshortened gate-edge model every this many publications (0: never)."""
-    aim: float = 1.0
-    """Where between the median rise (0) and the limit (1) to aim, before `safety`."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -209,9 +203,6 @@ class ProbeEdge(GateEdge):
             raise ValueError(f"attack parameter probe_slack must be a number >= 0, "
                              f"got {self.probe_slack!r}")
         check_count("burst", self.burst)
-        if isinstance(self.aim, bool) or not isinstance(self.aim, int | float) \
-                or not 0.0 <= self.aim <= 1.0:
-            raise ValueError(f"attack parameter aim must be a number in [0, 1], got {self.aim!r}")
 
     def _publish_with_loss(self, trained: np.ndarray, base: np.ndarray,
                            rng: np.random.Generator, turn: int, observed: np.ndarray | None,
@@ -232,9 +223,8 @@ class ProbeEdge(GateEdge):
             return float(loss(moved)) - start
 
         honest = [rise(base[:body] + u[:body]) for u in observed]
-        median = max(float(np.median(honest)), 0.0)
-        edge_limit = float(self.probe) * median + float(self.probe_slack)
-        limit = float(self.safety) * (median + float(self.aim) * (edge_limit - median))
+        limit = float(self.safety) * (float(self.probe) * max(float(np.median(honest)), 0.0)
+                                      + float(self.probe_slack))
         push = edge[:body] - trained[:body]
         if rise(trained[:body] + push) <= limit:
             return edge

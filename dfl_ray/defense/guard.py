@@ -84,9 +84,7 @@ docs/results.md, "Figures formerly in defense docstrings".)
    loss on the own ones too, so the test also leaves out honest models, which is its cost
    without attack (docs/results.md, "Validation probe"). Honest models fail it rarely and
    at random, a colluder's often, so with `forgive` a sender whose reputation is still
-   high keeps its weight in a round it fails the probe alone, and pays in reputation. With
-   `taper` a model's weight falls linearly from the median rise to the limit, so that a
-   sender gains nothing by sitting just under it;
+   high keeps its weight in a round it fails the probe alone, and pays in reputation;
 8. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average),
    with q = 1 for a model that passed the distance, opposition, reversal, balance, sign and
    probe tests (and, when `margin` < 1, scores at least s_med - margin, s_med the median
@@ -129,14 +127,9 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
                            probe: float = math.inf, probe_step: float = 0.5,
                            probe_slack: float = 0.05, penalty: float | None = None,
-                           entry: float = 0.0, forgive: float = math.inf,
-                           taper: float = 0.0) -> None:
+                           entry: float = 0.0, forgive: float = math.inf) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
-    check_number("taper", taper, 0.0, 1.0)
-    if taper > 0.0 and math.isfinite(forgive):
-        raise ValueError("taper and forgive cannot be combined: a forgiven sender failed the "
-                         "probe, which the taper weighs 0")
     check_number("forgive", forgive, 0.0, allow_inf=True)
     if penalty is not None:
         check_number("penalty", penalty, 0.0, 1.0)
@@ -167,8 +160,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
               probe: float = math.inf, probe_step: float = 0.5,
               probe_slack: float = 0.05, penalty: float | None = None,
-              entry: float = 0.0, forgive: float = math.inf,
-              taper: float = 0.0) -> AggregationResult:
+              entry: float = 0.0, forgive: float = math.inf) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -208,11 +200,6 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         in a round in which it fails the probe alone (math.inf, the default: never). The failure
         still costs it reputation, so an honest sender's rare failure is forgiven while one
         that fails often sinks below `forgive` and then counts for nothing whenever it fails.
-    taper: with the probe on, a model's weight is multiplied by 1 - taper (1 - f), f = 1 for a
-        rise up to the median rise m, falling linearly to 0 at the probe's limit (0, the
-        default: off; 1: the whole taper). A model just under the limit then weighs little, so
-        no sender gains by sitting just inside it; a rise no worse than the typical one keeps
-        its whole weight. It cannot be combined with `forgive`.
     penalty: share of its reputation a sender loses in a round it fails: R <- (1 - penalty) R
         (None, the default: beta, the moving average above). A larger penalty keeps a sender
         that fails now and then below the floor, while a sender that never fails loses nothing.
@@ -224,7 +211,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
-                           entry=entry, forgive=forgive, taper=taper)
+                           entry=entry, forgive=forgive)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -246,19 +233,16 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     with np.errstate(divide="ignore", invalid="ignore"):
         pull = np.where(dist > radius, radius / dist, 1.0) if np.isfinite(radius) else np.ones(k)
     weighed = accepted  # what may get weight this round
-    tapered = np.ones(k)
     if inp.probe is not None and np.isfinite(probe) and accepted.any():
-        probed, fall = probe_verdicts(inp, pull, accepted, ratio=probe, step=probe_step,
-                                      slack=probe_slack, centre=own)
+        probed = passes_probe(inp, pull, accepted, ratio=probe, step=probe_step,
+                              slack=probe_slack, centre=own)
         weighed = probed | (accepted & (prior >= forgive))
         accepted = probed
-        tapered = 1.0 - float(taper) * (1.0 - fall)
     observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
     reputation = (1.0 - beta) * prior + beta * observed
     if penalty is not None:
         reputation = np.where(observed > 0.0, reputation, (1.0 - float(penalty)) * prior)
     weights = np.where(weighed & (reputation >= floor) & (prior >= entry), reputation, 0.0)
-    weights = weights * tapered
     own_share = float(own_weight)
     if kin < 1.0:
         counts = kin_counts(inp, kin, weights > 0.0, int(coords))
@@ -281,23 +265,9 @@ def passes_probe(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarray
                  centre: np.ndarray | None = None) -> np.ndarray:
     """bool [k]: the `candidates` whose probe rise (`probe_rises`) is at most `ratio` x the
     median rise of the candidates (floored at 0) + `slack`; False for the others."""
-    return probe_verdicts(inp, pull, candidates, ratio=ratio, step=step, slack=slack,
-                          centre=centre)[0]
-
-
-def probe_verdicts(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarray, *,
-                   ratio: float, step: float, slack: float,
-                   centre: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(bool [k]: `passes_probe`; float64 [k]: the taper, 1 for a rise up to the median m of
-    the candidates (floored at 0), falling linearly to 0 at the limit ratio x m + slack and
-    beyond, 0 for the models not probed)."""
     rises = probe_rises(inp, pull, float(step), candidates, centre=centre)
-    median = max(float(np.median(rises[candidates])), 0.0)
-    limit = float(ratio) * median + float(slack)
-    passed = candidates & (rises <= limit)
-    with np.errstate(invalid="ignore"):
-        fall = np.clip((limit - rises) / max(limit - median, 1e-12), 0.0, 1.0)
-    return passed, np.where(candidates, fall, 0.0)
+    limit = float(ratio) * max(float(np.median(rises[candidates])), 0.0) + float(slack)
+    return candidates & (rises <= limit)
 
 
 def probe_rises(inp: AggregationInput, pull: np.ndarray, step: float,

@@ -22,8 +22,6 @@ from dfl_ray.defense.guard import (
     kin_counts,
     own_update_cosines,
     passes_reversal,
-    probe_rises,
-    probe_verdicts,
     sign_skews,
 )
 from dfl_ray.defense.shield import dfl_shield
@@ -272,45 +270,6 @@ def test_forgive_keeps_the_weight_of_a_reputable_sender_that_fails_only_the_prob
     assert lenient.weights[6] / lenient.weights[7] == pytest.approx(1.0 / 0.85)
     with pytest.raises(ValueError, match="forgive"):
         get_rule("dfl_guard")(inp, {"forgive": -0.1})
-
-
-def test_taper_weighs_a_model_less_the_closer_its_probe_rise_comes_to_the_limit() -> None:
-    """Six peers scattered around the own model and one model a little towards where the
-    validation loss rises: all pass the probe, and with `taper` the last one's weight falls
-    by how far its rise lies from the median rise towards the limit."""
-    goal = np.ones(D, dtype=np.float32)
-    peers = np.random.default_rng(5).standard_normal((6, D)) * 0.2
-    models = np.vstack([peers, np.full((1, D), -0.05)]).astype(np.float32)
-
-    def probe(vec: np.ndarray) -> float:
-        return float(((vec - goal) ** 2).mean())
-
-    plain = make_input(models, [0.5] * 7)
-    inp = AggregationInput(own=plain.own, own_score=0.9, models=plain.matrix,
-                           senders=plain.senders, scores=plain.scores, reputations={},
-                           probe=probe)
-    every = np.ones(7, dtype=bool)
-    rises = probe_rises(inp, np.ones(7), 0.5, every, centre=inp.own)
-    median = float(np.median(rises))
-    limit = 2.0 * median + 0.05
-    passed, fall = probe_verdicts(inp, np.ones(7), every, ratio=2.0, step=0.5, slack=0.05,
-                                  centre=inp.own)
-    assert passed.all() and median < rises[6] < limit
-    assert fall[6] == pytest.approx((limit - rises[6]) / (limit - median))
-    assert 0.0 < fall[6] < 0.9
-    np.testing.assert_array_equal(fall[rises <= median], 1.0)
-    flat = dfl_guard(inp, probe=2.0, kin=1.0)
-    whole = dfl_guard(inp, probe=2.0, kin=1.0, taper=1.0)
-    half = dfl_guard(inp, probe=2.0, kin=1.0, taper=0.5)
-    top = int(np.argmin(rises))  # a peer at full weight under any taper
-    assert flat.weights[6] == pytest.approx(flat.weights[top])
-    assert whole.weights[6] / whole.weights[top] == pytest.approx(fall[6])
-    assert half.weights[6] / half.weights[top] == pytest.approx(1.0 - 0.5 * (1.0 - fall[6]))
-    assert whole.reputations == flat.reputations  # the taper weighs, it does not judge
-    with pytest.raises(ValueError, match="taper and forgive cannot be combined"):
-        get_rule("dfl_guard")(inp, {"taper": 1.0, "forgive": 0.8})
-    with pytest.raises(ValueError, match="taper"):
-        get_rule("dfl_guard")(inp, {"taper": 1.5})
 
 
 def test_penalty_makes_a_failed_round_cost_more_than_a_passed_one_earns() -> None:
