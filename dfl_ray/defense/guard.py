@@ -127,11 +127,9 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
                            probe: float = math.inf, probe_step: float = 0.5,
                            probe_slack: float = 0.05, penalty: float | None = None,
-                           entry: float = 0.0, forgive: float = math.inf,
-                           noise: float = 0.0) -> None:
+                           entry: float = 0.0, forgive: float = math.inf) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
-    check_number("noise", noise, 0.0)
     check_number("forgive", forgive, 0.0, allow_inf=True)
     if penalty is not None:
         check_number("penalty", penalty, 0.0, 1.0)
@@ -162,8 +160,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
               probe: float = math.inf, probe_step: float = 0.5,
               probe_slack: float = 0.05, penalty: float | None = None,
-              entry: float = 0.0, forgive: float = math.inf,
-              noise: float = 0.0) -> AggregationResult:
+              entry: float = 0.0, forgive: float = math.inf) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -214,7 +211,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
-                           entry=entry, forgive=forgive, noise=noise)
+                           entry=entry, forgive=forgive)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -257,11 +254,6 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     # A clipped model is w + p_i (m_i - w) = p_i m_i + (1 - p_i) w: mix rows and the own model.
     coeffs = shares * pull
     model = weighted_sum((*inp.rows, own), np.append(coeffs, 1.0 - coeffs.sum()))
-    if noise > 0.0:
-        seed = int.from_bytes(hashlib.blake2b(model[:4096].tobytes(), digest_size=8).digest(),
-                              "little")
-        model += np.random.default_rng(seed).normal(0.0, float(noise), model.shape).astype(
-            model.dtype)
 
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
