@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dfl_ray.attacks.base import Attack, check_batch, check_positive
+from dfl_ray.attacks.base import Attack, check_batch, check_count, check_positive
 
 BLEND_SEED = 20171205
 """Seed of the blended trigger's noise image, which every colluder uses."""
@@ -58,12 +58,8 @@ class Backdoor(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("target", "size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < (
-                    1 if name == "size" else 0):
-                raise ValueError(f"{name} must be an integer >= {1 if name == 'size' else 0}, "
-                                 f"got {value!r}")
+        check_count("target", self.target)
+        check_count("size", self.size, 1)
         check_positive("fraction", self.fraction)
         if self.fraction > 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction!r}")

@@ -97,10 +97,10 @@ def honest_updates(trained: np.ndarray, base: np.ndarray,
     return np.concatenate([np.asarray(observed, dtype=np.float32), own])
 
 
-def check_count(name: str, value: object) -> None:
-    """`value` must be an integer >= 0 (a bool is not one)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+def check_count(name: str, value: object, low: int = 0) -> None:
+    """`value` must be an integer >= `low` (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def check_positive(name: str, value: object) -> None:

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dfl_ray.attacks.base import Attack, check_positive
+from dfl_ray.attacks.base import Attack, check_count, check_positive
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,7 @@ class SignFlip(Attack):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("scale", self.scale)
-        if (isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int | np.integer)
-                or self.keep_last < 0):
-            raise ValueError(f"keep_last must be an integer >= 0, got {self.keep_last!r}")
+        check_count("keep_last", self.keep_last)
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:

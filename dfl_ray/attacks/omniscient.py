@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from dfl_ray.attacks.base import Attack, check_positive, honest_updates
+from dfl_ray.attacks.base import Attack, check_count, check_positive, honest_updates
 
 
 @dataclass(frozen=True)
@@ -176,9 +176,7 @@ class Mimic(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if (isinstance(self.iterations, bool) or not isinstance(self.iterations, int | np.integer)
-                or self.iterations < 1):
-            raise ValueError(f"iterations must be an integer >= 1, got {self.iterations!r}")
+        check_count("iterations", self.iterations, 1)
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:
