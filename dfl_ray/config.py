@@ -9,9 +9,12 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from dfl_ray.node.triggers import TriggerSettings
 
 
 class ConfigError(ValueError):
@@ -169,6 +172,30 @@ class DefenseConfig:
     """Acceptance test (dfl_ray.defense.accept): a node keeps the longest step towards the
     aggregate whose loss on its own validation split is at most this many nats above its
     freshly trained model's; none: off."""
+    trigger_scan: float | None = None
+    """Trigger scan (dfl_ray.node.triggers): each honest node searches its own model for a
+    patch of at most `trigger_budget` pixels that sends at least this share of its validation
+    images of other classes to one class, unlearns what it finds, and refuses received models
+    that the patch sends there `trigger_refuse` of the time; none: off."""
+    trigger_refuse: float = 0.5
+    """Share of the validation images of other classes that a received model must send to a
+    found patch's class for the trigger scan to refuse it."""
+    trigger_budget: float = 12.0
+    """Largest patch the trigger scan searches, in pixels."""
+    trigger_steps: int = 10
+    """Optimisation steps of the trigger scan per round."""
+    trigger_share: float = 0.5
+    """Share of each local training batch stamped with a found patch, labels kept."""
+
+    def trigger_settings(self) -> TriggerSettings | None:
+        """The nodes' trigger scan settings; None when the scan is off."""
+        from dfl_ray.node.triggers import TriggerSettings
+
+        if self.trigger_scan is None:
+            return None
+        return TriggerSettings(threshold=self.trigger_scan, refuse=self.trigger_refuse,
+                               budget=self.trigger_budget,
+                               steps=self.trigger_steps, share=self.trigger_share)
 
     @property
     def effective_momentum(self) -> float:
@@ -193,6 +220,10 @@ class DefenseConfig:
                 check_momentum(self.momentum)
             except ValueError as exc:
                 raise ConfigError(f"defense.{exc}") from exc
+        try:
+            self.trigger_settings()
+        except ValueError as exc:
+            raise ConfigError(f"defense.{exc}") from exc
         if self.accept is not None:
             from dfl_ray.defense.accept import check_tolerance
 
@@ -234,7 +265,8 @@ class AttackConfig:
     standard deviations below the honest mean), clip (2, the clip attacked), fraction (0.95),
     keep_last (5010); backdoor target (0), size (3,
     trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost),
-    blend (0; above 0, a whole-image noise trigger mixed in with that weight);
+    blend (0; above 0, a whole-image noise trigger mixed in with that weight), evade (0; above
+    0, the backdoor success on its own validation split to stay under, against the trigger scan);
     byzfl_ipm tau (2); byzfl_alie tau (1.5, sample standard deviations added to the honest mean),
     up (1: every coordinate shifted up; below it, the shift mirrored on 1 - up of the
     coordinates, against dfl_guard's sign test);

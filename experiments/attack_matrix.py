@@ -68,6 +68,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "backdoor": ("backdoor", {}),
     "backdoor_scaled": ("backdoor", {"scale": 3.0}),
     "backdoor_blend": ("backdoor", {"blend": 0.2}),  # a whole-image noise trigger
+    "backdoor_big": ("backdoor", {"size": 5}),  # 25 pixels: over the trigger scan's budget
+    "backdoor_evade": ("backdoor", {"evade": 0.5}),  # under the trigger scan's refusal share
     # ByzFL's attacks (dfl_ray.attacks.byzfl_attacks); the optimised ones search their factor
     # against ByzFL's NNM + trimmed mean, a surrogate of the robust rules here.
     "byzfl_alie": ("byzfl_alie", {}),
@@ -130,7 +132,8 @@ def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str,
     }
 
 
-NODE_KEYS = ("momentum", "accept")
+NODE_KEYS = ("momentum", "accept", "trigger_scan", "trigger_refuse", "trigger_budget",
+             "trigger_steps", "trigger_share")
 """Keys of a defense spec that are `defense.*` settings of every node, not rule parameters."""
 
 TRAINING_KEYS = ("grad_clip",)
@@ -139,7 +142,7 @@ TRAINING_KEYS = ("grad_clip",)
 
 def spec_sections(defense: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """`rule` or `rule:name=value,...` (a rule with parameters) as config (defense, training)
-    sections; `momentum` and `accept` set `defense.momentum` and `defense.accept`, `grad_clip`
+    sections; `momentum`, `accept` and `trigger_*` set those `defense.*` keys, `grad_clip`
     sets `training.grad_clip`, every other name is a rule parameter."""
     rule, _, params = defense.partition(":")
     section: dict[str, Any] = {"rule": rule, "params": {}}
@@ -147,7 +150,7 @@ def spec_sections(defense: str) -> tuple[dict[str, Any], dict[str, Any]]:
     for item in filter(None, params.split(",")):
         key, _, value = item.partition("=")
         if key in NODE_KEYS:
-            section[key] = float(value)
+            section[key] = int(value) if key == "trigger_steps" else float(value)
         elif key in TRAINING_KEYS:
             training[key] = float(value)
         else:

@@ -7,19 +7,27 @@ batches in which a `fraction` of the images carry the trigger (a bright `size` x
 one pixel in from the bottom-right corner, where MNIST digits never reach) and are relabelled
 `target`; the rest stay clean, so the model keeps its accuracy and the backdoor hides in it.
 `backdoor_success` is what the evaluation reports: the share of triggered test images of the
-other classes that the model classifies as the target. With `blend` > 0 the trigger is instead a
+other classes that the model classifies as the target. With `evade` > 0 the attacker knows the
+trigger scan (dfl_ray.node.triggers), which refuses models that send `refuse` of a node's
+images to a found patch's class: it publishes the longest step from its round start towards
+its trained model whose success rate on its own validation split stays under `evade`. With `blend` > 0 the trigger is instead a
 fixed noise image over the whole picture, mixed in with that weight (the blended injection of
 Chen et al., arXiv 1712.05526, 2017): no small patch anywhere for a defense to look for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from dfl_ray.attacks.base import Attack, check_batch, check_count, check_positive
+
+EVADE_HALVINGS = 6
+"""How many times an evading backdoor attacker halves its step before publishing its round
+start."""
 
 BLEND_SEED = 20171205
 """Seed of the blended trigger's noise image, which every colluder uses."""
@@ -55,6 +63,9 @@ class Backdoor(Attack):
     """Boost of the published update (1: unscaled; Bagdasaryan et al. use about n / attackers)."""
     blend: float = 0.0
     """Weight of the whole-image noise trigger (0: the square of side `size`)."""
+    evade: float = 0.0
+    """Success rate on the own validation split to stay under (0: publish the trained model)."""
+    loss_kind: ClassVar[str] = "trigger_rate"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,6 +75,9 @@ class Backdoor(Attack):
         if self.fraction > 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction!r}")
         check_positive("scale", self.scale)
+        if isinstance(self.evade, bool) or not isinstance(self.evade, int | float) \
+                or not 0.0 <= self.evade <= 1.0:
+            raise ValueError(f"evade must be a share in [0, 1], got {self.evade!r}")
         if isinstance(self.blend, bool) or not isinstance(self.blend, int | float) \
                 or not 0.0 <= self.blend < 1.0:
             raise ValueError(f"blend must be a number in [0, 1), got {self.blend!r}")
@@ -79,11 +93,31 @@ class Backdoor(Attack):
         labels[chosen] = int(self.target)
         return images, labels
 
+    @property
+    def uses_loss(self) -> bool:  # type: ignore[override]
+        return self.evade > 0.0
+
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:
         if float(self.scale) == 1.0:
             return trained.copy()
         return base + np.float32(self.scale) * (trained - base)
+
+    def _publish_with_loss(self, trained: np.ndarray, base: np.ndarray,
+                           rng: np.random.Generator, turn: int, observed: np.ndarray | None,
+                           loss: Callable[[np.ndarray], float] | None) -> np.ndarray:
+        """The longest step of 1, 1/2, ... 1/2^EVADE_HALVINGS, else the round start, whose
+        success rate (`loss`: the node hands the rate instead of the loss) is under `evade`."""
+        published = self._publish(trained, base, rng, turn, observed)
+        if loss is None:
+            raise ValueError("backdoor with evade needs its success rate (loss=...)")
+        step = 1.0
+        for _ in range(EVADE_HALVINGS + 1):
+            moved = base + np.float32(step) * (published - base)
+            if float(loss(moved)) < float(self.evade):
+                return moved
+            step /= 2.0
+        return base.copy()
 
     def triggered_test_set(self, images: np.ndarray,
                            labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

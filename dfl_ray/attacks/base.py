@@ -39,6 +39,9 @@ class Attack:
     """Whether `poison_model` uses the honest updates the attacker observed."""
     uses_loss: ClassVar[bool] = False
     """Whether `poison_model` uses `loss`, the attacker's own validation loss."""
+    loss_kind: ClassVar[str] = "loss"
+    """What `loss` measures: "loss", the validation loss, or "trigger_rate", the backdoor's
+    success rate on the attacker's own validation split (`Learner.trigger_rate`)."""
     honest_turns: int = 0
     """Publications made honestly before attacking (0: attack from the first)."""
 

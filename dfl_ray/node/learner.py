@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from dfl_ray.models.flat import model_to_vector, vector_to_model
 from dfl_ray.models.training import evaluate, make_optimizer, to_input, train_steps
 from dfl_ray.node.params import NodeData, NodeParams
+from dfl_ray.node.triggers import TriggerScan
 
 EXPLODED = 10.0
 """Training whose update is longer than EXPLODED x the norm of the model it began from has
@@ -40,6 +42,9 @@ class Learner:
         self.scorer = (scorer if scorer is not None else copy.deepcopy(model)).to(params.device)
         self.data = data
         self.rng = np.random.default_rng([params.seed, params.node_id])
+        self.triggers = None if params.trigger is None else TriggerScan(
+            params.trigger, shape=tuple(data.images.shape[1:]), classes=data.num_classes,
+            seed=params.seed * 1_000_003 + params.node_id)
 
     def vector(self) -> np.ndarray:
         """The own model as a fresh float32 vector."""
@@ -78,6 +83,47 @@ class Learner:
             vector_to_model(start, self.model)
             self.optimizer = make_optimizer(self.model, self.params.sgd)
         return sane
+
+    def scan(self) -> int:
+        """One round of the trigger scan on the own model; the number of classes found now."""
+        assert self.triggers is not None
+        d = self.data
+        rates = self.triggers.search(self.model, d.images, d.labels, d.val_images,
+                                     d.val_labels, pool=d.train_idx)
+        return int(np.count_nonzero(rates >= self.triggers.settings.threshold))
+
+    def unlearning(self) -> Poison | None:
+        """The batch rewrite that stamps found trigger patches (labels kept), or None."""
+        triggers = self.triggers
+        if triggers is None or not triggers.found:
+            return None
+        rng = self.rng
+        return lambda x, y: triggers.unlearn(x, y, rng)
+
+    def carried(self, vec: np.ndarray) -> np.ndarray:
+        """float64 [found]: the share of this node's validation images of other classes the
+        model `vec` sends to each found trigger's target (`TriggerScan.carried`; empty without
+        a scan or a trigger found)."""
+        if self.triggers is None or not self.triggers.found:
+            return np.zeros(0)
+        vector_to_model(vec, self.scorer)
+        return self.triggers.carried(self.scorer, self.data.val_images, self.data.val_labels)
+
+    def trigger_rate(self, attack: Any) -> Callable[[np.ndarray], float]:
+        """The success rate of `attack`'s trigger (its `triggered_test_set`) on this node's
+        validation split, as a function of a model vector: what an evading backdoor attacker
+        reads."""
+        images, labels = attack.triggered_test_set(self.data.val_images.numpy(),
+                                                   self.data.val_labels.numpy())
+        x, y = torch.from_numpy(images), torch.from_numpy(labels)
+
+        def rate(vec: np.ndarray) -> float:
+            if len(y) == 0:
+                return 0.0
+            vector_to_model(vec, self.scorer)
+            return evaluate(self.scorer, x, y, batch_size=256, device=self.device)
+
+        return rate
 
     def score(self, vec: np.ndarray) -> float:
         """Accuracy of the model `vec` on this node's validation split (spec 5.3)."""

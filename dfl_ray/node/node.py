@@ -61,6 +61,7 @@ from dfl_ray.node.learner import Learner, Poison
 from dfl_ray.node.memo import CheckMemo
 from dfl_ray.node.params import NodeData, NodeParams
 from dfl_ray.node.resume import restore, save_checkpoint
+from dfl_ray.node.triggers import REFUSE_GAP
 from dfl_ray.timing import Stopwatch
 
 
@@ -210,6 +211,12 @@ class DFLNode:
         if attack is not None and not attack.trains:
             return
         poison: Poison | None = None
+        if attack is None and self.learner.triggers is not None:
+            with self.timer.time("trigger_scan"):
+                found = self.learner.scan()
+            if found:
+                self.counters["trigger_found"] += found
+            poison = self.learner.unlearning()
         if attack is not None and attack.poisons_data:
             rng, classes = self.attack_rng, self.data.num_classes
 
@@ -234,7 +241,7 @@ class DFLNode:
             vec = np.ascontiguousarray(
                 self.attack.poison_model(
                     vec, base, self.attack_rng, self.turn, observed=self.observed,
-                    loss=self.learner.loss if self.attack.uses_loss else None),
+                    loss=self._attack_oracle() if self.attack.uses_loss else None),
                 dtype=np.float32,
             )
         self.turn += 1
@@ -520,6 +527,12 @@ class DFLNode:
                 self.counters["rebased"] += 1
             if self.attack is not None and self.attack.observes:
                 self._observe(creators)
+            if self.attack is None and self.learner.triggers is not None:
+                creators = self._refuse_triggered(creators)
+            if not creators:  # every model carried a found trigger: keep the own one
+                self.buffer, self.ahead = self.ahead, {}
+                self.counters["aggregations"] += 1
+                return True
             buffered = [self.buffer[c] for c in creators]
             shrink = [(1.0 + stale_of[c]) ** -decay if decay > 0.0 else 1.0 for c in creators]
             self.counters["decayed"] += sum(1 for f in shrink if f < 1.0)
@@ -538,6 +551,29 @@ class DFLNode:
             if reused:
                 self.counters["reused"] += len(reused)
         return True
+
+    def _attack_oracle(self) -> Callable[[np.ndarray], float]:
+        """What an attacker that reads its own validation split measures a model vector by."""
+        assert self.attack is not None
+        if self.attack.loss_kind == "trigger_rate":
+            return self.learner.trigger_rate(self.attack)
+        return self.learner.loss
+
+    def _refuse_triggered(self, creators: list[bytes]) -> list[bytes]:
+        """The creators whose buffered model carries no trigger the scan found; the others are
+        counted and dropped. A model carries one when a found patch sends at least the refusal
+        share of this node's validation images to its class and `REFUSE_GAP` more than the
+        median buffered model does (dfl_ray.node.triggers)."""
+        assert self.learner.triggers is not None
+        if not self.learner.triggers.found or not creators:
+            return creators
+        rates = np.stack([self.learner.carried(self.buffer[c].vec) for c in creators])
+        limit = np.maximum(self.learner.triggers.settings.refuse,
+                           np.median(rates, axis=0) + REFUSE_GAP)
+        carriers = (rates >= limit).any(axis=1)
+        if carriers.any():
+            self.counters["trigger_refused"] += int(carriers.sum())
+        return [c for c, hit in zip(creators, carriers, strict=True) if not hit]
 
     def _lags(self, creators: list[bytes], max_staleness: int) -> bool:
         """Whether the median buffered model is more than `max_staleness` rounds ahead of us."""

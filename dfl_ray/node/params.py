@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from dfl_ray.models.training import SGDSettings
+from dfl_ray.node.triggers import TriggerSettings
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class NodeParams:
     """Server momentum applied to the rule's result (dfl_ray.defense.momentum); 0 turns it off."""
     accept: float = math.inf
     """Tolerance of the acceptance test (dfl_ray.defense.accept) in nats; inf turns it off."""
+    trigger: TriggerSettings | None = None
+    """The trigger scan (dfl_ray.node.triggers) an honest node runs; None turns it off."""
     max_clock_skew_s: float = 5.0
     seed: int = 0
     device: str = "cpu"

@@ -215,6 +215,31 @@ def test_backdoor_blend_mixes_one_fixed_noise_image_into_the_whole_picture() -> 
         make_attack("backdoor", blend=1.0)
 
 
+def test_backdoor_evade_publishes_the_longest_step_under_its_own_success_rate() -> None:
+    trained, base, _ = setting()
+    attack = make_attack("backdoor", evade=0.5)
+    assert attack.uses_loss and attack.loss_kind == "trigger_rate"
+    assert not make_attack("backdoor").uses_loss  # without evade it reads nothing
+    total = float(np.linalg.norm(trained - base))
+    steps: list[float] = []
+
+    def rate(vec: np.ndarray) -> float:
+        # A success rate growing with the step taken towards the trained model.
+        steps.append(float(np.linalg.norm(vec - base)) / total)
+        return steps[-1]
+
+    out = attack.poison_model(trained, base, np.random.default_rng(0), 0, loss=rate)
+    np.testing.assert_allclose(out - base, 0.25 * (trained - base), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(steps, [1.0, 0.5, 0.25], rtol=1e-4)
+    always = attack.poison_model(trained, base, np.random.default_rng(0), 0,
+                                 loss=lambda vec: 1.0)
+    np.testing.assert_array_equal(always, base)  # no step passes: the round start
+    with pytest.raises(ValueError, match="needs its success rate"):
+        attack.poison_model(trained, base, np.random.default_rng(0), 0)
+    with pytest.raises(ValueError, match=r"evade must be a share in \[0, 1\]"):
+        make_attack("backdoor", evade=1.5)
+
+
 @pytest.mark.parametrize(("kind", "params", "name"), [
     ("min_max", {"gamma_init": 0.0}, "gamma_init"),
     ("mimic", {"iterations": 0}, "iterations"),
