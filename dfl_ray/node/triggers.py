@@ -8,7 +8,8 @@ Neural Cleanse (Wang et al., IEEE S&P 2019) finds it by optimising, for each tar
 mask m and pattern p so that (1 - m) x + m p is classified t; a backdoored class needs a far
 smaller mask than a clean one. Here the mask's size is capped (`budget` pixels) and a class is
 found when its patch sends at least `threshold` of the node's validation images of other
-classes to t. The search runs a few steps per round on the own model, warm-started, so it
+classes to t (of those the model does not already call t: early on label-skewed shards models
+call nearly everything one class). The search runs a few steps per round on the own model, warm-started, so it
 follows the model over rounds; what it finds is used twice:
 
 1. unlearning (Neural Cleanse's mitigation; FLIP, Zhang et al., ICLR 2023, does the same inside
@@ -33,6 +34,10 @@ import torch
 from torch import nn
 
 from dfl_ray.models.training import PIXEL_SCALE, to_input
+
+MIN_ELIGIBLE = 5
+"""Fewest validation images a flip rate is read on (of other classes, not already classified as
+the target)."""
 
 REFUSE_GAP = 0.25
 """How far above the median received model's flip rate a model's must lie to be refused."""
@@ -182,11 +187,14 @@ class TriggerScan:
 
 def _flip_rate(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, target: int,
                mask: torch.Tensor, pattern: torch.Tensor) -> float:
-    """Share of the inputs x (float, [n, C, H, W]) of classes other than `target` that `model`
-    classifies `target` once stamped (1 - mask) x + mask pattern; 0 when there are none."""
-    other = labels != target
-    if not bool(other.any()):
-        return 0.0
+    """Share of the inputs x (float, [n, C, H, W]) that `model` classifies `target` once
+    stamped (1 - mask) x + mask pattern, among those of other classes that it does not classify
+    `target` without the patch; 0 when fewer than `MIN_ELIGIBLE` are left. A model that calls
+    everything `target` (early in training, on label-skewed shards) thus shows no trigger."""
     model.eval()
-    stamped = (1.0 - mask) * x[other] + mask * pattern
+    clean = model(x).argmax(dim=1)
+    eligible = (labels != target) & (clean != target)
+    if int(eligible.sum()) < MIN_ELIGIBLE:
+        return 0.0
+    stamped = (1.0 - mask) * x[eligible] + mask * pattern
     return float((model(stamped).argmax(dim=1) == target).float().mean())

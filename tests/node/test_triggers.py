@@ -207,3 +207,16 @@ def test_a_model_is_refused_when_it_follows_a_found_patch_far_more_than_the_medi
     kept = node._refuse_triggered(creators)
     assert kept == [c for i, c in enumerate(creators) if i not in refused]
     assert node.counters["trigger_refused"] == len(refused)
+
+
+def test_a_model_that_calls_everything_the_target_shows_no_trigger() -> None:
+    train_x, train_y = images(64, seed=1)
+    val_x, val_y = images(40, seed=2)
+    found = scan()
+    found.search(linear_model(True), train_x, train_y, val_x, val_y)
+    assert TARGET in found.found
+    constant = linear_model(False)
+    with torch.no_grad():
+        constant[1].bias[TARGET] = 1e4  # every image, patched or not, is called TARGET
+    assert found.carried(constant, val_x, val_y).tolist() == [0.0]
+    assert found.carried(linear_model(True), val_x, val_y).tolist() >= [0.9]
