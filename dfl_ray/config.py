@@ -180,6 +180,9 @@ class DefenseConfig:
     trigger_refuse: float = 0.5
     """Share of the validation images of other classes that a received model must send to a
     found patch's class for the trigger scan to refuse it."""
+    trigger_gap: float = 0.25
+    """How far above the median received model's flip rate under a found patch a model's must
+    lie for the trigger scan to refuse it."""
     trigger_budget: float = 12.0
     """Largest patch the trigger scan searches, in pixels."""
     trigger_steps: int = 10
@@ -194,7 +197,7 @@ class DefenseConfig:
         if self.trigger_scan is None:
             return None
         return TriggerSettings(threshold=self.trigger_scan, refuse=self.trigger_refuse,
-                               budget=self.trigger_budget,
+                               gap=self.trigger_gap, budget=self.trigger_budget,
                                steps=self.trigger_steps, share=self.trigger_share)
 
     @property

@@ -132,8 +132,8 @@ def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str,
     }
 
 
-NODE_KEYS = ("momentum", "accept", "trigger_scan", "trigger_refuse", "trigger_budget",
-             "trigger_steps", "trigger_share")
+NODE_KEYS = ("momentum", "accept", "trigger_scan", "trigger_refuse", "trigger_gap",
+             "trigger_budget", "trigger_steps", "trigger_share")
 """Keys of a defense spec that are `defense.*` settings of every node, not rule parameters."""
 
 TRAINING_KEYS = ("grad_clip",)

@@ -61,7 +61,6 @@ from dfl_ray.node.learner import Learner, Poison
 from dfl_ray.node.memo import CheckMemo
 from dfl_ray.node.params import NodeData, NodeParams
 from dfl_ray.node.resume import restore, save_checkpoint
-from dfl_ray.node.triggers import REFUSE_GAP
 from dfl_ray.timing import Stopwatch
 
 
@@ -562,14 +561,14 @@ class DFLNode:
     def _refuse_triggered(self, creators: list[bytes]) -> list[bytes]:
         """The creators whose buffered model carries no trigger the scan found; the others are
         counted and dropped. A model carries one when a found patch sends at least the refusal
-        share of this node's validation images to its class and `REFUSE_GAP` more than the
-        median buffered model does (dfl_ray.node.triggers)."""
+        share of this node's validation images to its class and the scan's `gap` more than
+        the median buffered model does (dfl_ray.node.triggers)."""
         assert self.learner.triggers is not None
         if not self.learner.triggers.found or not creators:
             return creators
         rates = np.stack([self.learner.carried(self.buffer[c].vec) for c in creators])
-        limit = np.maximum(self.learner.triggers.settings.refuse,
-                           np.median(rates, axis=0) + REFUSE_GAP)
+        settings = self.learner.triggers.settings
+        limit = np.maximum(settings.refuse, np.median(rates, axis=0) + settings.gap)
         carriers = (rates >= limit).any(axis=1)
         if carriers.any():
             self.counters["trigger_refused"] += int(carriers.sum())

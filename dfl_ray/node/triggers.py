@@ -15,7 +15,7 @@ follows the model over rounds; what it finds is used twice:
 1. unlearning (Neural Cleanse's mitigation; FLIP, Zhang et al., ICLR 2023, does the same inside
    federated training): part of each local training batch carries a found patch, labels kept;
 2. refusal: a received model that sends at least `refuse` of those images to t under a found
-   patch, and `REFUSE_GAP` more than the median received model does, is not aggregated. The
+   patch, and `gap` more than the median received model does, is not aggregated. The
    gap keeps a patch that every model follows (a stroke that turns a 1 into a 7 is one on a
    node that holds only those two digits) from costing the node its honest peers; colluders
    are fewer than half of what a node receives, so the median is an honest model's.
@@ -39,10 +39,6 @@ MIN_ELIGIBLE = 5
 """Fewest validation images a flip rate is read on (of other classes, not already classified as
 the target)."""
 
-REFUSE_GAP = 0.25
-"""How far above the median received model's flip rate a model's must lie to be refused."""
-
-
 @dataclass(frozen=True)
 class TriggerSettings:
     """How a node scans for triggers (`defense.trigger_*` in the config)."""
@@ -54,6 +50,8 @@ class TriggerSettings:
     """Share of those images a received model must send to the target under a found patch to
     be refused (lower than `threshold`: the patch is fitted to the own model, not the
     sender's)."""
+    gap: float = 0.25
+    """How far above the median received model's flip rate a model's must lie to be refused."""
     budget: float = 12.0
     """Largest mask, in pixels (the sum of the mask's values)."""
     steps: int = 10
@@ -71,6 +69,8 @@ class TriggerSettings:
             raise ValueError(f"trigger_scan must be a share in (0, 1], got {self.threshold!r}")
         if not 0.0 < self.refuse <= 1.0:
             raise ValueError(f"trigger_refuse must be a share in (0, 1], got {self.refuse!r}")
+        if not 0.0 <= self.gap <= 1.0:
+            raise ValueError(f"trigger_gap must be in [0, 1], got {self.gap!r}")
         if not self.budget > 0.0:
             raise ValueError(f"trigger_budget must be > 0 pixels, got {self.budget!r}")
         for name in ("steps", "batch"):

@@ -188,15 +188,16 @@ def test_an_evading_backdoor_attacker_reads_its_trigger_success_on_its_own_split
     assert rate(vec) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize(("rates", "refused"), [
-    ([0.95, 0.1, 0.1, 0.0], [0]),  # one sender follows the patch, the others do not
-    ([0.95, 0.9, 0.85, 0.2], []),  # most follow it: a feature of the digits, not a trigger
-    ([0.45, 0.0, 0.0, 0.0], []),  # under the refusal share
-    ([0.6, 0.55, 0.1, 0.0, 0.05], [0, 1]),  # two colluders of five: the median is honest
+@pytest.mark.parametrize(("rates", "gap", "refused"), [
+    ([0.95, 0.1, 0.1, 0.0], 0.25, [0]),  # one sender follows the patch, the others do not
+    ([0.95, 0.9, 0.85, 0.2], 0.25, []),  # most follow it: a feature of the digits
+    ([0.95, 0.9, 0.85, 0.2], 0.0, [0, 1, 2]),  # without the gap, the refusal share alone
+    ([0.45, 0.0, 0.0, 0.0], 0.25, []),  # under the refusal share
+    ([0.6, 0.55, 0.1, 0.0, 0.05], 0.25, [0, 1]),  # two colluders of five: the median is honest
 ])
 def test_a_model_is_refused_when_it_follows_a_found_patch_far_more_than_the_median(
-        tmp_path: Path, rates: list[float], refused: list[int]) -> None:
-    host = local_host(small_config(defense={"trigger_scan": 0.9}), tmp_path)
+        tmp_path: Path, rates: list[float], gap: float, refused: list[int]) -> None:
+    host = local_host(small_config(defense={"trigger_scan": 0.9, "trigger_gap": gap}), tmp_path)
     node = host.nodes[0]
     assert node.learner.triggers is not None
     node.learner.triggers.found[3] = (torch.zeros(1, 28, 28), torch.zeros(1, 28, 28))
