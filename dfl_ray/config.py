@@ -182,7 +182,7 @@ class DefenseConfig:
     found patch's class for the trigger scan to refuse it."""
     trigger_gap: float = 0.25
     """How far above the median received model's flip rate under a found patch a model's must
-    lie for the trigger scan to refuse it."""
+    lie for the trigger scan to refuse it (-1: the refusal share alone decides)."""
     trigger_budget: float = 12.0
     """Largest patch the trigger scan searches, in pixels."""
     trigger_steps: int = 10

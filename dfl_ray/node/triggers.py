@@ -51,7 +51,8 @@ class TriggerSettings:
     be refused (lower than `threshold`: the patch is fitted to the own model, not the
     sender's)."""
     gap: float = 0.25
-    """How far above the median received model's flip rate a model's must lie to be refused."""
+    """How far above the median received model's flip rate a model's must lie to be refused
+    (-1: the refusal share alone decides)."""
     budget: float = 12.0
     """Largest mask, in pixels (the sum of the mask's values)."""
     steps: int = 10
@@ -69,8 +70,8 @@ class TriggerSettings:
             raise ValueError(f"trigger_scan must be a share in (0, 1], got {self.threshold!r}")
         if not 0.0 < self.refuse <= 1.0:
             raise ValueError(f"trigger_refuse must be a share in (0, 1], got {self.refuse!r}")
-        if not 0.0 <= self.gap <= 1.0:
-            raise ValueError(f"trigger_gap must be in [0, 1], got {self.gap!r}")
+        if not -1.0 <= self.gap <= 1.0:
+            raise ValueError(f"trigger_gap must be in [-1, 1], got {self.gap!r}")
         if not self.budget > 0.0:
             raise ValueError(f"trigger_budget must be > 0 pixels, got {self.budget!r}")
         for name in ("steps", "batch"):

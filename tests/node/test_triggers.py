@@ -191,7 +191,8 @@ def test_an_evading_backdoor_attacker_reads_its_trigger_success_on_its_own_split
 @pytest.mark.parametrize(("rates", "gap", "refused"), [
     ([0.95, 0.1, 0.1, 0.0], 0.25, [0]),  # one sender follows the patch, the others do not
     ([0.95, 0.9, 0.85, 0.2], 0.25, []),  # most follow it: a feature of the digits
-    ([0.95, 0.9, 0.85, 0.2], 0.0, [0, 1, 2]),  # without the gap, the refusal share alone
+    ([0.95, 0.9, 0.85, 0.2], 0.0, [0, 1]),  # gap 0: above the median
+    ([0.95, 0.9, 0.85, 0.2], -1.0, [0, 1, 2]),  # gap -1: the refusal share alone
     ([0.45, 0.0, 0.0, 0.0], 0.25, []),  # under the refusal share
     ([0.6, 0.55, 0.1, 0.0, 0.05], 0.25, [0, 1]),  # two colluders of five: the median is honest
 ])
