@@ -57,6 +57,10 @@ def node_state(node: DFLNode) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         buf = optimizer.state.get(p, {}).get("momentum_buffer")
         if buf is not None:
             arrays[f"sgd_{i:03d}"] = buf.detach().cpu().numpy().astype(np.float32, copy=False)
+    if node.learner.triggers is not None:
+        scan_meta, scan_arrays = node.learner.triggers.state()
+        meta["triggers"] = scan_meta
+        arrays.update(scan_arrays)
     return meta, arrays
 
 
@@ -116,6 +120,8 @@ def _apply(node: DFLNode, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -
         anchor = arrays["model"] if meta.get("anchor_is_model") else arrays["anchor"]
         agg.anchor = np.array(anchor, dtype=np.float32)
         agg.velocity = np.array(arrays["velocity"], dtype=np.float32)
+    if node.learner.triggers is not None and "triggers" in meta:
+        node.learner.triggers.load_state(meta["triggers"], arrays)
     optimizer = node.learner.optimizer
     for i, p in enumerate(node.learner.model.parameters()):
         buf = arrays.get(f"sgd_{i:03d}")

@@ -28,6 +28,7 @@ patch of `budget` pixels can stand in for; a trigger spread over the whole image
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,6 +102,28 @@ class TriggerScan:
         self.found: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         """target class -> (mask [1, H, W], pattern [C, H, W]) of the last patch that reached
         the threshold on the own model."""
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON values, arrays) of the search for a node's checkpoint: the logits, the patches
+        found and the draw's generator. Adam's moments are left out; they restart."""
+        meta: dict[str, Any] = {"found": sorted(self.found),
+                                "rng": dict(self.rng.bit_generator.state)}
+        arrays = {"trigger_mask_logits": self.mask_logits.detach().numpy().copy(),
+                  "trigger_pattern_logits": self.pattern_logits.detach().numpy().copy()}
+        for t, (mask, pattern) in self.found.items():
+            arrays[f"trigger_mask_{t:04d}"] = mask.numpy().copy()
+            arrays[f"trigger_pattern_{t:04d}"] = pattern.numpy().copy()
+        return meta, arrays
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Take back what `state` returned."""
+        with torch.no_grad():
+            self.mask_logits.copy_(torch.from_numpy(arrays["trigger_mask_logits"]))
+            self.pattern_logits.copy_(torch.from_numpy(arrays["trigger_pattern_logits"]))
+        self.rng.bit_generator.state = meta["rng"]
+        self.found = {int(t): (torch.from_numpy(np.array(arrays[f"trigger_mask_{t:04d}"])),
+                               torch.from_numpy(np.array(arrays[f"trigger_pattern_{t:04d}"])))
+                      for t in meta["found"]}
 
     def _patches(self) -> tuple[torch.Tensor, torch.Tensor]:
         mask = torch.sigmoid(self.mask_logits)

@@ -222,3 +222,29 @@ def test_a_model_that_calls_everything_the_target_shows_no_trigger() -> None:
         constant[1].bias[TARGET] = 1e4  # every image, patched or not, is called TARGET
     assert found.carried(constant, val_x, val_y).tolist() == [0.0]
     assert found.carried(linear_model(True), val_x, val_y).tolist() >= [0.9]
+
+
+def test_a_restarted_node_gets_its_scan_back_from_the_checkpoint(tmp_path: Path) -> None:
+    config = small_config(defense={"trigger_scan": 0.9, "trigger_steps": 2})
+    first = local_host(config, tmp_path)
+    scan = first.nodes[0].learner.triggers
+    assert scan is not None
+    for r in range(2):
+        first.begin_round(r)
+        first.end_round(r)
+        if r == 0:  # a patch found in round 0; the scan of round 1 moves the logits on
+            scan.found[7] = (torch.rand(1, 28, 28), torch.rand(1, 28, 28))
+            before = scan.mask_logits.detach().clone()
+        first.finish_round()  # checkpoints every node: a restart resumes from here
+    meta, arrays = scan.state()
+    assert not np.array_equal(arrays["trigger_mask_logits"], before.numpy())
+    first.close()
+    second = local_host(config, tmp_path)
+    restored = second.nodes[0].learner.triggers
+    assert restored is not None and second.nodes[0].counters["restored"] == 1
+    again_meta, again_arrays = restored.state()
+    assert again_meta == meta and sorted(again_arrays) == sorted(arrays)
+    for name, value in arrays.items():
+        np.testing.assert_array_equal(again_arrays[name], value)
+    assert 7 in restored.found
+    second.close()
