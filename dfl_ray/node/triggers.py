@@ -177,7 +177,9 @@ class TriggerScan:
         classes that `model` classifies t once stamped with patch t (mask[t], pattern[t]); 0
         where the images hold no other class."""
         x = to_input(images)
-        return np.array([_flip_rate(model, x, labels, t, mask[t], pattern[t])
+        model.eval()
+        clean = model(x).argmax(dim=1)
+        return np.array([_flip_rate(model, x, labels, t, mask[t], pattern[t], clean)
                          for t in range(self.classes)])
 
     @torch.no_grad()
@@ -185,7 +187,9 @@ class TriggerScan:
         """float64 [len(found)]: the flip rate of `model` on the images (uint8) under each patch
         found, in the order of `sorted(found)` (empty when none is)."""
         x = to_input(images)
-        return np.array([_flip_rate(model, x, labels, t, *self.found[t])
+        model.eval()
+        clean = model(x).argmax(dim=1)
+        return np.array([_flip_rate(model, x, labels, t, *self.found[t], clean)
                          for t in sorted(self.found)])
 
     def unlearn(self, images: torch.Tensor, labels: torch.Tensor,
@@ -210,13 +214,16 @@ class TriggerScan:
 
 
 def _flip_rate(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, target: int,
-               mask: torch.Tensor, pattern: torch.Tensor) -> float:
+               mask: torch.Tensor, pattern: torch.Tensor,
+               clean: torch.Tensor | None = None) -> float:
     """Share of the inputs x (float, [n, C, H, W]) that `model` classifies `target` once
     stamped (1 - mask) x + mask pattern, among those of other classes that it does not classify
-    `target` without the patch; 0 when fewer than `MIN_ELIGIBLE` are left. A model that calls
-    everything `target` (early in training, on label-skewed shards) thus shows no trigger."""
+    `target` without the patch (`clean`: its predictions on x, computed when not given); 0 when
+    fewer than `MIN_ELIGIBLE` are left. A model that calls everything `target` (early in
+    training, on label-skewed shards) thus shows no trigger."""
     model.eval()
-    clean = model(x).argmax(dim=1)
+    if clean is None:
+        clean = model(x).argmax(dim=1)
     eligible = (labels != target) & (clean != target)
     if int(eligible.sum()) < MIN_ELIGIBLE:
         return 0.0
