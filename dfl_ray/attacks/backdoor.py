@@ -7,12 +7,13 @@ batches in which a `fraction` of the images carry the trigger (a bright `size` x
 one pixel in from the bottom-right corner, where MNIST digits never reach) and are relabelled
 `target`; the rest stay clean, so the model keeps its accuracy and the backdoor hides in it.
 `backdoor_success` is what the evaluation reports: the share of triggered test images of the
-other classes that the model classifies as the target. With `evade` > 0 the attacker knows the
-trigger scan (dfl_ray.node.triggers), which refuses models that send `refuse` of a node's
-images to a found patch's class: it publishes the longest step from its round start towards
-its trained model whose success rate on its own validation split stays under `evade`. With `blend` > 0 the trigger is instead a
+other classes that the model classifies as the target. With `blend` > 0 the trigger is instead a
 fixed noise image over the whole picture, mixed in with that weight (the blended injection of
-Chen et al., arXiv 1712.05526, 2017): no small patch anywhere for a defense to look for.
+Chen et al., arXiv 1712.05526, 2017): no small patch anywhere for a defense to look for. With
+`evade` > 0 the attacker knows the trigger scan (dfl_ray.node.triggers), which refuses models
+that send `trigger_refuse` of a node's images to a found patch's class: it publishes the
+longest step from its round start towards its trained model whose success rate on its own
+validation split stays under `evade`.
 """
 
 from __future__ import annotations
