@@ -170,27 +170,18 @@ class TriggerScan:
             self.found[int(t)] = (mask[t].detach().clone(), pattern[t].detach().clone())
         return rates
 
-    @torch.no_grad()
     def flip_rates(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                    mask: torch.Tensor, pattern: torch.Tensor) -> np.ndarray:
-        """float64 [classes]: for each class t, the share of the images (uint8) of other
-        classes that `model` classifies t once stamped with patch t (mask[t], pattern[t]); 0
-        where the images hold no other class."""
-        x = to_input(images)
-        model.eval()
-        clean = model(x).argmax(dim=1)
-        return np.array([_flip_rate(model, x, labels, t, mask[t], pattern[t], clean)
-                         for t in range(self.classes)])
+        """float64 [classes]: for each class t, the flip rate (`_flip_rates`) of `model` on the
+        images (uint8) under patch t (mask[t], pattern[t])."""
+        return _flip_rates(model, images, labels,
+                           [(t, mask[t], pattern[t]) for t in range(self.classes)])
 
-    @torch.no_grad()
     def carried(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
         """float64 [len(found)]: the flip rate of `model` on the images (uint8) under each patch
         found, in the order of `sorted(found)` (empty when none is)."""
-        x = to_input(images)
-        model.eval()
-        clean = model(x).argmax(dim=1)
-        return np.array([_flip_rate(model, x, labels, t, *self.found[t], clean)
-                         for t in sorted(self.found)])
+        return _flip_rates(model, images, labels,
+                           [(t, *self.found[t]) for t in sorted(self.found)])
 
     def unlearn(self, images: torch.Tensor, labels: torch.Tensor,
                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,19 +204,21 @@ class TriggerScan:
         return out, labels
 
 
-def _flip_rate(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, target: int,
-               mask: torch.Tensor, pattern: torch.Tensor,
-               clean: torch.Tensor | None = None) -> float:
-    """Share of the inputs x (float, [n, C, H, W]) that `model` classifies `target` once
-    stamped (1 - mask) x + mask pattern, among those of other classes that it does not classify
-    `target` without the patch (`clean`: its predictions on x, computed when not given); 0 when
-    fewer than `MIN_ELIGIBLE` are left. A model that calls everything `target` (early in
-    training, on label-skewed shards) thus shows no trigger."""
+@torch.no_grad()
+def _flip_rates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                patches: list[tuple[int, torch.Tensor, torch.Tensor]]) -> np.ndarray:
+    """float64 [len(patches)]: for each (target, mask, pattern), the share of the images (uint8)
+    that `model` classifies `target` once stamped (1 - mask) x + mask pattern, among those of
+    other classes that it does not classify `target` without the patch; 0 when fewer than
+    `MIN_ELIGIBLE` are left. A model that calls everything `target` (early in training, on
+    label-skewed shards) thus shows no trigger. The clean predictions are read once."""
     model.eval()
-    if clean is None:
-        clean = model(x).argmax(dim=1)
-    eligible = (labels != target) & (clean != target)
-    if int(eligible.sum()) < MIN_ELIGIBLE:
-        return 0.0
-    stamped = (1.0 - mask) * x[eligible] + mask * pattern
-    return float((model(stamped).argmax(dim=1) == target).float().mean())
+    x = to_input(images)
+    clean = model(x).argmax(dim=1)
+    out = np.zeros(len(patches))
+    for j, (target, mask, pattern) in enumerate(patches):
+        eligible = (labels != target) & (clean != target)
+        if int(eligible.sum()) >= MIN_ELIGIBLE:
+            stamped = (1.0 - mask) * x[eligible] + mask * pattern
+            out[j] = float((model(stamped).argmax(dim=1) == target).float().mean())
+    return out
