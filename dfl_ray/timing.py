@@ -1,4 +1,4 @@
-"""Per-category busy-time accounting for a node (train, score, aggregate, ledger, transport)."""
+"""Per-category busy-time accounting for a node (train, scan, score, aggregate, ledger, ...)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-CATEGORIES = ("train", "score", "aggregate", "ledger", "transport", "checkpoint")
-"""`checkpoint` is writing the node's restart state (dfl_ray.node.resume): fault tolerance,
+CATEGORIES = ("train", "scan", "score", "aggregate", "ledger", "transport", "checkpoint")
+"""`scan` is the trigger scan on the node's own model (dfl_ray.node.triggers), when it is on.
+`checkpoint` is writing the node's restart state (dfl_ray.node.resume): fault tolerance,
 kept apart from `ledger`, the blockchain's own work, so that the ledger's share is the
 protocol's cost alone."""
 

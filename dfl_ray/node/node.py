@@ -211,7 +211,7 @@ class DFLNode:
             return
         poison: Poison | None = None
         if attack is None and self.learner.triggers is not None:
-            with self.timer.time("trigger_scan"):
+            with self.timer.time("scan"):
                 found = self.learner.scan()
             if found:
                 self.counters["trigger_found"] += found

@@ -16,6 +16,7 @@ from dfl_ray.models.flat import vector_to_model
 from dfl_ray.models.training import to_input
 from dfl_ray.node.aggregator import Buffered
 from dfl_ray.node.triggers import TriggerScan, TriggerSettings
+from dfl_ray.timing import CATEGORIES
 from tests.helpers import local_host, small_config
 
 SIDE, CLASSES, TARGET = 12, 4, 2
@@ -166,6 +167,9 @@ def test_honest_nodes_scan_and_refuse_models_that_carry_a_found_trigger(
     assert offered >= 2 and sum(carriers) >= 1  # the attacker's model was among them
     assert honest.counters["trigger_refused"] == sum(carriers)
     assert seen == [offered - sum(carriers)]
+    # the scan's time is protocol work of its own category, attackers spend none on it
+    assert honest.timer.seconds["scan"] > 0.0 and "scan" in CATEGORIES
+    assert all(host.nodes[a].timer.seconds.get("scan", 0.0) == 0.0 for a in attackers)
 
 
 def test_an_evading_backdoor_attacker_reads_its_trigger_success_on_its_own_split(
