@@ -84,11 +84,16 @@ class Learner:
             self.optimizer = make_optimizer(self.model, self.params.sgd)
         return sane
 
-    def scan(self) -> int:
-        """One round of the trigger scan on the own model; the number of classes found now."""
+    def scan(self, vec: np.ndarray | None = None) -> int:
+        """One round of the trigger scan on the own model, or on the model `vec` when given
+        (a received one); the number of classes found now."""
         assert self.triggers is not None
         d = self.data
-        rates = self.triggers.search(self.model, d.images, d.labels, d.val_images,
+        model = self.model
+        if vec is not None:
+            vector_to_model(vec, self.scorer)
+            model = self.scorer
+        rates = self.triggers.search(model, d.images, d.labels, d.val_images,
                                      d.val_labels, pool=d.train_idx)
         return int(np.count_nonzero(rates >= self.triggers.settings.threshold))
 

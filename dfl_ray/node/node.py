@@ -119,6 +119,9 @@ class DFLNode:
         # For attacks that observe (ALIE, IPM): the honest updates of the last aggregation's
         # buffer, [k, size], colluders' models left out.
         self.observed: np.ndarray | None = None
+        # For the trigger scan: one model received at the last aggregation, searched on odd
+        # turns instead of the own model (see `_refuse_triggered`); not checkpointed.
+        self.suspect: np.ndarray | None = None
         self.own_score = 0.0
         self.last_digest = b""
         # tx_id -> expires_at of every transaction seen, forgotten once expired: a copy that
@@ -212,7 +215,7 @@ class DFLNode:
         poison: Poison | None = None
         if attack is None and self.learner.triggers is not None:
             with self.timer.time("scan"):
-                found = self.learner.scan()
+                found = self.learner.scan(self.suspect if self.turn % 2 else None)
             if found:
                 self.counters["trigger_found"] += found
             poison = self.learner.unlearning()
@@ -562,12 +565,23 @@ class DFLNode:
         """The creators whose buffered model carries no trigger the scan found; the others are
         counted and dropped. A model carries one when a found patch sends at least the refusal
         share of this node's validation images to its class and the scan's `gap` more than
-        the median buffered model does (dfl_ray.node.triggers)."""
-        assert self.learner.triggers is not None
-        if not self.learner.triggers.found or not creators:
+        the median buffered model does (dfl_ray.node.triggers).
+
+        It also keeps one buffered model as `suspect`, which the next odd turn's scan searches
+        instead of the own model: the one a found patch reads highest, else one at random. A
+        node whose own model never took the backdoor (or has unlearnt it) would otherwise stop
+        finding it, while the colluders' models still carry it and their trigger drifts away
+        from the patch found last; searching what is received keeps the patch on it."""
+        triggers = self.learner.triggers
+        assert triggers is not None
+        if not creators:
+            return creators
+        if not triggers.found:
+            self.suspect = self.buffer[creators[int(triggers.rng.integers(len(creators)))]].vec
             return creators
         rates = np.stack([self.learner.carried(self.buffer[c].vec) for c in creators])
-        settings = self.learner.triggers.settings
+        self.suspect = self.buffer[creators[int(np.argmax(rates.max(axis=1)))]].vec
+        settings = triggers.settings
         limit = np.maximum(settings.refuse, np.median(rates, axis=0) + settings.gap)
         carriers = (rates >= limit).any(axis=1)
         if carriers.any():

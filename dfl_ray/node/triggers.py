@@ -9,8 +9,11 @@ mask m and pattern p so that (1 - m) x + m p is classified t; a backdoored class
 smaller mask than a clean one. Here the mask's size is capped (`budget` pixels) and a class is
 found when its patch sends at least `threshold` of the node's validation images of other
 classes to t (of those the model does not already call t: early on label-skewed shards models
-call nearly everything one class). The search runs a few steps per round on the own model, warm-started, so it
-follows the model over rounds; what it finds is used twice:
+call nearly everything one class). The search runs a few steps per round, warm-started, so it
+follows the models over rounds: on the own model, and every other round on one received model
+instead (the one a found patch reads highest, DFLNode._refuse_triggered), so that it keeps
+finding the trigger in the colluders' models after the own model has unlearnt it. What it
+finds is used twice:
 
 1. unlearning (Neural Cleanse's mitigation; FLIP, Zhang et al., ICLR 2023, does the same inside
    federated training): part of each local training batch carries a found patch, labels kept;

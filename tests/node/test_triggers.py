@@ -172,6 +172,56 @@ def test_honest_nodes_scan_and_refuse_models_that_carry_a_found_trigger(
     assert all(host.nodes[a].timer.seconds.get("scan", 0.0) == 0.0 for a in attackers)
 
 
+def test_odd_turns_scan_the_received_model_a_found_patch_reads_highest(tmp_path: Path) -> None:
+    config = small_config(defense={"rule": "fedavg", "trigger_scan": 0.9, "trigger_steps": 2},
+                          attack={"kind": "backdoor", "malicious": 1})
+    host = local_host(config, tmp_path)
+    attackers = set(config.attackers)
+    honest = next(n for i, n in host.nodes.items()
+                  if i not in attackers and attackers & set(n.params.peers))
+    scanned: list[np.ndarray | None] = []
+    scan = honest.learner.scan
+
+    def recording(vec: np.ndarray | None = None) -> int:
+        scanned.append(vec)
+        return scan(vec)
+
+    honest.learner.scan = recording  # type: ignore[method-assign]
+    # Round 0, nothing found: the suspect is one of the models received, drawn at random.
+    host.begin_round(0)
+    received = [b.vec for b in honest.buffer.values()]
+    host.end_round(0)
+    host.finish_round()
+    assert scanned == [None]  # turn 0: the own model
+    assert honest.suspect is not None
+    assert any(honest.suspect is vec for vec in received)
+    # Round 1: a patch is found that reads the attacker's model at 1.0, every other at 0.1;
+    # the scan of this turn searches the suspect of round 0.
+    refused = {sender for sender, peer in honest.directory.items() if peer in attackers}
+    carriers: list[np.ndarray] = []
+
+    def carried(vec: np.ndarray) -> np.ndarray:
+        hit = any(np.array_equal(vec, b.vec) for c, b in honest.buffer.items() if c in refused)
+        if hit:
+            carriers.append(vec)
+        return np.array([1.0 if hit else 0.1])
+
+    honest.learner.carried = carried  # type: ignore[method-assign]
+    suspect = honest.suspect
+    host.begin_round(1)
+    assert scanned[1] is suspect
+    assert honest.learner.triggers is not None
+    honest.learner.triggers.found[0] = (torch.zeros(1, 28, 28), torch.zeros(1, 28, 28))
+    host.end_round(1)
+    host.finish_round()
+    assert carriers and any(honest.suspect is vec for vec in carriers)
+    host.begin_round(2)
+    assert scanned[2] is None  # even turns: the own model again
+    host.end_round(2)
+    host.finish_round()
+    host.close()
+
+
 def test_an_evading_backdoor_attacker_reads_its_trigger_success_on_its_own_split(
         tmp_path: Path) -> None:
     config = small_config(attack={"kind": "backdoor", "malicious": 1,
