@@ -86,16 +86,19 @@ class Learner:
 
     def scan(self, vec: np.ndarray | None = None) -> int:
         """One round of the trigger scan on the own model, or on the model `vec` when given
-        (a received one); the number of classes found now."""
+        (a received one, which only moves patches found before); the number of classes
+        (re)recorded now."""
         assert self.triggers is not None
         d = self.data
         model = self.model
         if vec is not None:
             vector_to_model(vec, self.scorer)
             model = self.scorer
+        before = set(self.triggers.found)
         rates = self.triggers.search(model, d.images, d.labels, d.val_images,
-                                     d.val_labels, pool=d.train_idx)
-        return int(np.count_nonzero(rates >= self.triggers.settings.threshold))
+                                     d.val_labels, pool=d.train_idx, track_only=vec is not None)
+        hits = np.flatnonzero(rates >= self.triggers.settings.threshold)
+        return sum(1 for t in hits if vec is None or int(t) in before)
 
     def unlearning(self) -> Poison | None:
         """The batch rewrite that stamps found trigger patches (labels kept), or None."""

@@ -119,8 +119,9 @@ class DFLNode:
         # For attacks that observe (ALIE, IPM): the honest updates of the last aggregation's
         # buffer, [k, size], colluders' models left out.
         self.observed: np.ndarray | None = None
-        # For the trigger scan: one model received at the last aggregation, searched on odd
-        # turns instead of the own model (see `_refuse_triggered`); not checkpointed.
+        # For the trigger scan: the model received at the last aggregation that a found patch
+        # read highest, searched on odd turns instead of the own model (see
+        # `_refuse_triggered`); not checkpointed.
         self.suspect: np.ndarray | None = None
         self.own_score = 0.0
         self.last_digest = b""
@@ -567,17 +568,14 @@ class DFLNode:
         share of this node's validation images to its class and the scan's `gap` more than
         the median buffered model does (dfl_ray.node.triggers).
 
-        It also keeps one buffered model as `suspect`, which the next odd turn's scan searches
-        instead of the own model: the one a found patch reads highest, else one at random. A
-        node whose own model never took the backdoor (or has unlearnt it) would otherwise stop
-        finding it, while the colluders' models still carry it and their trigger drifts away
-        from the patch found last; searching what is received keeps the patch on it."""
+        It also keeps the buffered model a found patch reads highest as `suspect`, which the
+        next odd turn's scan searches instead of the own model: once the own model has unlearnt
+        the backdoor, the colluders' models still carry it, and their trigger drifts away from
+        the patch found last; searching what is received keeps the patch on it."""
         triggers = self.learner.triggers
         assert triggers is not None
-        if not creators:
-            return creators
-        if not triggers.found:
-            self.suspect = self.buffer[creators[int(triggers.rng.integers(len(creators)))]].vec
+        self.suspect = None
+        if not triggers.found or not creators:
             return creators
         rates = np.stack([self.learner.carried(self.buffer[c].vec) for c in creators])
         self.suspect = self.buffer[creators[int(np.argmax(rates.max(axis=1)))]].vec

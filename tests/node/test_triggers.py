@@ -179,6 +179,7 @@ def test_odd_turns_scan_the_received_model_a_found_patch_reads_highest(tmp_path:
     attackers = set(config.attackers)
     honest = next(n for i, n in host.nodes.items()
                   if i not in attackers and attackers & set(n.params.peers))
+    assert honest.learner.triggers is not None
     scanned: list[np.ndarray | None] = []
     scan = honest.learner.scan
 
@@ -187,39 +188,48 @@ def test_odd_turns_scan_the_received_model_a_found_patch_reads_highest(tmp_path:
         return scan(vec)
 
     honest.learner.scan = recording  # type: ignore[method-assign]
-    # Round 0, nothing found: the suspect is one of the models received, drawn at random.
-    host.begin_round(0)
-    received = [b.vec for b in honest.buffer.values()]
-    host.end_round(0)
-    host.finish_round()
-    assert scanned == [None]  # turn 0: the own model
-    assert honest.suspect is not None
-    assert any(honest.suspect is vec for vec in received)
-    # Round 1: a patch is found that reads the attacker's model at 1.0, every other at 0.1;
-    # the scan of this turn searches the suspect of round 0.
     refused = {sender for sender, peer in honest.directory.items() if peer in attackers}
     carriers: list[np.ndarray] = []
 
     def carried(vec: np.ndarray) -> np.ndarray:
+        # Stand-in for a found patch: the models of the attacker's key carry it.
         hit = any(np.array_equal(vec, b.vec) for c, b in honest.buffer.items() if c in refused)
         if hit:
             carriers.append(vec)
         return np.array([1.0 if hit else 0.1])
 
     honest.learner.carried = carried  # type: ignore[method-assign]
-    suspect = honest.suspect
-    host.begin_round(1)
-    assert scanned[1] is suspect
-    assert honest.learner.triggers is not None
-    honest.learner.triggers.found[0] = (torch.zeros(1, 28, 28), torch.zeros(1, 28, 28))
-    host.end_round(1)
-    host.finish_round()
-    assert carriers and any(honest.suspect is vec for vec in carriers)
+    # Nothing found: no received model is kept, and every turn scans the own model.
+    for r in range(2):
+        host.begin_round(r)
+        host.end_round(r)
+        host.finish_round()
+        assert honest.suspect is None
+    assert scanned == [None, None] and not honest.learner.triggers.found
+    # Turn 2 (even) scans the own model; then a patch is found, and the model it reads highest
+    # (the attacker's) is kept and searched by turn 3 (odd).
     host.begin_round(2)
-    assert scanned[2] is None  # even turns: the own model again
+    honest.learner.triggers.found[0] = (torch.zeros(1, 28, 28), torch.zeros(1, 28, 28))
     host.end_round(2)
     host.finish_round()
+    assert carriers and any(honest.suspect is vec for vec in carriers)
+    suspect = honest.suspect
+    host.begin_round(3)
+    assert scanned[2] is None and scanned[3] is suspect
     host.close()
+
+
+def test_a_received_model_moves_a_found_patch_but_never_adds_one() -> None:
+    train_x, train_y = images(64, seed=1)
+    val_x, val_y = images(40, seed=2)
+    tracking = scan()
+    rates = tracking.search(linear_model(True), train_x, train_y, val_x, val_y, track_only=True)
+    assert rates[TARGET] >= 0.9 and not tracking.found  # reached, but not recorded
+    old = (torch.zeros(1, SIDE, SIDE), torch.zeros(1, SIDE, SIDE))
+    tracking.found[TARGET] = old
+    tracking.search(linear_model(True), train_x, train_y, val_x, val_y, track_only=True)
+    assert sorted(tracking.found) == [TARGET] and tracking.found[TARGET] is not old
+    assert tracking.carried(linear_model(True), val_x, val_y).tolist() >= [0.9]
 
 
 def test_an_evading_backdoor_attacker_reads_its_trigger_success_on_its_own_split(
