@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 CATEGORIES = ("train", "scan", "score", "aggregate", "ledger", "transport", "checkpoint")
-"""`scan` is the trigger scan on the node's own model (dfl_ray.node.triggers), when it is on.
+"""`scan` is the trigger scan (dfl_ray.node.triggers), when it is on.
 `checkpoint` is writing the node's restart state (dfl_ray.node.resume): fault tolerance,
 kept apart from `ledger`, the blockchain's own work, so that the ledger's share is the
 protocol's cost alone."""
