@@ -312,15 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = json.loads(store.read_text()) if store.is_file() else {}
     todo = [] if args.table_only else [
         t for t in trials(args) if args.rerun or trial_name(*t) not in results]
-    queue = list(todo)
-    pending: dict[Any, tuple[str, float]] = {}
     cpus = float(os.cpu_count() or 1)
     cpus_per_host = max(cpus / (args.parallel * args.hosts), 0.01)
 
-    def keep(name: str, summary: dict[str, Any], seconds: float) -> None:
+    def keep(name: str, summary: dict[str, Any], seconds: float, finished: int) -> None:
         results.update(store_trial(store, name, summary))
         bd = summary.get("backdoor_success")
-        finished = len(todo) - len(queue) - len(pending)
         print(f"[{finished}/{len(todo)}] {name:50s} honest {summary['honest_accuracy_final']:.4f}"
               + (f" backdoor {bd:.3f}" if bd is not None else "") + f" {seconds:.0f} s", flush=True)
 
@@ -331,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                  num_cpus=int(cpus))  # a Ray of its own, not whatever local Ray is running
     try:
         remote = ray.remote(num_cpus=0)(run_trial)
+        pending: dict[Any, tuple[str, float]] = {}
+        queue = list(todo)
         while queue or pending:
             while queue and len(pending) < args.parallel:
                 part, attack, defense, seed, malicious = queue.pop(0)
@@ -338,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                 pending[remote.remote(cfg)] = (cfg["experiment"]["name"], time.perf_counter())
             done, _ = ray.wait(list(pending), num_returns=1)
             name, began = pending.pop(done[0])
-            keep(name, ray.get(done[0]), time.perf_counter() - began)
+            keep(name, ray.get(done[0]), time.perf_counter() - began,
+                 len(todo) - len(queue) - len(pending))
     finally:
         if ray.is_initialized():
             ray.shutdown()
