@@ -302,18 +302,19 @@ def probe_rises(inp: AggregationInput, pull: np.ndarray, step: float,
     else:
         body = np.ones(d, dtype=bool)
         body[inp.head] = False
-    if paired and inp.base is None:
+    round_start = inp.base
+    if paired and round_start is None:
         raise ValueError("a paired probe needs AggregationInput.base")
     start = float(inp.probe(own))
     rises = np.full(inp.k, np.nan)
     w, b = own[body], base[body]
     references: dict[float, float] = {}
     for i in np.flatnonzero(which):
-        if paired:
+        if paired and round_start is not None:
             p = float(pull[i])
             if p not in references:
                 moved = own.copy()
-                towards = inp.base[body] - b
+                towards = round_start[body] - b
                 towards *= np.float32(p)
                 towards += b
                 towards -= w
