@@ -193,9 +193,6 @@ class ProbeEdge(GateEdge):
     """Share of the threshold (as the attacker reads it) to stay under."""
     burst: int = 0
     """Publish the unshortened gate-edge model every this many publications (0: never)."""
-    paired: int = 0
-    """1: read each rise against the same step towards the round start, as
-    `dfl_guard:probe_paired=1` does (0: against the trained model)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -206,8 +203,6 @@ class ProbeEdge(GateEdge):
             raise ValueError(f"attack parameter probe_slack must be a number >= 0, "
                              f"got {self.probe_slack!r}")
         check_count("burst", self.burst)
-        if self.paired not in (0, 1):
-            raise ValueError(f"attack parameter paired must be 0 or 1, got {self.paired!r}")
 
     def _publish_with_loss(self, trained: np.ndarray, base: np.ndarray,
                            rng: np.random.Generator, turn: int, observed: np.ndarray | None,
@@ -221,10 +216,6 @@ class ProbeEdge(GateEdge):
             return edge
         step = np.float32(self.probe_step)
         start = float(loss(trained))
-        if self.paired:
-            moved = trained.copy()
-            moved[:body] += step * (base[:body] - trained[:body])
-            start = float(loss(moved))
 
         def rise(target: np.ndarray) -> float:
             moved = trained.copy()

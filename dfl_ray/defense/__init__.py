@@ -85,9 +85,6 @@ def rule_uses_base(name: str, params: Mapping[str, Any]) -> bool:
     # test, which oppose = 1 turns off.
     if name in ("dfl_shield", "dfl_sentinel"):
         return True
-    if name == "dfl_guard" and float(params.get("probe_paired", 0.0)) and rule_uses_probe(
-            name, params):
-        return True
     return _test_on(name, params, "oppose")
 
 

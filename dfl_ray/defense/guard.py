@@ -127,11 +127,8 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
                            probe: float = math.inf, probe_step: float = 0.5,
                            probe_slack: float = 0.05, penalty: float | None = None,
-                           entry: float = 0.0, forgive: float = math.inf,
-                           probe_paired: float = 0.0) -> None:
+                           entry: float = 0.0, forgive: float = math.inf) -> None:
     """Raise ValueError naming a parameter outside its range."""
-    if probe_paired not in (0, 1):
-        raise ValueError(f"probe_paired must be 0 (off) or 1 (on), got {probe_paired!r}")
     check_number("entry", entry, 0.0, 1.0)
     check_number("forgive", forgive, 0.0, allow_inf=True)
     if penalty is not None:
@@ -163,8 +160,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
               probe: float = math.inf, probe_step: float = 0.5,
               probe_slack: float = 0.05, penalty: float | None = None,
-              entry: float = 0.0, forgive: float = math.inf,
-              probe_paired: float = 0.0) -> AggregationResult:
+              entry: float = 0.0, forgive: float = math.inf) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -200,8 +196,6 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         `probe` x the median rise of the models still accepted (floored at 0) + `probe_slack`
         counts for nothing this round (needs `inp.probe`, skipped without it; math.inf, the
         default, turns it off).
-    probe_paired: 1 reads each probe rise against the same step towards the round start
-        (`inp.base`) instead of against the own model (see `probe_rises`); 0, the default, off.
     forgive: a sender whose reputation before the round is at least `forgive` keeps its weight
         in a round in which it fails the probe alone (math.inf, the default: never). The failure
         still costs it reputation, so an honest sender's rare failure is forgiven while one
@@ -217,7 +211,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
-                           entry=entry, forgive=forgive, probe_paired=probe_paired)
+                           entry=entry, forgive=forgive)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -241,8 +235,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     weighed = accepted  # what may get weight this round
     if inp.probe is not None and np.isfinite(probe) and accepted.any():
         probed = passes_probe(inp, pull, accepted, ratio=probe, step=probe_step,
-                              slack=probe_slack, centre=own,
-                              paired=bool(probe_paired) and inp.base is not None)
+                              slack=probe_slack, centre=own)
         weighed = probed | (accepted & (prior >= forgive))
         accepted = probed
     observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
@@ -269,25 +262,20 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
 
 def passes_probe(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarray, *,
                  ratio: float, step: float, slack: float,
-                 centre: np.ndarray | None = None, paired: bool = False) -> np.ndarray:
+                 centre: np.ndarray | None = None) -> np.ndarray:
     """bool [k]: the `candidates` whose probe rise (`probe_rises`) is at most `ratio` x the
     median rise of the candidates (floored at 0) + `slack`; False for the others."""
-    rises = probe_rises(inp, pull, float(step), candidates, centre=centre, paired=paired)
+    rises = probe_rises(inp, pull, float(step), candidates, centre=centre)
     limit = float(ratio) * max(float(np.median(rises[candidates])), 0.0) + float(slack)
     return candidates & (rises <= limit)
 
 
 def probe_rises(inp: AggregationInput, pull: np.ndarray, step: float,
-                which: np.ndarray, centre: np.ndarray | None = None,
-                paired: bool = False) -> np.ndarray:
+                which: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
     """float64 [k]: for each received model i with `which[i]`, the rise of the node's validation
     loss (`inp.probe`) when the own model w moves `step` of the way towards b + pull_i (m_i - b)
     on every coordinate outside the output layer (`inp.head`); NaN for the others. b is the
-    clipping centre: `centre`, or the round start `inp.base` without it.
-
-    With `paired`, each rise is read against the same move towards the round start
-    `inp.base` instead of against w: what is left is the loss the sender's update m_i - base
-    adds, without the loss of undoing the own update, which every received model shares."""
+    clipping centre: `centre`, or the round start `inp.base` without it."""
     base = inp.base if centre is None else centre
     if inp.probe is None or base is None:
         raise ValueError("probe_rises needs AggregationInput.probe and base (or a centre)")
@@ -302,25 +290,10 @@ def probe_rises(inp: AggregationInput, pull: np.ndarray, step: float,
     else:
         body = np.ones(d, dtype=bool)
         body[inp.head] = False
-    round_start = inp.base
-    if paired and round_start is None:
-        raise ValueError("a paired probe needs AggregationInput.base")
     start = float(inp.probe(own))
     rises = np.full(inp.k, np.nan)
     w, b = own[body], base[body]
-    references: dict[float, float] = {}
     for i in np.flatnonzero(which):
-        if paired and round_start is not None:
-            p = float(pull[i])
-            if p not in references:
-                moved = own.copy()
-                towards = round_start[body] - b
-                towards *= np.float32(p)
-                towards += b
-                towards -= w
-                moved[body] = w + np.float32(step) * towards
-                references[p] = float(inp.probe(moved))
-            start = references[p]
         # w + step (b + p (m - b) - w) on the body; the head stays w's.
         target = inp.rows[i][body] - b
         target *= np.float32(pull[i])

@@ -122,40 +122,6 @@ def test_probe_edge_shortens_gate_edge_until_its_own_probe_passes() -> None:
         make_attack("probe_edge", probe_slack=-1.0)
 
 
-def test_probe_edge_paired_reads_rises_against_the_step_towards_the_round_start() -> None:
-    """Against `dfl_guard:probe_paired=1` the attacker reads each rise against the same step
-    from its trained model towards the round start, and shortens until its own rise read that
-    way stays under the threshold."""
-    trained, base, observed = setting()
-    goal = base.astype(np.float64) + observed.astype(np.float64).mean(axis=0)
-
-    def loss(vec: np.ndarray) -> float:
-        return float(((vec.astype(np.float64) - goal) ** 2).sum())
-
-    out = make_attack("probe_edge", keep_last=100, paired=1).poison_model(
-        trained, base, np.random.default_rng(0), 0, observed=observed, loss=loss)
-    edge = make_attack("gate_edge", keep_last=100).poison_model(
-        trained, base, np.random.default_rng(0), 0, observed=observed)
-    push = (edge - trained)[:-100].astype(np.float64)
-    t = float((out - trained)[:-100].astype(np.float64) @ push) / float(push @ push)
-    assert 0.0 < t < 1.0
-
-    def paired_rise(target_body: np.ndarray) -> float:
-        moved = trained.astype(np.float64).copy()
-        moved[:-100] += 0.5 * (target_body - trained[:-100])
-        ref = trained.astype(np.float64).copy()
-        ref[:-100] += 0.5 * (base[:-100] - trained[:-100])
-        return loss(moved) - loss(ref)
-
-    honest = [paired_rise(base[:-100] + u[:-100].astype(np.float64)) for u in observed]
-    limit = 0.8 * (2.0 * max(float(np.median(honest)), 0.0) + 0.05)
-    assert paired_rise(out[:-100].astype(np.float64)) <= limit
-    assert paired_rise(trained[:-100] + (t + 2e-3) * push) > limit
-    for bad in (2, 0.5):
-        with pytest.raises(ValueError, match="paired"):
-            make_attack("probe_edge", paired=bad)
-
-
 def test_probe_edge_bursts_publish_the_whole_gate_edge_model_every_nth_turn() -> None:
     """With `burst` n, turns n-1, 2n-1, ... publish gate edge's model unshortened (the
     failure a forgiving receiver lets through); the other turns stay shortened."""

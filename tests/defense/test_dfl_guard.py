@@ -643,35 +643,3 @@ def test_sign_test_skips_models_too_small_to_read() -> None:
     rows = np.abs(honest(3)) + 1.0  # above the own model everywhere
     assert np.all(sign_skews(make_input(rows, [0.5] * 3, own=own)) == 0.0)
     assert np.all(dfl_guard(make_input(rows, [0.5] * 3, own=own), gate=np.inf).weights > 0)
-
-
-def test_paired_probe_sees_a_push_that_undoing_the_own_update_hides() -> None:
-    """The own model w sits at the validation optimum, far from the round start b = 0, so
-    moving towards any received model undoes the own update and raises the loss by much.
-    Read from w, that shared rise sets a threshold the colluders' push stays under; read
-    against the same step towards b (`probe_paired`), only the push is left."""
-    goal = np.ones(D, dtype=np.float32)
-    base = np.zeros(D, dtype=np.float32)
-    peers = np.random.default_rng(11).standard_normal((6, D)) * 0.05
-    models = np.vstack([peers, np.tile(-goal * 0.3, (3, 1))]).astype(np.float32)
-    calls: list[np.ndarray] = []
-
-    def probe(vec: np.ndarray) -> float:
-        calls.append(vec.copy())
-        return float(((vec - goal) ** 2).mean())
-
-    inp = AggregationInput(own=goal.copy(), own_score=0.9, models=models,
-                           senders=tuple(f"n{i}" for i in range(9)),
-                           scores=np.full(9, 0.5), reputations={}, probe=probe, base=base)
-    unpaired = dfl_guard(inp, probe=2.0, gate=np.inf, clip=np.inf)
-    assert np.all(unpaired.weights > 0)  # the colluders pass when read from w
-    calls.clear()
-    paired = dfl_guard(inp, probe=2.0, gate=np.inf, clip=np.inf, probe_paired=1)
-    assert np.all(paired.weights[:6] > 0) and np.all(paired.weights[6:] == 0)
-    # w, the one step towards b shared by every unclipped model, then one probe per model
-    assert len(calls) == 1 + 1 + 9
-    np.testing.assert_allclose(calls[1], goal + 0.5 * (base - goal), rtol=1e-6)
-    assert rule_uses_base("dfl_guard", {"probe": 2.0, "probe_paired": 1})
-    assert not rule_uses_base("dfl_guard", {"probe_paired": 1})  # the probe is off
-    with pytest.raises(ValueError, match="probe_paired"):
-        get_rule("dfl_guard")(inp, {"probe_paired": 0.5})
