@@ -63,6 +63,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "probe_edge_3": ("probe_edge", {"probe": 3.0}),  # against dfl_guard:probe=3
     "probe_edge_burst4": ("probe_edge", {"burst": 4}),  # against dfl_guard:...,forgive=0.8
     "probe_edge_burst5": ("probe_edge", {"burst": 5}),  # against dfl_guard:...,forgive=0.9
+    # against dfl_guard:probe=2,forgive=0.8,probe_slack=0.15
+    "probe_edge_burst4_slack15": ("probe_edge", {"burst": 4, "probe_slack": 0.15}),
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
     "label_swap": ("label_swap", {}),
