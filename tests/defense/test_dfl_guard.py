@@ -9,6 +9,7 @@ import pytest
 
 from dfl_ray.defense import (
     AggregationInput,
+    AggregationResult,
     get_rule,
     rule_uses_base,
     rule_uses_head,
@@ -663,19 +664,29 @@ def along_setting(attackers: int) -> tuple[AggregationInput, np.ndarray]:
                       base=np.zeros(D, dtype=np.float32)), learn
 
 
-def test_along_cuts_a_push_against_the_consensus_back_to_the_honest_band() -> None:
+# Gate, clip and the tests off: the pushes stand for models inside all of them (gate_edge's).
+OPEN = {"gate": np.inf, "clip": np.inf, "kin": 1.0, "sign": 1.0, "balance": 1.0}
+
+
+def pushed_without_and_with(key: str) -> tuple[AggregationResult, AggregationResult,
+                                               np.ndarray, AggregationInput]:
+    """(the mix of along_setting(3) without and with `key`=3, the learning direction, the
+    input), after checking that the pushes cancel most of the progress without the clamp, that
+    little is lost with it, and that no model's weight changed."""
     inp, learn = along_setting(attackers=3)
-    # Gate and clip off: the pushes stand for models inside both (gate_edge's).
-    tests = {"gate": np.inf, "clip": np.inf, "kin": 1.0, "sign": 1.0, "balance": 1.0}
-    off = dfl_guard(inp, **tests)
-    on = dfl_guard(inp, **tests, along=3.0)
-    # Without the clamp the three pushes cancel most of the progress; with it little is lost.
+    off = dfl_guard(inp, **OPEN)
+    on = dfl_guard(inp, **OPEN, **{key: 3.0})
     assert float(off.model @ learn) < 0.5
     assert float(on.model @ learn) > 0.8
+    np.testing.assert_array_equal(on.weights, off.weights)
+    return off, on, learn, inp
+
+
+def test_along_cuts_a_push_against_the_consensus_back_to_the_honest_band() -> None:
+    off, on, learn, _ = pushed_without_and_with("along")
     # Only the component along the consensus moved: the rest of the mix is the same.
     moved = on.model.astype(np.float64) - off.model
     assert abs(float(moved @ learn)) == pytest.approx(float(np.linalg.norm(moved)), rel=0.05)
-    np.testing.assert_array_equal(on.weights, off.weights)
 
 
 def test_along_moves_honest_updates_little() -> None:
@@ -690,13 +701,8 @@ def test_along_moves_honest_updates_little() -> None:
 
 
 def test_band_cuts_each_coordinate_of_a_push_back_to_the_honest_spread() -> None:
-    inp, learn = along_setting(attackers=3)
-    tests = {"gate": np.inf, "clip": np.inf, "kin": 1.0, "sign": 1.0, "balance": 1.0}
-    off = dfl_guard(inp, **tests)
-    on = dfl_guard(inp, **tests, band=3.0)
-    assert float(off.model @ learn) < 0.5
-    assert float(on.model @ learn) > 0.8
-    np.testing.assert_array_equal(on.weights, off.weights)
+    pushed_without_and_with("band")
+    inp, _ = along_setting(attackers=3)
     # Every received update ends within the band of its coordinate; honest ones barely move.
     _, ups = update_rows(inp, np.ones(inp.k), np.arange(inp.k))
     banded = band_clamp(ups, 3.0)
@@ -718,8 +724,7 @@ def test_along_and_band_only_move_models_that_carry_weight() -> None:
     reps = {f"n{i}": (1.0 if i < 6 else 0.0) for i in range(inp.k)}
     weightless = make_input(np.vstack(inp.rows), [0.5] * inp.k, reps, own=inp.own,
                             base=inp.base)
-    tests = {"gate": np.inf, "clip": np.inf, "kin": 1.0, "sign": 1.0, "balance": 1.0,
-             "floor": 0.1, "beta": 0.01}
+    tests = {**OPEN, "floor": 0.1, "beta": 0.01}
     off = dfl_guard(weightless, **tests)
     assert (off.weights[-3:] == 0.0).all()
     for key in ("along", "band"):
