@@ -69,6 +69,7 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     # gate_edge / kin_edge with the push turned off the consensus direction (dfl_guard:along=3)
     "along_edge": ("along_edge", {}),
     "along_kin_edge": ("along_edge", {"share": 1.0 / 3.0}),
+    "along_edge_c3": ("along_edge", {"colluders": 3}),  # reading its colluders into the band
     # each coordinate at the band's edge against the honest mean (dfl_guard:band=3)
     "band_edge": ("along_edge", {"along": math.inf, "band": 3.0}),
     "band_kin_edge": ("along_edge", {"along": math.inf, "band": 3.0, "share": 1.0 / 3.0}),
