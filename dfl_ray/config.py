@@ -242,8 +242,9 @@ class AttackConfig:
     """Attack of the malicious nodes: none, random_model, random_model_by_turn, minus_uniform,
     free_rider, label_shuffle, label_shift, label_swap, blank_images, sign_flip, scaled_update,
     gaussian_noise, alie, ipm, min_max, min_sum, mimic (omniscient: built from the honest models
-    the attackers received), gate_edge, kin_edge, along_edge and probe_edge (white-box against
-    dfl_guard), shield_edge (white-box against dfl_shield), sentinel_edge (white-box against dfl_sentinel), backdoor
+    the attackers received), gate_edge, kin_edge and probe_edge (white-box against dfl_guard),
+    shield_edge
+    (white-box against dfl_shield), sentinel_edge (white-box against dfl_sentinel), backdoor
     (dfl_ray.attacks), byzfl_sign_flip, byzfl_ipm, byzfl_alie, byzfl_opt_ipm, byzfl_opt_alie, byzfl_mimic, byzfl_inf,
     byzfl_gaussian (ByzFL's attacks, dfl_ray.attacks.byzfl_attacks)."""
     malicious: int = 3
@@ -262,10 +263,7 @@ class AttackConfig:
     (1/3 of the coordinates each colluder pushes on, against dfl_guard's kin test); probe_edge
     gate_edge's and probe (2), probe_step (0.5), probe_slack (0.05) (dfl_guard's validation
     probe attacked, read on the attacker's own split), safety (0.8 of that threshold), burst (0;
-    every this many publications the unshortened gate_edge model, against forgive); along_edge
-    kin_edge's (share 1) and along (3), band (inf) (dfl_guard's consensus bands attacked, in
-    median absolute deviations; inf: not attacked), safety (0.9 of each band), colluders (0;
-    colluders' updates counted into the bands read); shield_edge
+    every this many publications the unshortened gate_edge model, against forgive); shield_edge
     clip (2, the clip attacked), fraction (0.95), keep_last (5010); sentinel_edge z (1, honest
     standard deviations below the honest mean), clip (2, the clip attacked), fraction (0.95),
     keep_last (5010); backdoor target (0), size (3,

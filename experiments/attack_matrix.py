@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import math
 import os
 import sys
 import time
@@ -66,20 +65,6 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "probe_edge_burst5": ("probe_edge", {"burst": 5}),  # against dfl_guard:...,forgive=0.9
     # against dfl_guard:probe=2,forgive=0.8,probe_slack=0.15
     "probe_edge_burst4_slack15": ("probe_edge", {"burst": 4, "probe_slack": 0.15}),
-    # gate_edge / kin_edge with the push turned off the consensus direction (dfl_guard:along=3)
-    "along_edge": ("along_edge", {}),
-    "along_kin_edge": ("along_edge", {"share": 1.0 / 3.0}),
-    "along_edge_c3": ("along_edge", {"colluders": 3}),  # reading its colluders into the band
-    # each coordinate at the band's edge against the honest mean (dfl_guard:band=3)
-    "band_edge": ("along_edge", {"along": math.inf, "band": 3.0}),
-    "band_kin_edge": ("along_edge", {"along": math.inf, "band": 3.0, "share": 1.0 / 3.0}),
-    # the same, reading the band with its three colluders' updates in it, as the defense does
-    "band_edge_c3": ("along_edge", {"along": math.inf, "band": 3.0, "colluders": 3}),
-    "band_kin_edge_c3": ("along_edge", {"along": math.inf, "band": 3.0, "share": 1.0 / 3.0,
-                                        "colluders": 3}),
-    # at the band's edge, lifted into the along band (dfl_guard:along=3,band=3)
-    "along_band_edge": ("along_edge", {"band": 3.0}),
-    "along_band_kin_edge": ("along_edge", {"band": 3.0, "share": 1.0 / 3.0}),
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
     "label_swap": ("label_swap", {}),

@@ -14,14 +14,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from dfl_ray.attacks.adaptive import (
-    AlongEdge,
-    GateEdge,
-    KinEdge,
-    ProbeEdge,
-    SentinelEdge,
-    ShieldEdge,
-)
+from dfl_ray.attacks.adaptive import GateEdge, KinEdge, ProbeEdge, SentinelEdge, ShieldEdge
 from dfl_ray.attacks.backdoor import Backdoor, stamp_trigger
 from dfl_ray.attacks.base import Attack
 from dfl_ray.attacks.byzfl_attacks import (
@@ -51,7 +44,7 @@ _ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
     for cls in (Attack, RandomModel, RandomModelByTurn, MinusUniform, FreeRider, LabelShuffle,
                 LabelShift, LabelSwap, BlankImages, SignFlip, ScaledUpdate, GaussianNoise, ALIE, IPM,
-                MinMax, MinSum, Mimic, GateEdge, KinEdge, AlongEdge, ProbeEdge, ShieldEdge, SentinelEdge, Backdoor,
+                MinMax, MinSum, Mimic, GateEdge, KinEdge, ProbeEdge, ShieldEdge, SentinelEdge, Backdoor,
                 ByzflSignFlip, ByzflIPM, ByzflALIE, ByzflOptIPM, ByzflOptALIE, ByzflMimic,
                 ByzflInf, ByzflGaussian)
 }
@@ -102,7 +95,6 @@ __all__ = [
     "ByzflOptIPM",
     "ByzflSignFlip",
     "FreeRider",
-    "AlongEdge",
     "GateEdge",
     "GaussianNoise",
     "KinEdge",

@@ -9,13 +9,12 @@ receiver sees. It is the adaptive-attack recipe of Tramer et al. ("On Adaptive A
 Adversarial Example Defenses", NeurIPS 2020) applied to a Byzantine-robust rule, as Shejwalkar
 and Houmansadr (NDSS 2021) and Fang et al. ("Local Model Poisoning Attacks to Byzantine-Robust
 Federated Learning", USENIX Security 2020) do for Krum and trimmed mean. `KinEdge` adds to it
-what beats dfl_guard's kin test, `AlongEdge` what passes its along clamp, `ShieldEdge` does the same against dfl_shield, `SentinelEdge`
+what beats dfl_guard's kin test, `ShieldEdge` does the same against dfl_shield, `SentinelEdge`
 against dfl_sentinel.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -159,128 +158,6 @@ class KinEdge(GateEdge):
         out[:body] = (centre + np.where(mask, push / np.sqrt(float(self.share)), 0.0)
                       ).astype(np.float32)
         return out
-
-
-@dataclass(frozen=True)
-class AlongEdge(KinEdge):
-    """`KinEdge` (with `share` 1: `GateEdge`) fitted into dfl_guard's consensus bands:
-    white-box against `dfl_guard:along=...` and `dfl_guard:band=...`.
-
-    The defense reads every update from the round start. Its along clamp pulls an update's
-    component along the coordinate-wise median update into `along` median absolute deviations
-    (MADs) of the median component; its coordinate band pulls each coordinate into `band` MADs
-    of that coordinate's median. The attacker reads the same from the honest updates it
-    observed and its own, at `safety` x each band. Against the along clamp alone it keeps its
-    push's distance to the honest mean (what the gate and the kin test read) and turns the
-    push off the median direction until its component there sits at the band's low edge.
-    Against the coordinate band it starts from the band's edge against the honest mean update
-    on a random `share` of the coordinates (the median elsewhere; with `share` < 1, colluders'
-    deviations differ, as `KinEdge`'s do); against both it then moves that point along the
-    median direction, within the band, until its component there reaches the along band's
-    low edge (the least move that does). With `colluders`, the bands are read with that many
-    copies of the attacker's own point among the updates, as the defense reads them.
-    math.inf for either band: that step of the defense is not attacked.
-    """
-
-    name: ClassVar[str] = "along_edge"
-    share: float = 1.0
-    along: float = 3.0
-    """The along band of the defense attacked, in MADs (math.inf: not attacked)."""
-    band: float = math.inf
-    """The coordinate band of the defense attacked, in MADs (math.inf: not attacked)."""
-    safety: float = 0.9
-    """Share of each band (as the attacker reads it) to stay inside."""
-    colluders: int = 0
-    """Colluders whose updates the attacker counts into the defense's bands (0: reads the
-    bands from the honest updates alone)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("along", "band"):
-            value = getattr(self, name)
-            if (isinstance(value, bool) or not isinstance(value, int | float)
-                    or not value > 0):
-                raise ValueError(f"attack parameter {name} must be a number > 0 (math.inf: "
-                                 f"not attacked), got {value!r}")
-        if math.isinf(self.along) and math.isinf(self.band):
-            raise ValueError("attack parameters along and band are both math.inf: "
-                             "along_edge attacks at least one of them")
-        check_positive("safety", self.safety)
-        check_count("colluders", self.colluders)
-
-    def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
-                 turn: int, observed: np.ndarray | None) -> np.ndarray:
-        out = super()._publish(trained, base, rng, turn, observed)
-        body, u = self._observed_body(trained, base, observed)
-        if body == 0:
-            return out
-        ups = np.vstack([u, (trained - base)[None, :body].astype(np.float64)])
-        mean = u.mean(axis=0)
-        start = out[:body].astype(np.float64) - base[:body]
-        mask = rng.random(body) < float(self.share) if math.isfinite(self.band) else None
-        x = self._fit(start, ups, mean, mask)
-        # The defense reads the colluders' updates too: they move its medians and widen its
-        # bands, which the attacker follows by reading them with its own point in their place.
-        for _ in range(4 if self.colluders else 0):
-            x = self._fit(start, np.vstack([ups, np.repeat(x[None, :], self.colluders, axis=0)]),
-                          mean, mask)
-        out[:body] = (base[:body] + x).astype(np.float32)
-        return out
-
-    def _fit(self, start: np.ndarray, ups: np.ndarray, mean: np.ndarray,
-             mask: np.ndarray | None) -> np.ndarray:
-        """The published update: `start` (kin_edge's) fitted into the bands read from `ups`."""
-        centre = np.median(ups, axis=0)
-        x = start
-        low = high = centre
-        if mask is not None:
-            reach = float(self.safety) * float(self.band) * np.median(np.abs(ups - centre),
-                                                                      axis=0)
-            low, high = centre - reach, centre + reach
-            x = np.where(mask, np.where(mean > 0.0, low, high), centre)
-        norm = float(np.linalg.norm(centre))
-        if math.isfinite(self.along) and norm > 0.0:
-            direction = centre / norm
-            comp = ups @ direction
-            mid = float(np.median(comp))
-            target = mid - float(self.safety) * float(self.along) * float(
-                np.median(np.abs(comp - mid)))
-            if mask is None:
-                x = _turned(x - mean, direction, target - float(mean @ direction),
-                            float(np.linalg.norm(x - mean))) + mean
-            else:
-                x = _lifted(x, direction, target, low, high)
-        return x
-
-
-def _lifted(x: np.ndarray, direction: np.ndarray, target: float, low: np.ndarray,
-            high: np.ndarray) -> np.ndarray:
-    """The point of the box [low, high] nearest to `x` (a point of it) whose component along
-    the unit `direction` is at least `target`: clip(x + t direction) with the least such t >= 0,
-    found by bisection (the component grows with t); the box's highest point if none reaches."""
-    def lift(t: float) -> np.ndarray:
-        return np.clip(x + t * direction, low, high)
-
-    if float(x @ direction) >= target:
-        return x
-    hi = 1.0
-    while float(lift(hi) @ direction) < target and hi < 1e12:
-        hi *= 2.0
-    lo = 0.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if float(lift(mid) @ direction) < target else (lo, mid)
-    return lift(hi)
-
-
-def _turned(dev: np.ndarray, direction: np.ndarray, offset: float, length: float) -> np.ndarray:
-    """`dev` with its component along the unit `direction` set to `offset` and the rest
-    rescaled so that the whole keeps `length` (as far as `offset` allows)."""
-    side = dev - float(dev @ direction) * direction
-    side_norm = float(np.linalg.norm(side))
-    if side_norm > 0.0:
-        side *= float(np.sqrt(max(length * length - offset * offset, 0.0))) / side_norm
-    return offset * direction + side
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,6 @@ def rule_uses_base(name: str, params: Mapping[str, Any]) -> bool:
     # test, which oppose = 1 turns off.
     if name in ("dfl_shield", "dfl_sentinel"):
         return True
-    if name == "dfl_guard" and any(float(params.get(key, math.inf)) < math.inf
-                                   for key in ("along", "band")):
-        return True
     return _test_on(name, params, "oppose")
 
 

@@ -85,17 +85,7 @@ docs/results.md, "Figures formerly in defense docstrings".)
    without attack (docs/results.md, "Validation probe"). Honest models fail it rarely and
    at random, a colluder's often, so with `forgive` a sender whose reputation is still
    high keeps its weight in a round it fails the probe alone, and pays in reputation;
-8. consensus bands (optional, off by default): instead of leaving a model out, move it.
-   Read from the round start, every weighted model's update is pulled coordinate by
-   coordinate into `band` median absolute deviations (MADs) of that coordinate's median over
-   the own and weighted updates, then its component along their coordinate-wise median
-   update into `along` MADs of the median component (`consensus_move`). Colluders short of
-   half move neither median; a push against what the others learn (`gate_edge`) is cut to
-   the edge of the honest spread, and the rest of the model is kept. Colluders who know the
-   bands sit at their edges (`along_edge`), where they still pull every round: the bands
-   bound the damage by the honest spread, which on label-skewed shards is wide
-   (docs/results.md, "Consensus bands");
-9. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average),
+8. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average),
    with q = 1 for a model that passed the distance, opposition, reversal, balance, sign and
    probe tests (and, when `margin` < 1, scores at least s_med - margin, s_med the median
    score of the accepted received models), q = 0 otherwise. Nobody is penalised for merely
@@ -103,14 +93,14 @@ docs/results.md, "Figures formerly in defense docstrings".)
    sinks below `floor` over rounds. The score test is off by default: under label skew honest
    peers' scores on my data spread over most of [0, 1], and on Dirichlet(0.1) shards the test
    cost final accuracy;
-10. kin (on by default): models that deviate from the coordinate-wise median of the own and
+9. kin (on by default): models that deviate from the coordinate-wise median of the own and
    received models in the same direction (cosine above `kin`) share one voice (`kin_counts`),
    so colluders who publish one model, or copy one honest node's (mimic, Karimireddy et al.),
    weigh as one sender, not three. It is Sybil-resistance in the spirit of FoolsGold (Fung et
    al., "The Limitations of Federated Learning in Sybil Settings", RAID 2020), read on one
    round's models; colluders who know it spread their models apart (`kin_edge`) and keep part
    of their weight;
-11. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that
+10. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that
     pass this round and whose reputation is at least `floor` (trust-weighted averaging as in
     FLTrust, Cao et al., NDSS 2021, with the trust earned over rounds instead of from a root
     data set), each weight (the own one too) divided by the voices its model shares.
@@ -137,11 +127,8 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
                            probe: float = math.inf, probe_step: float = 0.5,
                            probe_slack: float = 0.05, penalty: float | None = None,
-                           entry: float = 0.0, forgive: float = math.inf,
-                           along: float = math.inf, band: float = math.inf) -> None:
+                           entry: float = 0.0, forgive: float = math.inf) -> None:
     """Raise ValueError naming a parameter outside its range."""
-    check_number("along", along, 0.0, allow_inf=True)
-    check_number("band", band, 0.0, allow_inf=True)
     check_number("entry", entry, 0.0, 1.0)
     check_number("forgive", forgive, 0.0, allow_inf=True)
     if penalty is not None:
@@ -173,8 +160,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
               probe: float = math.inf, probe_step: float = 0.5,
               probe_slack: float = 0.05, penalty: float | None = None,
-              entry: float = 0.0, forgive: float = math.inf,
-              along: float = math.inf, band: float = math.inf) -> AggregationResult:
+              entry: float = 0.0, forgive: float = math.inf) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -220,17 +206,12 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     entry: the reputation from the rounds before this one that a sender needs to get weight
         (0, the default: none). A pass lifts any reputation to at least beta, so without it a
         sender that fails every other round is weighted every time it passes.
-    band: pull every weighted model's update (from `inp.base`), coordinate by coordinate, into
-        this many MADs of the coordinate's median over the own and weighted updates (math.inf,
-        the default: off; needs `inp.base`, skipped without it).
-    along: then pull each one's component along the coordinate-wise median update into this
-        many MADs of the median component (math.inf, the default: off; needs `inp.base`).
     """
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
-                           entry=entry, forgive=forgive, along=along, band=band)
+                           entry=entry, forgive=forgive)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -273,89 +254,10 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     # A clipped model is w + p_i (m_i - w) = p_i m_i + (1 - p_i) w: mix rows and the own model.
     coeffs = shares * pull
     model = weighted_sum((*inp.rows, own), np.append(coeffs, 1.0 - coeffs.sum()))
-    if (np.isfinite(along) or np.isfinite(band)) and inp.base is not None and (shares > 0.0).any():
-        body, move = consensus_move(inp, pull, shares, along=along, band=band)
-        model[body] += move
 
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
     return AggregationResult(model, reputations, shares)
-
-
-def _body(inp: AggregationInput) -> slice | np.ndarray:
-    """The coordinates outside the output layer (`inp.head`): a leading slice when the head is
-    the model's trailing tensors (every model in the registry), else a mask."""
-    d = inp.own.shape[0]
-    if inp.head is None:
-        return slice(0, d)
-    if inp.head.stop == d:
-        return slice(0, inp.head.start)
-    body = np.ones(d, dtype=bool)
-    body[inp.head] = False
-    return body
-
-
-def update_rows(inp: AggregationInput, pull: np.ndarray, idx: np.ndarray
-                ) -> tuple[slice | np.ndarray, np.ndarray]:
-    """(the body coordinates, float32 [1 + len(idx), body] updates read from the round start b):
-    the own one w - b first, then each clipped received model's w + pull_i (m_i - w) - b."""
-    if inp.base is None:
-        raise ValueError("reading updates needs AggregationInput.base")
-    body = _body(inp)
-    w = inp.own[body]
-    mine = w - inp.base[body]
-    return body, np.stack([mine, *(mine + np.float32(pull[i]) * (inp.rows[i][body] - w)
-                                   for i in idx)])
-
-
-def along_shifts(ups: np.ndarray, along: float) -> tuple[np.ndarray, np.ndarray]:
-    """(unit direction, float64 shifts of ups[1:]): how far each received update must move
-    along the consensus direction to bring its component there within `along` median absolute
-    deviations of the median component.
-
-    The direction is the coordinate-wise median of all rows of `ups` (the own update first),
-    which colluders short of half of them cannot turn; the band is set by the components of the
-    same updates. A push against what the others learn lies far below the band and is cut back
-    to its edge, while whatever else the update carries is kept. Zero shifts without a
-    direction."""
-    centre = np.median(ups, axis=0).astype(np.float64)
-    norm = float(np.linalg.norm(centre))
-    if norm == 0.0:
-        return np.zeros(centre.shape), np.zeros(len(ups) - 1)
-    direction = centre / norm
-    comp = ups.astype(np.float64) @ direction
-    mid = float(np.median(comp))
-    reach = float(along) * float(np.median(np.abs(comp - mid)))
-    return direction, np.clip(comp[1:], mid - reach, mid + reach) - comp[1:]
-
-
-def band_clamp(ups: np.ndarray, band: float) -> np.ndarray:
-    """ups[1:] with every coordinate pulled into the median +- `band` median absolute
-    deviations of that coordinate over all rows (the own update ups[0] among them)."""
-    centre = np.median(ups, axis=0)
-    reach = np.float32(band) * np.median(np.abs(ups - centre), axis=0)
-    return np.clip(ups[1:], centre - reach, centre + reach)
-
-
-def consensus_move(inp: AggregationInput, pull: np.ndarray, shares: np.ndarray, *,
-                   along: float = math.inf, band: float = math.inf
-                   ) -> tuple[slice | np.ndarray, np.ndarray]:
-    """(the body coordinates, how far the mix moves there): each weighted received update is
-    first pulled into the coordinate-wise `band` (`band_clamp`), then its component along the
-    consensus direction into the `along` band (`along_shifts`); the mix moves by the sum of the
-    moves, each times the model's share. math.inf turns either step off."""
-    idx = np.flatnonzero(shares > 0.0)
-    body, ups = update_rows(inp, pull, idx)
-    w = shares[idx].astype(np.float32)
-    move = np.zeros(ups.shape[1], dtype=np.float32)
-    if np.isfinite(band):
-        banded = band_clamp(ups, band)
-        move += w @ (banded - ups[1:])
-        ups[1:] = banded
-    if np.isfinite(along):
-        direction, shift = along_shifts(ups, along)
-        move += (direction * float(shares[idx] @ shift)).astype(np.float32)
-    return body, move
 
 
 def passes_probe(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarray, *,
@@ -378,7 +280,16 @@ def probe_rises(inp: AggregationInput, pull: np.ndarray, step: float,
     if inp.probe is None or base is None:
         raise ValueError("probe_rises needs AggregationInput.probe and base (or a centre)")
     own = inp.own
-    body = _body(inp)
+    # The output layer is the model's trailing tensors (every model in the registry), so the
+    # body is one leading slice; a head elsewhere is left out by a mask.
+    d = own.shape[0]
+    if inp.head is None:
+        body: slice | np.ndarray = slice(0, d)
+    elif inp.head.stop == d:
+        body = slice(0, inp.head.start)
+    else:
+        body = np.ones(d, dtype=bool)
+        body[inp.head] = False
     start = float(inp.probe(own))
     rises = np.full(inp.k, np.nan)
     w, b = own[body], base[body]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -316,85 +314,3 @@ def test_gate_edge_against_the_opposition_test_keeps_every_cosine_above_its_boun
     plain_body = (plain - base).astype(np.float64)
     assert (honest @ plain_body / (np.linalg.norm(honest, axis=1)
                                    * np.linalg.norm(plain_body))).min() < -0.1
-
-
-def test_along_edge_sits_at_the_low_edge_of_the_band_at_gate_edge_distance() -> None:
-    trained, base, observed = setting()
-    out = make_attack("along_edge", keep_last=100).poison_model(
-        trained, base, np.random.default_rng(0), 0, observed=observed)
-    plain = make_attack("gate_edge", keep_last=100).poison_model(
-        trained, base, np.random.default_rng(0), 0, observed=observed)
-    np.testing.assert_array_equal(out[-100:], trained[-100:])  # the output layer as trained
-    ups = np.vstack([observed, trained - base])[:, :-100].astype(np.float64)
-    direction = np.median(ups, axis=0)
-    direction /= np.linalg.norm(direction)
-    comp = ups @ direction
-    mid = float(np.median(comp))
-    mad = float(np.median(np.abs(comp - mid)))
-    mine = (out[:-100].astype(np.float64) - base[:-100]) @ direction
-    gate = (plain[:-100].astype(np.float64) - base[:-100]) @ direction
-    assert gate < mid - 3.0 * mad  # gate_edge lies below the band: the clamp cuts it
-    assert mine == pytest.approx(mid - 0.9 * 3.0 * mad, rel=1e-3)  # inside, at its edge
-    mean = observed[:, :-100].astype(np.float64).mean(axis=0)
-    dev = np.linalg.norm(out[:-100].astype(np.float64) - base[:-100] - mean)
-    assert dev == pytest.approx(np.linalg.norm(plain[:-100] - base[:-100] - mean), rel=1e-3)
-    with pytest.raises(ValueError, match="along"):
-        make_attack("along_edge", along=0)
-
-
-def test_along_edge_against_the_band_sits_at_each_coordinates_edge_against_the_mean() -> None:
-    trained, base, observed = setting()
-    ups = np.vstack([observed, trained - base])[:, :-100].astype(np.float64)
-    centre = np.median(ups, axis=0)
-    reach = 3.0 * np.median(np.abs(ups - centre), axis=0)
-    mean = observed[:, :-100].astype(np.float64).mean(axis=0)
-    out = make_attack("along_edge", keep_last=100, along=math.inf, band=3.0).poison_model(
-        trained, base, np.random.default_rng(0), 0, observed=observed)
-    np.testing.assert_array_equal(out[-100:], trained[-100:])
-    x = out[:-100].astype(np.float64) - base[:-100]
-    edge = np.where(mean > 0.0, centre - 0.9 * reach, centre + 0.9 * reach)
-    np.testing.assert_allclose(x, edge, rtol=1e-5, atol=1e-6)
-    # With a share, the rest of the coordinates sit at the median: about that share at the edge.
-    part = make_attack("along_edge", keep_last=100, along=math.inf, band=3.0,
-                       share=1.0 / 3.0).poison_model(
-        trained, base, np.random.default_rng(0), 0, observed=observed)
-    at_edge = np.isclose(part[:-100].astype(np.float64) - base[:-100], edge, atol=1e-6)
-    assert 0.25 < at_edge.mean() < 0.42
-    # Against both, every coordinate stays in the band and the component along the median
-    # direction inside the along band (it lay far below it on the band's edge alone).
-    both = make_attack("along_edge", keep_last=100, along=3.0, band=3.0).poison_model(
-        trained, base, np.random.default_rng(0), 0, observed=observed)
-    y = both[:-100].astype(np.float64) - base[:-100]
-    assert (np.abs(y - centre) <= reach * (1 + 1e-5) + 1e-7).all()
-    direction = centre / np.linalg.norm(centre)
-    comp = ups @ direction
-    mid = float(np.median(comp))
-    mad = float(np.median(np.abs(comp - mid)))
-    assert x @ direction < mid - 3.0 * mad
-    assert mid - 3.0 * mad <= y @ direction <= mid + 3.0 * mad
-    for bad in ({"band": 0}, {"band": -1.0}, {"along": math.inf}):
-        with pytest.raises(ValueError, match="along|band"):
-            make_attack("along_edge", **bad)
-
-
-def test_along_edge_with_colluders_reads_the_bands_with_its_copies_among_the_updates() -> None:
-    trained, base, observed = setting()
-    ups = np.vstack([observed, trained - base])[:, :-100].astype(np.float64)
-    mean = observed[:, :-100].astype(np.float64).mean(axis=0)
-    against = -np.sign(mean)
-    alone, three = (
-        make_attack("along_edge", keep_last=100, along=math.inf, band=3.0,
-                    colluders=c).poison_model(trained, base, np.random.default_rng(0), 0,
-                                              observed=observed)[:-100].astype(np.float64)
-        - base[:-100] for c in (0, 3))
-    centre = np.median(ups, axis=0)
-    # Three copies on one side move the medians and widen the spread: the point goes farther.
-    assert ((three - centre) @ against) > 1.2 * ((alone - centre) @ against)
-    # It lies at the edge of the band the defense reads with the three copies in it.
-    rows = np.vstack([ups, np.repeat(three[None, :], 3, axis=0)])
-    centre3 = np.median(rows, axis=0)
-    reach3 = 0.9 * 3.0 * np.median(np.abs(rows - centre3), axis=0)
-    edge3 = centre3 + against * reach3
-    assert np.mean(np.abs(three - edge3) <= 0.05 * reach3 + 1e-9) > 0.9
-    with pytest.raises(ValueError, match="colluders"):
-        make_attack("along_edge", colluders=-1)

@@ -9,15 +9,12 @@ import pytest
 
 from dfl_ray.defense import (
     AggregationInput,
-    AggregationResult,
     get_rule,
     rule_uses_base,
     rule_uses_head,
     rule_uses_probe,
 )
 from dfl_ray.defense.guard import (
-    along_shifts,
-    band_clamp,
     dfl_guard,
     head_imbalance,
     head_skew,
@@ -26,7 +23,6 @@ from dfl_ray.defense.guard import (
     own_update_cosines,
     passes_reversal,
     sign_skews,
-    update_rows,
 )
 from dfl_ray.defense.shield import dfl_shield
 
@@ -647,96 +643,3 @@ def test_sign_test_skips_models_too_small_to_read() -> None:
     rows = np.abs(honest(3)) + 1.0  # above the own model everywhere
     assert np.all(sign_skews(make_input(rows, [0.5] * 3, own=own)) == 0.0)
     assert np.all(dfl_guard(make_input(rows, [0.5] * 3, own=own), gate=np.inf).weights > 0)
-
-
-def along_setting(attackers: int) -> tuple[AggregationInput, np.ndarray]:
-    """(input, unit learning direction): six honest updates along one direction with noise
-    and `attackers` models pushed against it, read from a zero round start."""
-    rng = np.random.default_rng(3)
-    learn = rng.standard_normal(D)
-    learn /= np.linalg.norm(learn)
-    noise = 0.2 / np.sqrt(D)
-    own = (learn + noise * rng.standard_normal(D)).astype(np.float32)
-    good = learn + noise * rng.standard_normal((6, D))
-    bad = -1.5 * learn + 0.5 * noise * rng.standard_normal((attackers, D))
-    models = np.vstack([good, bad])
-    return make_input(models, [0.5] * len(models), own=own,
-                      base=np.zeros(D, dtype=np.float32)), learn
-
-
-# Gate, clip and the tests off: the pushes stand for models inside all of them (gate_edge's).
-OPEN = {"gate": np.inf, "clip": np.inf, "kin": 1.0, "sign": 1.0, "balance": 1.0}
-
-
-def pushed_without_and_with(key: str) -> tuple[AggregationResult, AggregationResult,
-                                               np.ndarray, AggregationInput]:
-    """(the mix of along_setting(3) without and with `key`=3, the learning direction, the
-    input), after checking that the pushes cancel most of the progress without the clamp, that
-    little is lost with it, and that no model's weight changed."""
-    inp, learn = along_setting(attackers=3)
-    off = dfl_guard(inp, **OPEN)
-    on = dfl_guard(inp, **OPEN, **{key: 3.0})
-    assert float(off.model @ learn) < 0.5
-    assert float(on.model @ learn) > 0.8
-    np.testing.assert_array_equal(on.weights, off.weights)
-    return off, on, learn, inp
-
-
-def test_along_cuts_a_push_against_the_consensus_back_to_the_honest_band() -> None:
-    off, on, learn, _ = pushed_without_and_with("along")
-    # Only the component along the consensus moved: the rest of the mix is the same.
-    moved = on.model.astype(np.float64) - off.model
-    assert abs(float(moved @ learn)) == pytest.approx(float(np.linalg.norm(moved)), rel=0.05)
-
-
-def test_along_moves_honest_updates_little() -> None:
-    inp, _ = along_setting(attackers=0)
-    _, ups = update_rows(inp, np.ones(inp.k), np.arange(inp.k))
-    _, shift = along_shifts(ups, 3.0)
-    # The band is a few honest deviations wide: an honest update's component (about 1 here)
-    # is moved by a few hundredths at most, and most not at all.
-    assert np.abs(shift).max() < 0.1 and np.count_nonzero(shift) <= 1
-    moved = dfl_guard(inp, along=3.0).model - dfl_guard(inp).model
-    assert float(np.linalg.norm(moved)) < 0.02
-
-
-def test_band_cuts_each_coordinate_of_a_push_back_to_the_honest_spread() -> None:
-    pushed_without_and_with("band")
-    inp, _ = along_setting(attackers=3)
-    # Every received update ends within the band of its coordinate; honest ones barely move.
-    _, ups = update_rows(inp, np.ones(inp.k), np.arange(inp.k))
-    banded = band_clamp(ups, 3.0)
-    centre = np.median(ups, axis=0)
-    reach = 3.0 * np.median(np.abs(ups - centre), axis=0)
-    assert (np.abs(banded - centre) <= reach * (1 + 1e-6)).all()
-    honest_moved = np.linalg.norm(banded[:6] - ups[1:7], axis=1)
-    attack_moved = np.linalg.norm(banded[6:] - ups[7:], axis=1)
-    assert honest_moved.max() < 0.1 * attack_moved.min()
-    clean, _ = along_setting(attackers=0)
-    moved = dfl_guard(clean, band=3.0).model - dfl_guard(clean).model
-    assert float(np.linalg.norm(moved)) < 0.05
-
-
-def test_along_and_band_only_move_models_that_carry_weight() -> None:
-    inp, _ = along_setting(attackers=3)
-    # With the attackers' weight zero (floor above their reputation), neither step moves the mix
-    # by their shift: the result is the honest mix's, moved at most by the honest band's edge.
-    reps = {f"n{i}": (1.0 if i < 6 else 0.0) for i in range(inp.k)}
-    weightless = make_input(np.vstack(inp.rows), [0.5] * inp.k, reps, own=inp.own,
-                            base=inp.base)
-    tests = {**OPEN, "floor": 0.1, "beta": 0.01}
-    off = dfl_guard(weightless, **tests)
-    assert (off.weights[-3:] == 0.0).all()
-    for key in ("along", "band"):
-        moved = dfl_guard(weightless, **tests, **{key: 3.0}).model - off.model
-        assert float(np.linalg.norm(moved)) < 0.05, key
-
-
-def test_along_needs_the_round_start_and_a_valid_band() -> None:
-    assert rule_uses_base("dfl_guard", {"along": 3.0})
-    assert rule_uses_base("dfl_guard", {"band": 3.0})
-    assert not rule_uses_base("dfl_guard", {})
-    for key in ("along", "band"):
-        for bad in (-1.0, float("nan"), "3"):
-            with pytest.raises(ValueError, match=key):
-                get_rule("dfl_guard")(along_setting(0)[0], {key: bad})
