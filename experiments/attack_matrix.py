@@ -65,9 +65,6 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "probe_edge_burst5": ("probe_edge", {"burst": 5}),  # against dfl_guard:...,forgive=0.9
     # against dfl_guard:probe=2,forgive=0.8,probe_slack=0.15
     "probe_edge_burst4_slack15": ("probe_edge", {"burst": 4, "probe_slack": 0.15}),
-    # against dfl_guard:probe=1,... (the tighter probe that probe_keep makes affordable)
-    "probe_edge_1": ("probe_edge", {"probe": 1.0}),
-    "probe_edge_1_burst4": ("probe_edge", {"probe": 1.0, "burst": 4}),
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
     "label_swap": ("label_swap", {}),
