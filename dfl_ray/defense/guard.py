@@ -127,12 +127,10 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
                            probe: float = math.inf, probe_step: float = 0.5,
                            probe_slack: float = 0.05, penalty: float | None = None,
-                           entry: float = 0.0, forgive: float = math.inf,
-                           probe_keep: float = 0.0) -> None:
+                           entry: float = 0.0, forgive: float = math.inf) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
     check_number("forgive", forgive, 0.0, allow_inf=True)
-    check_number("probe_keep", probe_keep, 0.0, 1.0)
     if penalty is not None:
         check_number("penalty", penalty, 0.0, 1.0)
     check_number("probe", probe, 0.0, allow_inf=True)
@@ -162,8 +160,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
               probe: float = math.inf, probe_step: float = 0.5,
               probe_slack: float = 0.05, penalty: float | None = None,
-              entry: float = 0.0, forgive: float = math.inf,
-              probe_keep: float = 0.0) -> AggregationResult:
+              entry: float = 0.0, forgive: float = math.inf) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -203,11 +200,6 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         in a round in which it fails the probe alone (math.inf, the default: never). The failure
         still costs it reputation, so an honest sender's rare failure is forgiven while one
         that fails often sinks below `forgive` and then counts for nothing whenever it fails.
-    probe_keep: the weight (a share of a fully trusted sender's) a model keeps in a round in
-        which it fails the probe alone and is not forgiven, whatever its reputation (0, the
-        default: none). An honest peer whose labels conflict with the receiver's fails the probe
-        round after round and would otherwise never be mixed in; an attacker who fails it on
-        purpose is held to that small weight.
     penalty: share of its reputation a sender loses in a round it fails: R <- (1 - penalty) R
         (None, the default: beta, the moving average above). A larger penalty keeps a sender
         that fails now and then below the floor, while a sender that never fails loses nothing.
@@ -219,7 +211,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
-                           entry=entry, forgive=forgive, probe_keep=probe_keep)
+                           entry=entry, forgive=forgive)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -241,20 +233,16 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     with np.errstate(divide="ignore", invalid="ignore"):
         pull = np.where(dist > radius, radius / dist, 1.0) if np.isfinite(radius) else np.ones(k)
     weighed = accepted  # what may get weight this round
-    kept = np.zeros(k, dtype=bool)  # failed the probe alone, not forgiven: `probe_keep` weight
     if inp.probe is not None and np.isfinite(probe) and accepted.any():
         probed = passes_probe(inp, pull, accepted, ratio=probe, step=probe_step,
                               slack=probe_slack, centre=own)
         weighed = probed | (accepted & (prior >= forgive))
-        kept = accepted & ~weighed
         accepted = probed
     observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
     reputation = (1.0 - beta) * prior + beta * observed
     if penalty is not None:
         reputation = np.where(observed > 0.0, reputation, (1.0 - float(penalty)) * prior)
     weights = np.where(weighed & (reputation >= floor) & (prior >= entry), reputation, 0.0)
-    if probe_keep > 0.0:
-        weights = np.where(kept, float(probe_keep), weights)
     own_share = float(own_weight)
     if kin < 1.0:
         counts = kin_counts(inp, kin, weights > 0.0, int(coords))

@@ -272,38 +272,6 @@ def test_forgive_keeps_the_weight_of_a_reputable_sender_that_fails_only_the_prob
         get_rule("dfl_guard")(inp, {"forgive": -0.1})
 
 
-def test_probe_keep_gives_a_model_failing_only_the_probe_a_small_fixed_weight() -> None:
-    """n6-n8 fail the probe (n8 with a low reputation), n9 the gate. With `probe_keep` 0.25 the
-    three probe failures weigh 0.25 each whatever their reputation and still lose reputation;
-    the gate failure gets nothing; a forgiven sender keeps its reputation as weight."""
-    goal = np.ones(D, dtype=np.float32)
-    peers = np.random.default_rng(11).standard_normal((6, D)) * 0.2
-    models = np.vstack([peers, np.tile(-goal * 0.2, (3, 1)) + RNG.standard_normal((3, D)) * 0.05,
-                        RNG.random((1, D)) * 50]).astype(np.float32)
-
-    def probe(vec: np.ndarray) -> float:
-        return float(((vec - goal) ** 2).mean())
-
-    reps = {"n6": 1.0, "n7": 0.85, "n8": 0.05, "n9": 1.0}
-    plain = make_input(models, [0.5] * 10, reps)
-    inp = AggregationInput(own=plain.own, own_score=0.9, models=plain.matrix,
-                           senders=plain.senders, scores=plain.scores, reputations=reps,
-                           probe=probe)
-    strict = dfl_guard(inp, probe=2.0, kin=1.0)
-    kept = dfl_guard(inp, probe=2.0, kin=1.0, probe_keep=0.25)
-    assert np.all(strict.weights[6:] == 0)
-    total = 1.0 + 6 * 1.0 + 3 * 0.25  # own, six passing peers at reputation 1, three kept
-    assert kept.weights[6:9] == pytest.approx([0.25 / total] * 3)
-    assert kept.weights[9] == 0
-    for name, prior in reps.items():  # a failure costs the same either way
-        assert kept.reputations[name] == strict.reputations[name] == pytest.approx(0.7 * prior)
-    forgiven = dfl_guard(inp, probe=2.0, kin=1.0, forgive=0.8, probe_keep=0.25)
-    assert forgiven.weights[6] / forgiven.weights[8] == pytest.approx(0.7 / 0.25)
-    assert forgiven.weights[7] / forgiven.weights[8] == pytest.approx(0.7 * 0.85 / 0.25)
-    with pytest.raises(ValueError, match="probe_keep"):
-        get_rule("dfl_guard")(inp, {"probe_keep": 1.5})
-
-
 def test_penalty_makes_a_failed_round_cost_more_than_a_passed_one_earns() -> None:
     models = np.vstack([honest(6), RNG.random((1, D)) * 50])  # the last one fails the gate
     inp = make_input(models, [0.5] * 7, reps={f"n{i}": 0.8 for i in range(7)})
