@@ -172,6 +172,11 @@ class DefenseConfig:
     """Acceptance test (dfl_ray.defense.accept): a node keeps the longest step towards the
     aggregate whose loss on its own validation split is at most this many nats above its
     freshly trained model's; none: off."""
+    probe_classes: str = "all"
+    """What the validation loss that probe rules (dfl_guard's `probe`, dfl_shield,
+    dfl_sentinel's `tolerance`) and the acceptance test read: "all" (cross-entropy over every
+    class) or "own" (over the logits of the classes in the node's own shard only, so that a
+    peer who teaches other classes is not read as a loss)."""
     trigger_scan: float | None = None
     """Trigger scan (dfl_ray.node.triggers): each honest node searches its own model for a
     patch of at most `trigger_budget` pixels that sends at least this share of its validation
@@ -213,6 +218,7 @@ class DefenseConfig:
 
         _check_choice("defense.rule", self.rule, sorted(RULES))
         _check_range("defense.buffer_size", self.buffer_size, 1)
+        _check_choice("defense.probe_classes", self.probe_classes, ["all", "own"])
         _check_params("defense.params", f"rule {self.rule!r}", self.params, rule_params(self.rule))
         try:  # values too, so a bad parameter fails now rather than at the first aggregation
             check_rule_params(self.rule, self.params)

@@ -135,7 +135,7 @@ def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str,
     }
 
 
-NODE_KEYS = ("momentum", "accept", "trigger_scan", "trigger_refuse", "trigger_gap",
+NODE_KEYS = ("momentum", "accept", "probe_classes", "trigger_scan", "trigger_refuse", "trigger_gap",
              "trigger_budget", "trigger_steps", "trigger_share")
 """Keys of a defense spec that are `defense.*` settings of every node, not rule parameters."""
 
@@ -145,15 +145,18 @@ TRAINING_KEYS = ("grad_clip",)
 
 def spec_sections(defense: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """`rule` or `rule:name=value,...` (a rule with parameters) as config (defense, training)
-    sections; `momentum`, `accept` and `trigger_*` set those `defense.*` keys, `grad_clip`
-    sets `training.grad_clip`, every other name is a rule parameter."""
+    sections; `momentum`, `accept`, `probe_classes` and `trigger_*` set those `defense.*` keys,
+    `grad_clip` sets `training.grad_clip`, every other name is a rule parameter."""
     rule, _, params = defense.partition(":")
     section: dict[str, Any] = {"rule": rule, "params": {}}
     training: dict[str, Any] = {}
     for item in filter(None, params.split(",")):
         key, _, value = item.partition("=")
         if key in NODE_KEYS:
-            section[key] = int(value) if key == "trigger_steps" else float(value)
+            if key == "probe_classes":
+                section[key] = value
+            else:
+                section[key] = int(value) if key == "trigger_steps" else float(value)
         elif key in TRAINING_KEYS:
             training[key] = float(value)
         else:
@@ -272,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="attacks (default: the whole suite)")
     parser.add_argument("--defenses", nargs="+", default=["dfl_guard", "dfl_shield"],
                         help=f"defenses, each a rule ({', '.join(DEFENSES)}) or a rule with "
-                             "parameters, rule:name=value,... (momentum=B, accept=T and grad_clip=G "
-                             "there set defense.momentum, defense.accept and training.grad_clip; "
+                             "parameters, rule:name=value,... (momentum=B, accept=T, probe_classes=own "
+                             "and grad_clip=G there set defense.momentum, defense.accept, "
+                             "defense.probe_classes and training.grad_clip; "
                              "default: dfl_guard dfl_shield)")
     parser.add_argument("--malicious", type=int, nargs="+", default=[MALICIOUS],
                         help=f"attackers per trial, the last nodes; several counts run each "

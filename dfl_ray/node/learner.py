@@ -42,6 +42,7 @@ class Learner:
         self.scorer = (scorer if scorer is not None else copy.deepcopy(model)).to(params.device)
         self.data = data
         self.rng = np.random.default_rng([params.seed, params.node_id])
+        self.absent = None if params.probe_classes == "all" else absent_classes(data)
         self.triggers = None if params.trigger is None else TriggerScan(
             params.trigger, shape=tuple(data.images.shape[1:]), classes=data.num_classes,
             seed=params.seed * 1_000_003 + params.node_id)
@@ -142,14 +143,30 @@ class Learner:
     def loss(self, vec: np.ndarray) -> float:
         """Mean cross-entropy of the model `vec` on this node's validation split: the probe
         rules call to test a candidate against data no sender has seen (finer than accuracy
-        on a split of a few dozen images)."""
+        on a split of a few dozen images). With `probe_classes` "own" the softmax runs over
+        the classes of the node's shard only: a model that also knows other classes is not
+        read as worse for it, one that confuses the own classes still is."""
         vector_to_model(vec, self.scorer)
         self.scorer.eval()
         with torch.no_grad():
             x = to_input(self.data.val_images, self.device)
             y = self.data.val_labels.to(self.device)
-            return float(nn.functional.cross_entropy(self.scorer(x), y))
+            logits = self.scorer(x)
+            if self.absent is not None:
+                logits = logits.masked_fill(self.absent.to(logits.device), float("-inf"))
+            return float(nn.functional.cross_entropy(logits, y))
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Accuracy of the own model on a test set (metrics only, not protocol work)."""
         return evaluate(self.model, images, labels, batch_size=256, device=self.device)
+
+
+def absent_classes(data: NodeData) -> torch.Tensor:
+    """bool [num_classes]: the classes found in neither the node's shard nor its validation
+    split (the logits `Learner.loss` leaves out with `probe_classes` "own")."""
+    absent = torch.ones(data.num_classes, dtype=torch.bool)
+    own = data.labels[torch.as_tensor(np.asarray(data.train_idx), dtype=torch.long)]
+    absent[torch.unique(own).long()] = False
+    absent[torch.unique(data.val_labels).long()] = False
+    return absent
+

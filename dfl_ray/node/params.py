@@ -29,6 +29,8 @@ class NodeParams:
     """Server momentum applied to the rule's result (dfl_ray.defense.momentum); 0 turns it off."""
     accept: float = math.inf
     """Tolerance of the acceptance test (dfl_ray.defense.accept) in nats; inf turns it off."""
+    probe_classes: str = "all"
+    """The classes the validation loss reads (`Learner.loss`): "all", or "own" (the shard's)."""
     trigger: TriggerSettings | None = None
     """The trigger scan (dfl_ray.node.triggers) an honest node runs; None turns it off."""
     max_clock_skew_s: float = 5.0

@@ -38,10 +38,12 @@ def test_every_suite_attack_and_the_removed_run_make_valid_configs(matrix: Modul
 
 def test_node_keys_in_a_defense_spec_set_the_defense_section(matrix: ModuleType) -> None:
     tree = matrix.trial_config(args(), "labels2", "none",
-                               "dfl_guard:clip=1,accept=1.5,momentum=0,grad_clip=4", 0, 0.5)
+                               "dfl_guard:clip=1,accept=1.5,momentum=0,grad_clip=4,"
+                               "probe_classes=own", 0, 0.5)
     cfg = config_from_dict(tree)
     assert cfg.defense.params == {"clip": 1.0}
     assert cfg.defense.accept == 1.5 and cfg.defense.effective_momentum == 0.0
+    assert cfg.defense.probe_classes == "own"
     assert cfg.training.grad_clip == 4.0
 
 
