@@ -172,11 +172,12 @@ class DefenseConfig:
     """Acceptance test (dfl_ray.defense.accept): a node keeps the longest step towards the
     aggregate whose loss on its own validation split is at most this many nats above its
     freshly trained model's; none: off."""
-    probe_classes: str = "all"
+    probe_classes: str | None = None
     """What the validation loss that probe rules (dfl_guard's `probe`, dfl_shield,
     dfl_sentinel's `tolerance`) and the acceptance test read: "all" (cross-entropy over every
     class) or "own" (over the logits of the classes in the node's own shard only, so that a
-    peer who teaches other classes is not read as a loss)."""
+    peer who teaches other classes is not read as a loss); none: "own" for dfl_guard, "all"
+    for the other rules."""
     trigger_scan: float | None = None
     """Trigger scan (dfl_ray.node.triggers): each honest node searches its own model for a
     patch of at most `trigger_budget` pixels that sends at least this share of its validation
@@ -212,13 +213,21 @@ class DefenseConfig:
 
         return default_momentum(self.rule) if self.momentum is None else float(self.momentum)
 
+    @property
+    def effective_probe_classes(self) -> str:
+        """The validation loss nodes read: `probe_classes` when set, else the rule's default."""
+        if self.probe_classes is not None:
+            return self.probe_classes
+        return "own" if self.rule == "dfl_guard" else "all"
+
     def __post_init__(self) -> None:
         from dfl_ray.defense import RULES, check_rule_params, rule_params
         from dfl_ray.defense.momentum import check_momentum
 
         _check_choice("defense.rule", self.rule, sorted(RULES))
         _check_range("defense.buffer_size", self.buffer_size, 1)
-        _check_choice("defense.probe_classes", self.probe_classes, ["all", "own"])
+        if self.probe_classes is not None:
+            _check_choice("defense.probe_classes", self.probe_classes, ["all", "own"])
         _check_params("defense.params", f"rule {self.rule!r}", self.params, rule_params(self.rule))
         try:  # values too, so a bad parameter fails now rather than at the first aggregation
             check_rule_params(self.rule, self.params)

@@ -73,17 +73,18 @@ docs/results.md, "Figures formerly in defense docstrings".)
    the test shifts at most (1 + sign) / 2 of the coordinates one way, and may concentrate on
    the small tensors (LeNet's first convolution, the biases and the output layer), which the
    distance gate bounds;
-7. probe (optional, off by default): every test above reads what senders publish, so an
-   attacker who knows them sits just inside all of them (`gate_edge` pushes the feature layers
-   against the honest mean from inside the gate). The node's validation split is what no
-   sender sees: the own model is moved `probe_step` of the way towards each clipped model on
-   every coordinate but the output layer (where an honest peer's other labels live), and a
-   model whose loss rise exceeds `probe` x the median rise of the models still accepted plus
-   `probe_slack` counts for nothing this round (Zeno, Xie, Koyejo, Gupta, ICML 2019, with the
-   own split as the root data). On label-skewed shards a peer with other labels raises the
-   loss on the own ones too, so the test also leaves out honest models, which is its cost
-   without attack (docs/results.md, "Validation probe"). Honest models fail it rarely and
-   at random, a colluder's often, so with `forgive` a sender whose reputation is still
+7. probe (on by default, needs the node's validation loss): every test above reads what
+   senders publish, so an attacker who knows them sits just inside all of them (`gate_edge`
+   pushes the feature layers against the honest mean from inside the gate). The node's
+   validation split is what no sender sees: the own model is moved `probe_step` of the way
+   towards each clipped model on every coordinate but the output layer (where an honest peer's
+   other labels live), and a model whose loss rise exceeds `probe` x the median rise of the
+   models still accepted plus `probe_slack` counts for nothing this round (Zeno, Xie, Koyejo,
+   Gupta, ICML 2019, with the own split as the root data). Read over every class, a peer with
+   other labels raises the loss on the own ones too, and the test left out honest models on
+   label-skewed shards; nodes running dfl_guard therefore read the loss over the logits of
+   their own classes only (`defense.probe_classes`), where that cost went (docs/results.md,
+   "Validation probe over the own classes"). With `forgive` a sender whose reputation is still
    high keeps its weight in a round it fails the probe alone, and pays in reputation;
 8. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average),
    with q = 1 for a model that passed the distance, opposition, reversal, balance, sign and
@@ -125,7 +126,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            own_weight: float = 1.0, oppose: float = 1.0,
                            coords: int = 32768, reversal: float = 0.0,
                            balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
-                           probe: float = math.inf, probe_step: float = 0.5,
+                           probe: float = 2.0, probe_step: float = 0.5,
                            probe_slack: float = 0.05, penalty: float | None = None,
                            entry: float = 0.0, forgive: float = math.inf) -> None:
     """Raise ValueError naming a parameter outside its range."""
@@ -158,7 +159,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               own_weight: float = 1.0, oppose: float = 1.0,
               coords: int = 32768, reversal: float = 0.0,
               balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
-              probe: float = math.inf, probe_step: float = 0.5,
+              probe: float = 2.0, probe_step: float = 0.5,
               probe_slack: float = 0.05, penalty: float | None = None,
               entry: float = 0.0, forgive: float = math.inf) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
@@ -194,8 +195,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         model): a model whose clipped version, taken `probe_step` of the way on every
         coordinate but the output layer, raises the node's validation loss by more than
         `probe` x the median rise of the models still accepted (floored at 0) + `probe_slack`
-        counts for nothing this round (needs `inp.probe`, skipped without it; math.inf, the
-        default, turns it off).
+        counts for nothing this round (needs `inp.probe`, skipped without it; math.inf turns
+        it off).
     forgive: a sender whose reputation before the round is at least `forgive` keeps its weight
         in a round in which it fails the probe alone (math.inf, the default: never). The failure
         still costs it reputation, so an honest sender's rare failure is forgiven while one

@@ -133,7 +133,7 @@ def node_params(config: Config, node_id: int, peers: tuple[int, ...], n_train: i
         buffer_size=cfg.defense.buffer_size,
         momentum=cfg.defense.effective_momentum,
         accept=math.inf if cfg.defense.accept is None else float(cfg.defense.accept),
-        probe_classes=cfg.defense.probe_classes,
+        probe_classes=cfg.defense.effective_probe_classes,
         trigger=None if node_id in attackers else cfg.defense.trigger_settings(),
         max_clock_skew_s=cfg.ledger.max_clock_skew_s,
         seed=cfg.experiment.seed,

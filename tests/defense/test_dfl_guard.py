@@ -206,9 +206,9 @@ def test_probe_rejects_a_model_that_raises_the_own_validation_loss() -> None:
     inp = make_input(models, [0.5] * 9, own=own)
     inp = AggregationInput(own=inp.own, own_score=0.9, models=inp.matrix, senders=inp.senders,
                            scores=inp.scores, reputations={}, probe=probe)
-    assert np.all(dfl_guard(inp).weights > 0)  # off by default
+    assert np.all(dfl_guard(inp, probe=np.inf).weights > 0)  # off
     assert not calls
-    result = dfl_guard(inp, probe=2.0)
+    result = dfl_guard(inp)  # on by default, probe=2
     assert np.all(result.weights[:6] > 0) and np.all(result.weights[6:] == 0)
     assert result.reputations["n6"] < 1.0 and result.reputations["n0"] == 1.0
     assert len(calls) == 1 + 9  # the own model, then one probe per accepted model
@@ -237,8 +237,8 @@ def test_the_score_test_keeps_its_own_reference_when_the_probe_is_on() -> None:
 def test_the_probe_test_is_skipped_without_a_probe_and_asked_for_only_when_on() -> None:
     models = np.vstack([honest(6), -np.ones((3, D), dtype=np.float32)])
     assert np.all(dfl_guard(make_input(models, [0.5] * 9), probe=2.0).weights > 0)
-    assert rule_uses_probe("dfl_guard", {"probe": 2.0})
-    assert not rule_uses_probe("dfl_guard", {})
+    assert rule_uses_probe("dfl_guard", {})  # on by default
+    assert not rule_uses_probe("dfl_guard", {"probe": np.inf})
     with pytest.raises(ValueError, match="probe_step"):
         get_rule("dfl_guard")(make_input(models, [0.5] * 9), {"probe_step": 0.0})
 

@@ -11,6 +11,7 @@ from dfl_ray.config import ConfigError
 from dfl_ray.models.flat import model_to_vector, vector_to_model
 from dfl_ray.models.lenet import LeNet
 from dfl_ray.models.training import to_input
+from dfl_ray.node.build import node_params
 from dfl_ray.node.learner import Learner
 from dfl_ray.node.params import NodeData, NodeParams
 from tests.helpers import small_config
@@ -71,3 +72,17 @@ def test_a_model_that_also_favours_other_classes_is_not_read_as_worse() -> None:
 def test_an_unknown_probe_classes_value_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"defense\.probe_classes must be one of"):
         small_config(defense={"probe_classes": "mine"})
+
+
+@pytest.mark.parametrize(("defense", "expected"), [
+    ({}, "own"),  # dfl_guard, the default rule, reads its own classes
+    ({"probe_classes": "all"}, "all"),
+    ({"rule": "dfl_shield"}, "all"),
+    ({"rule": "dfl_shield", "probe_classes": "own"}, "own"),
+])
+def test_nodes_read_the_rules_default_probe_classes_unless_one_is_set(
+        defense: dict[str, str], expected: str) -> None:
+    cfg = small_config(defense=defense)
+    assert cfg.defense.effective_probe_classes == expected
+    params = node_params(cfg, node_id=0, peers=(1,), n_train=100, device="cpu")
+    assert params.probe_classes == expected
