@@ -216,9 +216,9 @@ class DefenseConfig:
     @property
     def effective_probe_classes(self) -> str:
         """The validation loss nodes read: `probe_classes` when set, else the rule's default."""
-        if self.probe_classes is not None:
-            return self.probe_classes
-        return "own" if self.rule == "dfl_guard" else "all"
+        from dfl_ray.defense import default_probe_classes
+
+        return default_probe_classes(self.rule) if self.probe_classes is None else self.probe_classes
 
     def __post_init__(self) -> None:
         from dfl_ray.defense import RULES, check_rule_params, rule_params

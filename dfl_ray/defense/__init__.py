@@ -97,6 +97,17 @@ def rule_uses_head(name: str, params: Mapping[str, Any]) -> bool:
     return _test_on(name, params, "reversal")
 
 
+DEFAULT_PROBE_CLASSES: dict[str, str] = {"dfl_guard": "own"}
+"""The validation loss (`defense.probe_classes`) a rule's nodes read when none is set; "all"
+for rules not named. dfl_guard's probe reads the own classes (docs/results.md, "The default
+dfl_guard (validation probe over the own classes) against the suite")."""
+
+
+def default_probe_classes(name: str) -> str:
+    """The `defense.probe_classes` rule `name` runs with when none is set."""
+    return DEFAULT_PROBE_CLASSES.get(name, "all")
+
+
 def rule_uses_probe(name: str, params: Mapping[str, Any]) -> bool:
     """Whether rule `name` with `params` calls `AggregationInput.probe` (the node's validation
     loss), so that nodes hand it only to rules that spend the scoring time."""
@@ -152,6 +163,7 @@ __all__ = [
     "rule_params",
     "rule_uses_base",
     "rule_uses_head",
+    "default_probe_classes",
     "rule_uses_probe",
     "trimmed_mean",
 ]
