@@ -128,9 +128,11 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
                            probe: float = 2.0, probe_step: float = 0.5,
                            probe_slack: float = 0.05, penalty: float | None = None,
-                           entry: float = 0.0, forgive: float = math.inf) -> None:
+                           entry: float = 0.0, forgive: float = math.inf,
+                           probe_scale: float = math.inf) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
+    check_number("probe_scale", probe_scale, 0.0, low_open=True, allow_inf=True)
     check_number("forgive", forgive, 0.0, allow_inf=True)
     if penalty is not None:
         check_number("penalty", penalty, 0.0, 1.0)
@@ -161,7 +163,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               balance: float = 0.5, kin: float = 0.5, sign: float = 0.4,
               probe: float = 2.0, probe_step: float = 0.5,
               probe_slack: float = 0.05, penalty: float | None = None,
-              entry: float = 0.0, forgive: float = math.inf) -> AggregationResult:
+              entry: float = 0.0, forgive: float = math.inf,
+              probe_scale: float = math.inf) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -207,12 +210,17 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     entry: the reputation from the rounds before this one that a sender needs to get weight
         (0, the default: none). A pass lifts any reputation to at least beta, so without it a
         sender that fails every other round is weighted every time it passes.
+    probe_scale: with it finite, a model that passes the probe observes q = 1 - e /
+        probe_scale (clipped to [0, 1]) instead of 1, e its rise above the typical one (the
+        median, floored at 0), so a sender whose models keep raising the node's loss a little
+        more than its peers' sinks in reputation over rounds, while one unlucky round costs an
+        honest sender little (math.inf, the default: off).
     """
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
-                           entry=entry, forgive=forgive)
+                           entry=entry, forgive=forgive, probe_scale=probe_scale)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -234,12 +242,16 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     with np.errstate(divide="ignore", invalid="ignore"):
         pull = np.where(dist > radius, radius / dist, 1.0) if np.isfinite(radius) else np.ones(k)
     weighed = accepted  # what may get weight this round
+    grade = np.ones(k)
     if inp.probe is not None and np.isfinite(probe) and accepted.any():
-        probed = passes_probe(inp, pull, accepted, ratio=probe, step=probe_step,
-                              slack=probe_slack, centre=own)
+        probed, rises, typical = probe_verdict(inp, pull, accepted, ratio=probe, step=probe_step,
+                                               slack=probe_slack, centre=own)
         weighed = probed | (accepted & (prior >= forgive))
         accepted = probed
-    observed = (accepted & (inp.scores >= reference - margin)).astype(np.float64)
+        if np.isfinite(probe_scale):
+            excess = np.nan_to_num(rises - typical, nan=np.inf)
+            grade = np.clip(1.0 - excess / float(probe_scale), 0.0, 1.0)
+    observed = (accepted & (inp.scores >= reference - margin)) * grade
     reputation = (1.0 - beta) * prior + beta * observed
     if penalty is not None:
         reputation = np.where(observed > 0.0, reputation, (1.0 - float(penalty)) * prior)
@@ -266,9 +278,18 @@ def passes_probe(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarray
                  centre: np.ndarray | None = None) -> np.ndarray:
     """bool [k]: the `candidates` whose probe rise (`probe_rises`) is at most `ratio` x the
     median rise of the candidates (floored at 0) + `slack`; False for the others."""
+    return probe_verdict(inp, pull, candidates, ratio=ratio, step=step, slack=slack,
+                         centre=centre)[0]
+
+
+def probe_verdict(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarray, *,
+                  ratio: float, step: float, slack: float,
+                  centre: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """(`passes_probe`'s verdict, the rises (`probe_rises`, NaN off the candidates), their
+    median over the candidates floored at 0: the typical rise the limit is a multiple of)."""
     rises = probe_rises(inp, pull, float(step), candidates, centre=centre)
-    limit = float(ratio) * max(float(np.median(rises[candidates])), 0.0) + float(slack)
-    return candidates & (rises <= limit)
+    typical = max(float(np.median(rises[candidates])), 0.0)
+    return candidates & (rises <= float(ratio) * typical + float(slack)), rises, typical
 
 
 def probe_rises(inp: AggregationInput, pull: np.ndarray, step: float,

@@ -22,6 +22,7 @@ from dfl_ray.defense.guard import (
     kin_counts,
     own_update_cosines,
     passes_reversal,
+    probe_verdict,
     sign_skews,
 )
 from dfl_ray.defense.shield import dfl_shield
@@ -270,6 +271,38 @@ def test_forgive_keeps_the_weight_of_a_reputable_sender_that_fails_only_the_prob
     assert lenient.weights[6] / lenient.weights[7] == pytest.approx(1.0 / 0.85)
     with pytest.raises(ValueError, match="forgive"):
         get_rule("dfl_guard")(inp, {"forgive": -0.1})
+
+
+def test_probe_scale_grades_the_reputation_of_models_that_pass_the_probe() -> None:
+    """A model that passes the probe but raises the loss more than its peers' do observes
+    q = 1 - excess / probe_scale: it loses reputation in proportion to its excess, while a
+    model at or below the typical rise keeps all of it; without the option every pass
+    observes 1."""
+    goal = np.ones(D, dtype=np.float32)
+    peers = np.random.default_rng(11).standard_normal((8, D)).astype(np.float32) * 0.05
+    models = np.vstack([peers, -goal * 0.02]).astype(np.float32)  # n8 raises the loss a little
+
+    def probe(vec: np.ndarray) -> float:
+        return float(((vec - goal) ** 2).mean())
+
+    plain = make_input(models, [0.5] * 9)
+    inp = AggregationInput(own=plain.own, own_score=0.9, models=plain.matrix,
+                           senders=plain.senders, scores=plain.scores, reputations={},
+                           probe=probe)
+    flat = dfl_guard(inp, probe=2.0, probe_slack=0.05)
+    assert np.all(flat.weights > 0) and flat.reputations["n8"] == 1.0  # passes the probe
+    _, rises, typical = probe_verdict(inp, np.ones(9), np.ones(9, dtype=bool), ratio=2.0,
+                                      step=0.5, slack=0.05, centre=inp.own)
+    excess = rises[8] - typical
+    assert excess > 0.0
+    scale = 2.0 * excess
+    graded = dfl_guard(inp, probe=2.0, probe_slack=0.05, probe_scale=scale)
+    assert graded.reputations["n8"] == pytest.approx(0.7 + 0.3 * 0.5)  # q = 1 - 1/2
+    for i in np.flatnonzero(rises[:8] <= typical):  # at or below the typical rise: q = 1
+        assert graded.reputations[f"n{i}"] == 1.0
+    assert graded.weights[8] < flat.weights[8]
+    with pytest.raises(ValueError, match="probe_scale"):
+        get_rule("dfl_guard")(inp, {"probe_scale": 0.0})
 
 
 def test_penalty_makes_a_failed_round_cost_more_than_a_passed_one_earns() -> None:
