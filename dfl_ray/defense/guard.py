@@ -89,7 +89,8 @@ docs/results.md, "Figures formerly in defense docstrings".)
 8. a reputation that recovers: R <- (1 - beta) R + beta q (an exponential moving average),
    with q = 1 for a model that passed the distance, opposition, reversal, balance, sign and
    probe tests (and, when `margin` < 1, scores at least s_med - margin, s_med the median
-   score of the accepted received models), q = 0 otherwise. Nobody is penalised for merely
+   score of the accepted received models), q = 0 otherwise (with `probe_scale`, a model
+   that passes observes less than 1 in proportion to its probe rise above the median). Nobody is penalised for merely
    being the lowest of a good lot, one bad round is forgotten, and a sender that keeps failing
    sinks below `floor` over rounds. The score test is off by default: under label skew honest
    peers' scores on my data spread over most of [0, 1], and on Dirichlet(0.1) shards the test
