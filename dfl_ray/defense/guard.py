@@ -92,9 +92,9 @@ docs/results.md, "Figures formerly in defense docstrings".)
    score of the accepted received models), q = 0 otherwise (with `probe_scale`, a model
    that passes observes less than 1 in proportion to its probe rise above the median).
    Nobody is penalised for merely being the lowest of a good lot, one bad round is
-   forgotten, and a sender that keeps failing sinks below `floor` over rounds. The score test is off by default: under label skew honest
-   peers' scores on my data spread over most of [0, 1], and on Dirichlet(0.1) shards the test
-   cost final accuracy;
+   forgotten, and a sender that keeps failing sinks below `floor` over rounds. The score
+   test is off by default: under label skew honest peers' scores on my data spread over
+   most of [0, 1], and on Dirichlet(0.1) shards the test cost final accuracy;
 9. kin (on by default): models that deviate from the coordinate-wise median of the own and
    received models in the same direction (cosine above `kin`) share one voice (`kin_counts`),
    so colluders who publish one model, or copy one honest node's (mimic, Karimireddy et al.),
