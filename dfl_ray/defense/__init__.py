@@ -149,6 +149,7 @@ __all__ = [
     "AggregationResult",
     "centered_clipping",
     "check_rule_params",
+    "default_probe_classes",
     "dfl_guard",
     "dfl_reputation",
     "dfl_sentinel",
@@ -163,7 +164,6 @@ __all__ = [
     "rule_params",
     "rule_uses_base",
     "rule_uses_head",
-    "default_probe_classes",
     "rule_uses_probe",
     "trimmed_mean",
 ]
