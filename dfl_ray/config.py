@@ -59,6 +59,9 @@ class ExperimentConfig:
     """Allow reusing an existing run folder (its chain stores are replaced)."""
     progress: bool = True
     """Show a progress bar with the current honest mean accuracy."""
+    trace: bool = False
+    """Write one row per model each node aggregated (the rule's weight, the sender's reputation,
+    what the rule measured of it) to <run>/aggregations.csv, at every evaluation."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:

@@ -291,3 +291,52 @@ def _cell(value: Any) -> str:
     if isinstance(value, Integral):
         return str(int(value))
     return f"{float(value):.3f}"
+
+
+TRACE_NAME = "aggregations.csv"
+TRACE_HEADER: tuple[str, ...] = ("round", "receiver", "sender", "measure", "value")
+
+
+class TraceWriter:
+    """Appends the nodes' aggregation trace (`experiment.trace`) to `aggregations.csv` in long
+    format, one row per aggregated model and measure (`weight`, `reputation` and what the rule
+    measured: dfl_guard's `distance`, `probe_rise`, `probe_limit`, ...).
+
+    `collect` reads each node from where it was last read, so rows are written once; the file
+    is flushed after each call, so a killed run keeps what it collected. Sender -1 is a creator
+    missing from the node's directory.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / TRACE_NAME
+        new_file = not (self.path.exists() and self.path.stat().st_size > 0)
+        self._file: IO[str] = self.path.open("a", newline="")
+        self._writer = csv.writer(self._file)
+        if new_file:
+            self._writer.writerow(TRACE_HEADER)
+            self._file.flush()
+        self.cursors: dict[int, int] = {}
+        self.rows = 0
+
+    def collect(self, net: Any) -> int:
+        """Write the rows the nodes of `net` (anything with `trace(cursors)`) gathered since the
+        last call; returns how many aggregated models they cover."""
+        models = 0
+        for node, (total, rows) in sorted(net.trace(self.cursors).items()):
+            self.cursors[node] = total
+            for row in rows:
+                head = (int(row["round"]), int(row["receiver"]), int(row["sender"]))
+                for measure, value in row.items():
+                    if measure not in ("round", "receiver", "sender"):
+                        self._writer.writerow((*head, measure, _csv_float(value)))
+            models += len(rows)
+        self._file.flush()
+        self.rows += models
+        return models
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _csv_float(value: float) -> str:
+    return "" if math.isnan(value) else repr(float(value))

@@ -27,7 +27,7 @@ from dfl_ray.config import Config, ConfigError, add_config_arguments, config_fro
 from dfl_ray.data import DataNotFoundError, label_histogram, load_dataset, partition
 from dfl_ray.ledger import checkpoint_turn
 from dfl_ray.ledger.store import DB_NAME
-from dfl_ray.metrics import RunRecorder, format_table
+from dfl_ray.metrics import RunRecorder, TraceWriter, format_table
 from dfl_ray.models.flat import ModelSpec, model_to_vector
 from dfl_ray.models.registry import build_model
 from dfl_ray.node.build import make_genesis
@@ -271,6 +271,7 @@ def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
 
     started_ray = init_ray(cfg)
     recorder = RunRecorder(run_dir)
+    tracer = TraceWriter(run_dir) if cfg.experiment.trace else None
     net = None
     progress = {"rounds": start_round}
     try:
@@ -285,7 +286,7 @@ def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
             log=_log_line,
         )
         accs, run_seconds = _drive(net, cfg, recorder, attackers, started, quiet,
-                                   start_round, progress, on_round)
+                                   start_round, progress, on_round, tracer)
         if net.restarting():  # a host still restarting: let it rejoin, so its nodes count
             net.recover(wait_s=FINAL_RECOVER_WAIT_S)
             accs = net.evaluate()
@@ -314,6 +315,8 @@ def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
             with contextlib.suppress(Exception):  # a dying cluster must not hide the cause
                 net.shutdown()
         recorder.close()
+        if tracer is not None:
+            tracer.close()
         if started_ray:
             ray.shutdown()
 
@@ -431,9 +434,10 @@ def fault_scalars(net: Any, counters: Mapping[str, int]) -> dict[str, float]:
 def _drive(
     net: Any, cfg: Config, recorder: RunRecorder, attackers: set[int], started: float,
     quiet: bool, start_round: int = 0, progress: dict[str, int] | None = None,
-    on_round: Callable[[Any, int], None] | None = None,
+    on_round: Callable[[Any, int], None] | None = None, tracer: TraceWriter | None = None,
 ) -> tuple[dict[int, float], float]:
-    """Run the schedule, evaluating every eval_every rounds.
+    """Run the schedule, evaluating every eval_every rounds (and collecting the aggregation
+    trace then, with `tracer`).
 
     Returns the final accuracies and the seconds the rounds took. In the async schedule the
     driver only starts the hosts' loops, watches their progress (the bar and the periodic
@@ -472,6 +476,8 @@ def _drive(
         if net.round_seconds:
             scalars["time/round_s"] = net.round_seconds[-1]
         recorder.log(step, scalars, wall_seconds=time.perf_counter() - started)
+        if tracer is not None:
+            tracer.collect(net)
         bar.set_postfix(honest=f"{scalars['accuracy/honest_mean']:.3f}")
 
     began = time.perf_counter()

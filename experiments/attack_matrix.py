@@ -126,7 +126,7 @@ def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str,
     return {
         "experiment": {"name": name, "out": str(args.out), "rounds": args.rounds,
                        "eval_every": args.eval_every, "seed": seed, "overwrite": True,
-                       "progress": False},
+                       "progress": False, "trace": bool(getattr(args, "trace", False))},
         "data": {"data_dir": args.data_dir, **PARTITIONS[part]},
         "attack": {"kind": kind, "malicious": 0 if kind == "none" else malicious,
                    "params": dict(params)},
@@ -285,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"attackers per trial, the last nodes; several counts run each "
                              f"attack with each (default: {MALICIOUS}, nodes 7-9)")
     parser.add_argument("--no-removed", action="store_true", help="skip the attackers-removed runs")
+    parser.add_argument("--trace", action="store_true",
+                        help="each trial writes its aggregation trace (experiment.trace) to "
+                             "<trial>/aggregations.csv, for experiments/probe_trace.py")
     parser.add_argument("--rerun", action="store_true", help="rerun trials already in matrix.json")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: tabulate the selected cells already in matrix.json")

@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dfl_ray.metrics import CSV_HEADER, RunRecorder, format_table
+from dfl_ray.metrics import (
+    CSV_HEADER,
+    TRACE_HEADER,
+    TRACE_NAME,
+    RunRecorder,
+    TraceWriter,
+    format_table,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -315,3 +322,44 @@ def test_invalid_format_table_missing_column() -> None:
 def test_invalid_format_table_columns(columns: Any) -> None:
     with pytest.raises(ValueError, match="columns"):
         format_table([{"a": 1}], columns)
+
+
+class _TracingNet:
+    """Stands in for a Network: each node's trace rows, read from a cursor (`Node.trace_rows`)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, list[dict[str, float]]] = {0: [], 1: []}
+
+    def trace(self, cursors: dict[int, int]) -> dict[int, tuple[int, list[dict[str, float]]]]:
+        out = {}
+        for node, rows in self.rows.items():
+            start = cursors.get(node, 0)
+            out[node] = (len(rows), list(rows[start:] if start <= len(rows) else rows))
+        return out
+
+
+def _row(r: int, receiver: int, sender: int, weight: float) -> dict[str, float]:
+    return {"round": r, "receiver": receiver, "sender": sender, "weight": weight,
+            "probe_rise": math.nan}
+
+
+def test_trace_writer_writes_each_row_once_and_all_of_a_restarted_node(tmp_path: Path) -> None:
+    net = _TracingNet()
+    writer = TraceWriter(tmp_path)
+    net.rows[0] += [_row(0, 0, 1, 0.5)]
+    net.rows[1] += [_row(0, 1, 0, 0.25), _row(1, 1, 0, 0.0)]
+    assert writer.collect(net) == 3
+    assert writer.collect(net) == 0  # nothing new: nothing written twice
+    net.rows[1] = [_row(2, 1, 0, 0.75)]  # node 1 restarted: its old rows died with it
+    assert writer.collect(net) == 1
+    writer.close()
+    with (tmp_path / TRACE_NAME).open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == TRACE_HEADER
+    assert rows[1:] == [["0", "0", "1", "weight", "0.5"], ["0", "0", "1", "probe_rise", ""],
+                        ["0", "1", "0", "weight", "0.25"], ["0", "1", "0", "probe_rise", ""],
+                        ["1", "1", "0", "weight", "0.0"], ["1", "1", "0", "probe_rise", ""],
+                        ["2", "1", "0", "weight", "0.75"], ["2", "1", "0", "probe_rise", ""]]
+    again = TraceWriter(tmp_path)  # a resumed run appends under the one header
+    again.close()
+    assert (tmp_path / TRACE_NAME).read_text().count("round,receiver") == 1

@@ -257,6 +257,11 @@ class NodeHost(NodeGroup):
             return super().evaluate()
         return self.loop.call(super().evaluate)
 
+    def trace(self, cursors: Mapping[int, int]) -> dict[int, tuple[int, list[dict[str, float]]]]:
+        if self.loop is None:
+            return super().trace(cursors)
+        return self.loop.call(lambda: super(NodeHost, self).trace(cursors))
+
     def stats(self) -> dict[int, dict[str, Any]]:
         def read() -> dict[int, dict[str, Any]]:
             out = super(NodeHost, self).stats()

@@ -498,6 +498,17 @@ class Network:
     def stats(self) -> dict[int, dict[str, Any]]:
         return self._collect("stats", self._last_stats)
 
+    def trace(self, cursors: Mapping[int, int]) -> dict[int, tuple[int, list[dict[str, float]]]]:
+        """The aggregation trace of every node on a host that answers, from its cursor on
+        (`Node.trace_rows`); a down host's nodes are left out and read later from where they
+        were."""
+        answers = self._gather({h: self.hosts[h].trace.remote(dict(cursors)) for h in self._up()},
+                               time.monotonic() + self.round_timeout())
+        out: dict[int, tuple[int, list[dict[str, float]]]] = {}
+        for part in answers.values():
+            out.update(part)
+        return out
+
     def node_locations(self) -> dict[int, str]:
         """Ray node id of each DFL node's host actor (for placement checks)."""
         answers = self._gather({h: self.hosts[h].ray_node_id.remote() for h in self._up()},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -214,12 +214,20 @@ class AggregationResult:
     weights: np.ndarray
     """float64 [k]: each received model's share of the new model (0 = rejected or ignored);
     each rule's docstring says how the share is counted."""
+    details: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """What the rule measured of each received model, by name (float64 [k] each, NaN where it
+    measured nothing): dfl_guard's distances and validation-probe rises and limits. Read by
+    the aggregation trace (`experiment.trace`), never by the protocol."""
 
     def __post_init__(self) -> None:
         if self.model.dtype != np.float32 or self.model.ndim != 1:
             raise ValueError(f"model must be a 1-D float32 array, got {_describe(self.model)}")
         if self.weights.dtype != np.float64 or self.weights.ndim != 1:
             raise ValueError(f"weights must be a 1-D float64 array, got {_describe(self.weights)}")
+        for name, values in self.details.items():
+            if not isinstance(values, np.ndarray) or values.shape != self.weights.shape:
+                raise ValueError(f"details[{name!r}] must be an array shaped like weights "
+                                 f"{self.weights.shape}, got {_describe(values)}")
 
 
 def check_number(name: str, value: object, low: float, high: float = math.inf, *,

@@ -231,22 +231,34 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     # The own score is left out of the reference: under label skew the own model, trained on the
     # very data it is scored on, scores far above every honest peer.
     reference = float(np.median(inp.scores[accepted])) if accepted.any() else inp.own_score
+    # Each test's own verdict (1 pass, 0 fail), for the aggregation trace.
+    details = {"distance": dist.astype(np.float64), "gate": accepted.astype(np.float64)}
+
+    def test(name: str, passed: np.ndarray) -> None:
+        accepted[:] &= passed
+        details[name] = passed.astype(np.float64)
+
     if inp.base is not None and oppose < 1.0:
-        accepted &= own_update_cosines(inp, int(coords)) >= -oppose
+        test("opposition", own_update_cosines(inp, int(coords)) >= -oppose)
     if inp.start_head is not None and reversal < 1.0:
-        accepted &= passes_reversal(inp, reversal, accepted)
+        test("reversal", passes_reversal(inp, reversal, accepted))
     if inp.head is not None and balance < 1.0:
-        accepted &= head_imbalance(inp) <= balance
+        test("balance", head_imbalance(inp) <= balance)
     if sign < 1.0:
-        accepted &= sign_skews(inp) <= sign
+        test("sign", sign_skews(inp) <= sign)
     radius = float(clip) * spread
     with np.errstate(divide="ignore", invalid="ignore"):
         pull = np.where(dist > radius, radius / dist, 1.0) if np.isfinite(radius) else np.ones(k)
     weighed = accepted  # what may get weight this round
     grade = np.ones(k)
+    details["radius"] = np.full(k, radius)
+    details["tests_passed"] = accepted.astype(np.float64)
     if inp.probe is not None and np.isfinite(probe) and accepted.any():
         probed, rises, typical = probe_verdict(inp, pull, accepted, ratio=probe, step=probe_step,
                                                slack=probe_slack, centre=own)
+        details["probe_rise"] = rises
+        details["probe_typical"] = np.full(k, typical)
+        details["probe_limit"] = np.full(k, float(probe) * typical + float(probe_slack))
         weighed = probed | (accepted & (prior >= forgive))
         accepted = probed
         if np.isfinite(probe_scale):
@@ -271,7 +283,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
 
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
-    return AggregationResult(model, reputations, shares)
+    return AggregationResult(model, reputations, shares, details)
 
 
 def passes_probe(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarray, *,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +40,8 @@ class Aggregated:
     step: float = 1.0
     """The share of the way to the rule's (and momentum's) model that the acceptance test
     kept: 1 with the test off or passed, 0 when the node kept its own model."""
+    details: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """What the rule measured of each buffered model as sent (`AggregationResult.details`)."""
 
 
 def find_head(spec: ModelSpec, classes: int) -> tuple[slice | None, int | None]:
@@ -117,6 +119,7 @@ class Aggregator:
         senders_hex = tuple(s.hex() for s in senders)
         result = self._rule(own, own_score, senders_hex, [b.vec for b in buffered],
                             [b.score for b in buffered], reputations)
+        details = result.details  # of the models as sent
         factors = np.ones(len(buffered)) if shrink is None else np.asarray(shrink, np.float64)
         kept = [int(i) for i in np.flatnonzero(result.weights > 0)]
         if np.any(factors[kept] < 1.0):
@@ -137,7 +140,7 @@ class Aggregator:
                 np.subtract(self.anchor, model, out=self.velocity)
         if self.anchor is not None:
             self.anchor = model
-        return Aggregated(model, dict(result.reputations), result.weights, step)
+        return Aggregated(model, dict(result.reputations), result.weights, step, details)
 
     def _rule(self, own: np.ndarray, own_score: float, senders: Sequence[str],
               models: Sequence[np.ndarray], scores: Sequence[float],

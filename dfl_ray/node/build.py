@@ -139,6 +139,7 @@ def node_params(config: Config, node_id: int, peers: tuple[int, ...], n_train: i
         seed=cfg.experiment.seed,
         device=device,
         colluders=frozenset(attackers - {node_id}) if node_id in attackers else frozenset(),
+        trace=cfg.experiment.trace,
     )
 
 

@@ -170,6 +170,11 @@ class NodeGroup:
         with self.lock:
             return {n: node.get_stats() for n, node in self.nodes.items()}
 
+    def trace(self, cursors: Mapping[int, int]) -> dict[int, tuple[int, list[dict[str, float]]]]:
+        """Each node's aggregation trace from its cursor on (`Node.trace_rows`)."""
+        with self.lock:
+            return {n: node.trace_rows(cursors.get(n, 0)) for n, node in self.nodes.items()}
+
     def addresses(self) -> dict[int, str]:
         return {n: ident.address for n, ident in self.identities.items()}
 

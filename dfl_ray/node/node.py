@@ -8,6 +8,7 @@ defense rule and momentum). Nothing here imports Ray: a transport carries the me
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -50,7 +51,7 @@ from dfl_ray.messages import (
     TxMessage,
 )
 from dfl_ray.models.flat import ModelSpec
-from dfl_ray.node.aggregator import Aggregator, Buffered
+from dfl_ray.node.aggregator import Aggregated, Aggregator, Buffered
 from dfl_ray.node.inbound import (
     endorse_reply_fault,
     endorse_request_fault,
@@ -152,6 +153,8 @@ class DFLNode:
         self.resend_candidate = False
         self.checkpointed_turn: int | None = None
         self.timer = Stopwatch()
+        # With `params.trace`: one row per model aggregated (`trace_rows`); not checkpointed.
+        self.trace: list[dict[str, float]] = []
 
     # ----------------------------------------------------------------- reads
 
@@ -178,6 +181,13 @@ class DFLNode:
             "seq": self.seq,
             "staleness": dict(self.staleness),
         }
+
+    def trace_rows(self, cursor: int) -> tuple[int, list[dict[str, float]]]:
+        """(how many trace rows this node holds, those from `cursor` on): the aggregation
+        trace a caller reads in parts. A node restarted since holds fewer rows than the caller
+        read: it then gets them all (the old ones died with the process)."""
+        rows = self.trace
+        return len(rows), list(rows[cursor:] if cursor <= len(rows) else rows)
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Accuracy of the current model on a test set (metrics only, not protocol work)."""
@@ -544,6 +554,8 @@ class DFLNode:
             )
             self.learner.load(result.model)
             self.reputations = result.reputations
+            if self.params.trace:
+                self._record(creators, result)
             self.buffer = self.ahead
             self.ahead = {}
             self.counters["aggregations"] += 1
@@ -554,6 +566,17 @@ class DFLNode:
             if reused:
                 self.counters["reused"] += len(reused)
         return True
+
+    def _record(self, creators: list[bytes], result: Aggregated) -> None:
+        """Append one trace row per aggregated model: the rule's weight, the sender's new
+        reputation and what the rule measured of the model (`Aggregated.details`)."""
+        for i, creator in enumerate(creators):
+            row = {"round": float(self.seq), "receiver": float(self.id),
+                   "sender": float(self.directory.get(creator, -1)),
+                   "weight": float(result.weights[i]),
+                   "reputation": float(result.reputations.get(creator.hex(), math.nan))}
+            row.update((name, float(values[i])) for name, values in result.details.items())
+            self.trace.append(row)
 
     def _attack_oracle(self) -> Callable[[np.ndarray], float]:
         """What an attacker that reads its own validation split measures a model vector by."""

@@ -38,6 +38,8 @@ class NodeParams:
     device: str = "cpu"
     colluders: frozenset[int] = frozenset()
     """The other attackers, for an attacker: their models are not taken as honest observations."""
+    trace: bool = False
+    """Keep one row per model aggregated (`Node.trace`; `experiment.trace`)."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import pytest
 
 from dfl_ray.defense import (
     AggregationInput,
+    AggregationResult,
     get_rule,
     rule_uses_base,
     rule_uses_head,
@@ -676,3 +677,43 @@ def test_sign_test_skips_models_too_small_to_read() -> None:
     rows = np.abs(honest(3)) + 1.0  # above the own model everywhere
     assert np.all(sign_skews(make_input(rows, [0.5] * 3, own=own)) == 0.0)
     assert np.all(dfl_guard(make_input(rows, [0.5] * 3, own=own), gate=np.inf).weights > 0)
+
+
+def test_details_record_what_each_test_measured_of_each_model() -> None:
+    """The rule's details say, per received model, its distance, the radius, whether it passed
+    the tests before the probe, and its probe rise against the limit it was held to: a model
+    that fails the gate is never probed (NaN), one that raises the loss past the limit is
+    left out although it passed the tests before the probe."""
+    own = np.zeros(D, dtype=np.float32)
+    goal = np.ones(D, dtype=np.float32)
+    peers = np.random.default_rng(11).standard_normal((6, D)) * 0.2
+    models = np.vstack([peers, -goal * 0.2, RNG.random((1, D)) * 50]).astype(np.float32)
+
+    def probe(vec: np.ndarray) -> float:
+        return float(((vec - goal) ** 2).mean())
+
+    plain = make_input(models, [0.5] * 8, own=own)
+    inp = AggregationInput(own=own, own_score=0.9, models=plain.matrix, senders=plain.senders,
+                           scores=plain.scores, reputations={}, probe=probe)
+    result = dfl_guard(inp)
+    d = result.details
+    assert set(d) == {"distance", "gate", "sign", "radius", "tests_passed", "probe_rise",
+                      "probe_typical", "probe_limit"}  # no head given: no reversal or balance
+    assert d["gate"][7] == 0.0 and np.all(d["gate"][:7] == 1.0)
+    for values in d.values():
+        assert values.shape == (8,) and values.dtype == np.float64
+    np.testing.assert_allclose(d["distance"], np.linalg.norm(models - own, axis=1), rtol=1e-5)
+    assert d["tests_passed"][7] == 0.0 and np.isnan(d["probe_rise"][7])  # the far one: gated
+    assert d["tests_passed"][6] == 1.0 and d["probe_rise"][6] > d["probe_limit"][6]
+    assert result.weights[6] == 0.0 and result.weights[7] == 0.0
+    honest_rises = d["probe_rise"][:6]
+    assert np.all(honest_rises <= d["probe_limit"][:6]) and np.all(result.weights[:6] > 0)
+    typical = max(float(np.median(d["probe_rise"][:7])), 0.0)
+    assert d["probe_typical"][0] == pytest.approx(typical)
+    assert d["probe_limit"][0] == pytest.approx(2.0 * typical + 0.05)
+    assert "probe_rise" not in dfl_guard(inp, probe=np.inf).details  # the probe off
+
+
+def test_a_result_whose_details_do_not_match_its_weights_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"details\['rise'\]"):
+        AggregationResult(np.zeros(3, np.float32), {}, np.zeros(2), {"rise": np.zeros(3)})
