@@ -171,6 +171,11 @@ def report(run: Path, args: argparse.Namespace) -> None:
     for attacker in (False, True):
         print(describe([o for o in late if o.attacker == attacker],
                        "attackers" if attacker else "honest", tests))
+    if args.per_sender:
+        print("\nper sender (a: attacker)")
+        for sender in sorted({o.sender for o in late}):
+            mine = [o for o in late if o.sender == sender]
+            print(describe(mine, f"{sender}{' a' if mine[0].attacker else ''}", tests))
     print(f"\nper {args.span} rounds: typical rise (median), limit (median), share of the "
           "attackers' and the honest models past the tests that pass the probe")
     spans: dict[int, list[Offer]] = defaultdict(list)
@@ -205,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders with aggregations.csv")
     parser.add_argument("--from-round", type=int, default=0,
                         help="read offers from this round on (default: 0)")
+    parser.add_argument("--per-sender", action="store_true",
+                        help="also print the shares for each sender")
     parser.add_argument("--span", type=int, default=5,
                         help="rounds per line of the per-round table (default: 5)")
     parser.add_argument("--ratios", type=float, nargs="+", default=[2.0],
