@@ -193,8 +193,10 @@ def report(run: Path, args: argparse.Namespace) -> None:
               f"{typical:.4f} limit {limit:.4f}  attackers {shares[1]:.2f}  honest {shares[0]:.2f}")
     own = replay(late, params, ratio=float(params["probe"]), slack=float(params["probe_slack"]),
                  forgive=float(params["forgive"]))
-    ran = {a: float(np.mean([o.weight > 0.0 for o in late if o.attacker == a]) or 0.0)
-           for a in (False, True)}
+    ran = {}
+    for attacker in (False, True):
+        mine = [o.weight > 0.0 for o in late if o.attacker == attacker]
+        ran[attacker] = float(np.mean(mine)) if mine else math.nan
     print(f"\nreplay: share of offers weighted, honest / attackers (the run's own limits, "
           f"replayed {own[False]:.3f} / {own[True]:.3f}, as run {ran[False]:.3f} / "
           f"{ran[True]:.3f})")
