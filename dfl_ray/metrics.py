@@ -302,9 +302,10 @@ class TraceWriter:
     format, one row per aggregated model and measure (`weight`, `reputation` and what the rule
     measured: dfl_guard's `distance`, `probe_rise`, `probe_limit`, ...).
 
-    `collect` reads each node from where it was last read, so rows are written once; the file
-    is flushed after each call, so a killed run keeps what it collected. Sender -1 is a creator
-    missing from the node's directory.
+    `collect` reads each node from where it was last read, so rows are written once, and all
+    the rows of a node rebuilt since (a new trace epoch); the file is flushed after each call,
+    so a killed run keeps what it collected. Sender -1 is a creator missing from the node's
+    directory.
     """
 
     def __init__(self, out_dir: Path) -> None:
@@ -315,15 +316,15 @@ class TraceWriter:
         if new_file:
             self._writer.writerow(TRACE_HEADER)
             self._file.flush()
-        self.cursors: dict[int, int] = {}
+        self.cursors: dict[int, tuple[str, int]] = {}
         self.rows = 0
 
     def collect(self, net: Any) -> int:
         """Write the rows the nodes of `net` (anything with `trace(cursors)`) gathered since the
         last call; returns how many aggregated models they cover."""
         models = 0
-        for node, (total, rows) in sorted(net.trace(self.cursors).items()):
-            self.cursors[node] = total
+        for node, (epoch, total, rows) in sorted(net.trace(self.cursors).items()):
+            self.cursors[node] = (epoch, total)
             for row in rows:
                 head = (int(row["round"]), int(row["receiver"]), int(row["sender"]))
                 for measure, value in row.items():

@@ -325,16 +325,20 @@ def test_invalid_format_table_columns(columns: Any) -> None:
 
 
 class _TracingNet:
-    """Stands in for a Network: each node's trace rows, read from a cursor (`Node.trace_rows`)."""
+    """Stands in for a Network: each node's trace rows under an epoch, read from a cursor as
+    `DFLNode.trace_rows` reads them."""
 
     def __init__(self) -> None:
         self.rows: dict[int, list[dict[str, float]]] = {0: [], 1: []}
+        self.epochs = {0: "a", 1: "b"}
 
-    def trace(self, cursors: dict[int, int]) -> dict[int, tuple[int, list[dict[str, float]]]]:
+    def trace(self, cursors: dict[int, tuple[str, int]]
+              ) -> dict[int, tuple[str, int, list[dict[str, float]]]]:
         out = {}
         for node, rows in self.rows.items():
-            start = cursors.get(node, 0)
-            out[node] = (len(rows), list(rows[start:] if start <= len(rows) else rows))
+            epoch, cursor = cursors.get(node, ("", 0))
+            start = cursor if epoch == self.epochs[node] else 0
+            out[node] = (self.epochs[node], len(rows), rows[start:])
         return out
 
 
@@ -350,8 +354,11 @@ def test_trace_writer_writes_each_row_once_and_all_of_a_restarted_node(tmp_path:
     net.rows[1] += [_row(0, 1, 0, 0.25), _row(1, 1, 0, 0.0)]
     assert writer.collect(net) == 3
     assert writer.collect(net) == 0  # nothing new: nothing written twice
-    net.rows[1] = [_row(2, 1, 0, 0.75)]  # node 1 restarted: its old rows died with it
-    assert writer.collect(net) == 1
+    # Node 1 rebuilt after a restart: a new epoch, its old rows gone, and more rows already
+    # than were read before; every one of them is new.
+    net.rows[1] = [_row(2, 1, 0, 0.75), _row(3, 1, 0, 0.5), _row(4, 1, 0, 0.5)]
+    net.epochs[1] = "c"
+    assert writer.collect(net) == 3
     writer.close()
     with (tmp_path / TRACE_NAME).open(newline="") as f:
         rows = list(csv.reader(f))
@@ -359,7 +366,9 @@ def test_trace_writer_writes_each_row_once_and_all_of_a_restarted_node(tmp_path:
     assert rows[1:] == [["0", "0", "1", "weight", "0.5"], ["0", "0", "1", "probe_rise", ""],
                         ["0", "1", "0", "weight", "0.25"], ["0", "1", "0", "probe_rise", ""],
                         ["1", "1", "0", "weight", "0.0"], ["1", "1", "0", "probe_rise", ""],
-                        ["2", "1", "0", "weight", "0.75"], ["2", "1", "0", "probe_rise", ""]]
+                        ["2", "1", "0", "weight", "0.75"], ["2", "1", "0", "probe_rise", ""],
+                        ["3", "1", "0", "weight", "0.5"], ["3", "1", "0", "probe_rise", ""],
+                        ["4", "1", "0", "weight", "0.5"], ["4", "1", "0", "probe_rise", ""]]
     again = TraceWriter(tmp_path)  # a resumed run appends under the one header
     again.close()
     assert (tmp_path / TRACE_NAME).read_text().count("round,receiver") == 1

@@ -18,6 +18,7 @@ from dfl_ray.actors.transport import HostTransport, resolve
 from dfl_ray.messages import Message
 from dfl_ray.node import HostSetup, NodeGroup
 from dfl_ray.node.faults import FaultPlan
+from dfl_ray.node.node import TraceRead
 
 IN_FLIGHT_MAX = 64
 """async: most batches sent to one peer host and not yet taken by it."""
@@ -257,7 +258,7 @@ class NodeHost(NodeGroup):
             return super().evaluate()
         return self.loop.call(super().evaluate)
 
-    def trace(self, cursors: Mapping[int, int]) -> dict[int, tuple[int, list[dict[str, float]]]]:
+    def trace(self, cursors: Mapping[int, tuple[str, int]]) -> dict[int, TraceRead]:
         if self.loop is None:
             return super().trace(cursors)
         return self.loop.call(lambda: super(NodeHost, self).trace(cursors))

@@ -24,6 +24,7 @@ from dfl_ray.ledger import Genesis
 from dfl_ray.messages import Message
 from dfl_ray.models.flat import ModelSpec
 from dfl_ray.node import HostSetup
+from dfl_ray.node.node import TraceRead
 
 PLACEMENT_TIMEOUT_S = 60.0
 SETTLE_TIMEOUT_S = 60.0
@@ -498,13 +499,13 @@ class Network:
     def stats(self) -> dict[int, dict[str, Any]]:
         return self._collect("stats", self._last_stats)
 
-    def trace(self, cursors: Mapping[int, int]) -> dict[int, tuple[int, list[dict[str, float]]]]:
-        """The aggregation trace of every node on a host that answers, from its cursor on
-        (`Node.trace_rows`); a down host's nodes are left out and read later from where they
+    def trace(self, cursors: Mapping[int, tuple[str, int]]) -> dict[int, TraceRead]:
+        """The aggregation trace of every node on a host that answers, from its (epoch, cursor)
+        on (`Node.trace_rows`); a down host's nodes are left out and read later from where they
         were."""
         answers = self._gather({h: self.hosts[h].trace.remote(dict(cursors)) for h in self._up()},
                                time.monotonic() + self.round_timeout())
-        out: dict[int, tuple[int, list[dict[str, float]]]] = {}
+        out: dict[int, TraceRead] = {}
         for part in answers.values():
             out.update(part)
         return out

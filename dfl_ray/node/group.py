@@ -16,7 +16,7 @@ from dfl_ray.messages import LocalTransport, Message
 from dfl_ray.models.flat import as_tensor_readonly
 from dfl_ray.node.build import HostSetup, SharedData, build_nodes, node_identity, resolve_device
 from dfl_ray.node.memo import CheckMemo
-from dfl_ray.node.node import DFLNode
+from dfl_ray.node.node import DFLNode, TraceRead
 
 
 class NodeEvaluation(float):
@@ -170,10 +170,10 @@ class NodeGroup:
         with self.lock:
             return {n: node.get_stats() for n, node in self.nodes.items()}
 
-    def trace(self, cursors: Mapping[int, int]) -> dict[int, tuple[int, list[dict[str, float]]]]:
-        """Each node's aggregation trace from its cursor on (`Node.trace_rows`)."""
+    def trace(self, cursors: Mapping[int, tuple[str, int]]) -> dict[int, TraceRead]:
+        """Each node's aggregation trace from its (epoch, cursor) on (`Node.trace_rows`)."""
         with self.lock:
-            return {n: node.trace_rows(cursors.get(n, 0)) for n, node in self.nodes.items()}
+            return {n: node.trace_rows(*cursors.get(n, ("", 0))) for n, node in self.nodes.items()}
 
     def addresses(self) -> dict[int, str]:
         return {n: ident.address for n, ident in self.identities.items()}

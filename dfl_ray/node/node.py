@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -63,6 +64,10 @@ from dfl_ray.node.memo import CheckMemo
 from dfl_ray.node.params import NodeData, NodeParams
 from dfl_ray.node.resume import restore, save_checkpoint
 from dfl_ray.timing import Stopwatch
+
+TraceRead = tuple[str, int, list[dict[str, float]]]
+"""What `DFLNode.trace_rows` returns: (the trace's epoch, how many rows it holds, its rows from
+the cursor on)."""
 
 
 class DFLNode:
@@ -153,8 +158,10 @@ class DFLNode:
         self.resend_candidate = False
         self.checkpointed_turn: int | None = None
         self.timer = Stopwatch()
-        # With `params.trace`: one row per model aggregated (`trace_rows`); not checkpointed.
+        # With `params.trace`: one row per model aggregated (`trace_rows`); not checkpointed,
+        # so a node rebuilt after a restart starts a new trace, under a new `trace_epoch`.
         self.trace: list[dict[str, float]] = []
+        self.trace_epoch = uuid.uuid4().hex
 
     # ----------------------------------------------------------------- reads
 
@@ -182,12 +189,12 @@ class DFLNode:
             "staleness": dict(self.staleness),
         }
 
-    def trace_rows(self, cursor: int) -> tuple[int, list[dict[str, float]]]:
-        """(how many trace rows this node holds, those from `cursor` on): the aggregation
-        trace a caller reads in parts. A node restarted since holds fewer rows than the caller
-        read: it then gets them all (the old ones died with the process)."""
-        rows = self.trace
-        return len(rows), list(rows[cursor:] if cursor <= len(rows) else rows)
+    def trace_rows(self, epoch: str, cursor: int) -> TraceRead:
+        """(this trace's epoch, how many rows it holds, its rows from `cursor` on): the
+        aggregation trace a caller reads in parts. A caller that last read another epoch (the
+        node was rebuilt since, and its old rows died with the process) gets every row."""
+        start = cursor if epoch == self.trace_epoch else 0
+        return self.trace_epoch, len(self.trace), self.trace[start:]
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Accuracy of the current model on a test set (metrics only, not protocol work)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -27,10 +27,13 @@ def test_the_trace_records_every_aggregated_model_and_the_replay_reproduces_the_
     attackers = set(json.loads((run / "partition.json").read_text())["attackers"])
     assert attackers == {3}
     measures: dict[tuple[int, int, int], dict[str, str]] = defaultdict(dict)
+    written: Counter[tuple[int, int, int, str]] = Counter()
     with (run / TRACE_NAME).open(newline="") as f:
         for row in csv.DictReader(f):
-            measures[(int(row["round"]), int(row["receiver"]), int(row["sender"]))][
-                row["measure"]] = row["value"]
+            key = (int(row["round"]), int(row["receiver"]), int(row["sender"]))
+            measures[key][row["measure"]] = row["value"]
+            written[(*key, row["measure"])] += 1
+    assert set(written.values()) == {1}  # read at every evaluation, each row written once
     # Every node's every aggregation, one entry per model it aggregated.
     per_node = summary["per_node"]
     for node in range(4):
