@@ -130,7 +130,8 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            probe: float = 2.0, probe_step: float = 0.5,
                            probe_slack: float = 0.05, penalty: float | None = None,
                            entry: float = 0.0, forgive: float = math.inf,
-                           probe_scale: float = math.inf) -> None:
+                           probe_scale: float = math.inf,
+                           reversal_drop: float | None = None) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
     check_number("probe_scale", probe_scale, 0.0, low_open=True, allow_inf=True)
@@ -149,6 +150,8 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     check_number("own_weight", own_weight, 0.0, low_open=True)
     check_number("oppose", oppose, 0.0, 1.0)
     check_number("reversal", reversal, 0.0, 1.0)
+    if reversal_drop is not None:
+        check_number("reversal_drop", reversal_drop, float(reversal), 1.0)
     check_number("balance", balance, 0.0, 1.0)
     check_number("kin", kin, 0.0, 1.0)
     check_number("sign", sign, 0.0, 1.0)
@@ -165,7 +168,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               probe: float = 2.0, probe_step: float = 0.5,
               probe_slack: float = 0.05, penalty: float | None = None,
               entry: float = 0.0, forgive: float = math.inf,
-              probe_scale: float = math.inf) -> AggregationResult:
+              probe_scale: float = math.inf,
+              reversal_drop: float | None = None) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -184,6 +188,12 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     reversal: a model whose output-bias update has head skew below -reversal (see
         `passes_reversal`) counts for nothing this round (needs `inp.head` and `inp.head_base`
         or `inp.base`, skipped without them; 1 turns the test off).
+    reversal_drop: with it set (at least `reversal`), a model whose skew is below -reversal
+        but not below -reversal_drop keeps its weight this round and observes q = 0: a sender
+        whose updates read as reversed round after round sinks below `floor`, while one whose
+        skew is near zero and falls below now and then (an honest sender holding several
+        classes) loses some reputation instead of its whole weight (None, the default: the
+        same as `reversal`, one level).
     balance: a model whose output-bias difference from the own model has |sum| / sum of
         |entries| above it (see `head_imbalance`) counts for nothing this round (needs
         `inp.head`, skipped without it; 1 turns the test off).
@@ -221,7 +231,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
-                           entry=entry, forgive=forgive, probe_scale=probe_scale)
+                           entry=entry, forgive=forgive, probe_scale=probe_scale,
+                           reversal_drop=reversal_drop)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -240,8 +251,13 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
 
     if inp.base is not None and oppose < 1.0:
         test("opposition", own_update_cosines(inp, int(coords)) >= -oppose)
+    marked = np.zeros(k, dtype=bool)  # failed the reversal test but kept this round's weight
     if inp.start_head is not None and reversal < 1.0:
-        test("reversal", passes_reversal(inp, reversal, accepted))
+        skews = reversal_readings(inp, reversal, accepted)
+        details["reversal_skew"] = skews
+        drop = reversal if reversal_drop is None else float(reversal_drop)
+        marked = (skews < -reversal) & (skews >= -drop)
+        test("reversal", skews >= -drop)
     if inp.head is not None and balance < 1.0:
         test("balance", head_imbalance(inp) <= balance)
     if sign < 1.0:
@@ -264,7 +280,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         if np.isfinite(probe_scale):
             excess = np.nan_to_num(rises - typical, nan=np.inf)
             grade = np.clip(1.0 - excess / float(probe_scale), 0.0, 1.0)
-    observed = (accepted & (inp.scores >= reference - margin)) * grade
+    observed = (accepted & ~marked & (inp.scores >= reference - margin)) * grade
     reputation = (1.0 - beta) * prior + beta * observed
     if penalty is not None:
         reputation = np.where(observed > 0.0, reputation, (1.0 - float(penalty)) * prior)
@@ -412,7 +428,15 @@ def kin_counts(inp: AggregationInput, kin: float, voting: np.ndarray | None = No
 
 def passes_reversal(inp: AggregationInput, reversal: float,
                     candidates: np.ndarray | None = None) -> np.ndarray:
-    """bool [k]: the received models whose output-layer update is not reversed.
+    """bool [k]: the received models whose output-layer update is not reversed: whose skew as
+    `reversal_readings` reads it is at least -`reversal`."""
+    return reversal_readings(inp, reversal, candidates) >= -reversal
+
+
+def reversal_readings(inp: AggregationInput, reversal: float,
+                      candidates: np.ndarray | None = None) -> np.ndarray:
+    """float64 [k]: the head skew of each received model's output-layer update as the reversal
+    test reads it.
 
     A model passes when its head skew against the own round start (`head_skew`) is at least
     -`reversal`. When that test would reject more than half of `candidates` (the models the
@@ -432,8 +456,8 @@ def passes_reversal(inp: AggregationInput, reversal: float,
     pool = np.ones(inp.k, dtype=bool) if candidates is None else candidates
     if 2 * np.count_nonzero(pool & ~passed) > np.count_nonzero(pool):
         against_median = _skews_against(inp, heads, np.median(heads, axis=0))
-        passed = np.maximum(against_start, against_median) >= -reversal
-    return passed
+        return np.maximum(against_start, against_median)
+    return against_start
 
 
 def head_skew(inp: AggregationInput) -> np.ndarray:

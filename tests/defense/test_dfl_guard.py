@@ -24,6 +24,7 @@ from dfl_ray.defense.guard import (
     own_update_cosines,
     passes_reversal,
     probe_verdict,
+    reversal_readings,
     sign_skews,
 )
 from dfl_ray.defense.shield import dfl_shield
@@ -717,3 +718,36 @@ def test_details_record_what_each_test_measured_of_each_model() -> None:
 def test_a_result_whose_details_do_not_match_its_weights_is_refused() -> None:
     with pytest.raises(ValueError, match=r"details\['rise'\]"):
         AggregationResult(np.zeros(3, np.float32), {}, np.zeros(2), {"rise": np.zeros(3)})
+
+
+def test_reversal_drop_keeps_the_weight_of_a_slightly_reversed_reading_for_a_while() -> None:
+    """With `reversal_drop` a skew between -reversal_drop and -reversal keeps the model's
+    weight this round and costs its sender reputation (q = 0): a sender holding several classes,
+    whose skew is near zero, is not left out for one reading below zero, one that reads so
+    round after round sinks below the floor, and a clearly reversed update is left out at once."""
+    base, own, models = skewed_round()
+    several = np.full(CLASSES, 0.02, dtype=np.float32)
+    several[5:] = -0.01
+    several[-1] = -0.03  # skew (0.02 - 0.03) / (0.02 + 0.03) = -0.2
+    wide = base + honest(1)[0] * np.float32(0.01)
+    wide[HEAD] = base[HEAD] + several
+    received = np.vstack([models[:4], wide, models[4:5]]).astype(np.float32)
+    inp = head_input(received, own, base)
+    skews = reversal_readings(inp, 0.0)
+    assert -0.25 < skews[4] < -0.15 and skews[5] < -0.3
+    one_level = dfl_guard(inp, gate=np.inf)
+    assert one_level.weights[4] == 0.0 and one_level.weights[5] == 0.0
+    np.testing.assert_allclose(one_level.details["reversal_skew"], skews)
+    reps: dict[str, float] = {}
+    kept = []
+    for _ in range(5):  # the same round again and again
+        inp = AggregationInput(own=own, own_score=0.9, models=received, senders=inp.senders,
+                               scores=inp.scores, reputations=reps, head=HEAD, base=base)
+        two_level = dfl_guard(inp, gate=np.inf, reversal_drop=0.3)
+        reps = two_level.reputations
+        assert two_level.weights[5] == 0.0 and np.all(two_level.weights[:4] > 0)
+        kept.append(two_level.weights[4] > 0.0)
+    assert kept == [True, True, True, False, False]  # reputation 0.7, 0.49, 0.34, 0.24 < 0.3
+    assert reps["n4"] == pytest.approx(0.7 ** 5) and reps["n0"] == 1.0
+    with pytest.raises(ValueError, match="reversal_drop"):
+        get_rule("dfl_guard")(inp, {"reversal": 0.2, "reversal_drop": 0.1})
