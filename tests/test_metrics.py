@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,7 @@ from dfl_ray.metrics import (
     TraceWriter,
     format_table,
 )
+from dfl_ray.node.node import DFLNode
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -325,21 +328,19 @@ def test_invalid_format_table_columns(columns: Any) -> None:
 
 
 class _TracingNet:
-    """Stands in for a Network: each node's trace rows under an epoch, read from a cursor as
-    `DFLNode.trace_rows` reads them."""
+    """Stands in for a Network: nodes that hold only their trace, read by `DFLNode.trace_rows`."""
 
     def __init__(self) -> None:
-        self.rows: dict[int, list[dict[str, float]]] = {0: [], 1: []}
-        self.epochs = {0: "a", 1: "b"}
+        self.nodes = {n: self.node() for n in (0, 1)}
+
+    @staticmethod
+    def node() -> SimpleNamespace:
+        return SimpleNamespace(trace=[], trace_start=0, trace_epoch=uuid.uuid4().hex)
 
     def trace(self, cursors: dict[int, tuple[str, int]]
               ) -> dict[int, tuple[str, int, list[dict[str, float]]]]:
-        out = {}
-        for node, rows in self.rows.items():
-            epoch, cursor = cursors.get(node, ("", 0))
-            start = cursor if epoch == self.epochs[node] else 0
-            out[node] = (self.epochs[node], len(rows), rows[start:])
-        return out
+        return {n: DFLNode.trace_rows(node, *cursors.get(n, ("", 0)))  # type: ignore[arg-type]
+                for n, node in self.nodes.items()}
 
 
 def _row(r: int, receiver: int, sender: int, weight: float) -> dict[str, float]:
@@ -350,14 +351,15 @@ def _row(r: int, receiver: int, sender: int, weight: float) -> dict[str, float]:
 def test_trace_writer_writes_each_row_once_and_all_of_a_restarted_node(tmp_path: Path) -> None:
     net = _TracingNet()
     writer = TraceWriter(tmp_path)
-    net.rows[0] += [_row(0, 0, 1, 0.5)]
-    net.rows[1] += [_row(0, 1, 0, 0.25), _row(1, 1, 0, 0.0)]
+    net.nodes[0].trace += [_row(0, 0, 1, 0.5)]
+    net.nodes[1].trace += [_row(0, 1, 0, 0.25), _row(1, 1, 0, 0.0)]
     assert writer.collect(net) == 3
     assert writer.collect(net) == 0  # nothing new: nothing written twice
+    assert net.nodes[1].trace == [] and net.nodes[1].trace_start == 2  # read rows forgotten
     # Node 1 rebuilt after a restart: a new epoch, its old rows gone, and more rows already
     # than were read before; every one of them is new.
-    net.rows[1] = [_row(2, 1, 0, 0.75), _row(3, 1, 0, 0.5), _row(4, 1, 0, 0.5)]
-    net.epochs[1] = "c"
+    net.nodes[1] = net.node()
+    net.nodes[1].trace += [_row(2, 1, 0, 0.75), _row(3, 1, 0, 0.5), _row(4, 1, 0, 0.5)]
     assert writer.collect(net) == 3
     writer.close()
     with (tmp_path / TRACE_NAME).open(newline="") as f:

@@ -158,9 +158,11 @@ class DFLNode:
         self.resend_candidate = False
         self.checkpointed_turn: int | None = None
         self.timer = Stopwatch()
-        # With `params.trace`: one row per model aggregated (`trace_rows`); not checkpointed,
-        # so a node rebuilt after a restart starts a new trace, under a new `trace_epoch`.
+        # With `params.trace`: one row per model aggregated not yet read (`trace_rows`), the
+        # first of them row `trace_start` of the trace; not checkpointed, so a node rebuilt
+        # after a restart starts a new trace, under a new `trace_epoch`.
         self.trace: list[dict[str, float]] = []
+        self.trace_start = 0
         self.trace_epoch = uuid.uuid4().hex
 
     # ----------------------------------------------------------------- reads
@@ -190,11 +192,15 @@ class DFLNode:
         }
 
     def trace_rows(self, epoch: str, cursor: int) -> TraceRead:
-        """(this trace's epoch, how many rows it holds, its rows from `cursor` on): the
-        aggregation trace a caller reads in parts. A caller that last read another epoch (the
-        node was rebuilt since, and its old rows died with the process) gets every row."""
-        start = cursor if epoch == self.trace_epoch else 0
-        return self.trace_epoch, len(self.trace), self.trace[start:]
+        """(this trace's epoch, how many rows it has had, its rows from `cursor` on): the
+        aggregation trace a caller reads in parts, passing back what it got. The rows before
+        `cursor` are forgotten: the caller has them. A caller that last read another epoch
+        (the node was rebuilt since, and its old rows died with the process) gets every row
+        held."""
+        if epoch == self.trace_epoch and cursor > self.trace_start:
+            del self.trace[:cursor - self.trace_start]
+            self.trace_start = cursor
+        return self.trace_epoch, self.trace_start + len(self.trace), list(self.trace)
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Accuracy of the current model on a test set (metrics only, not protocol work)."""
