@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import itertools
 import json
 import math
@@ -39,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dfl_ray.defense.guard import dfl_guard  # noqa: E402
+from dfl_ray.defense import rule_params  # noqa: E402
+from dfl_ray.defense.guard import probe_limit, reputation_step  # noqa: E402
 from dfl_ray.metrics import TRACE_HEADER, TRACE_NAME  # noqa: E402
 from dfl_ray.results import Tee, add_results_argument, record_output  # noqa: E402
 
@@ -64,12 +64,8 @@ class Offer:
     """Probe rise (NaN where the probe did not run: the model failed a test before it)."""
     typical: float
     limit: float
-
-
-def rule_defaults() -> dict[str, float]:
-    """dfl_guard's default parameters, by name."""
-    return {name: p.default for name, p in inspect.signature(dfl_guard).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    skew: float
+    """The output-layer skew the reversal test read (NaN where the test was off)."""
 
 
 def read_run(run: Path) -> tuple[list[Offer], dict[str, Any]]:
@@ -86,7 +82,7 @@ def read_run(run: Path) -> tuple[list[Offer], dict[str, Any]]:
     defense = (config or {}).get("defense", {})
     if defense.get("rule", "dfl_guard") != "dfl_guard":
         raise ValueError(f"{run}: the rule is {defense['rule']!r}; this reads dfl_guard's trace")
-    params = {**rule_defaults(), **(defense.get("params") or {})}
+    params = {**rule_params("dfl_guard"), **(defense.get("params") or {})}
     rows: dict[tuple[int, int, int], dict[str, float]] = defaultdict(dict)
     with trace.open(newline="") as f:
         reader = csv.reader(f)
@@ -105,7 +101,8 @@ def read_run(run: Path) -> tuple[list[Offer], dict[str, Any]]:
                             m["tests_passed"] > 0.0,
                             {t: m[t] > 0.0 for t in TESTS if t in m},
                             m.get("probe_rise", math.nan),
-                            m.get("probe_typical", math.nan), m.get("probe_limit", math.nan)))
+                            m.get("probe_typical", math.nan), m.get("probe_limit", math.nan),
+                            m.get("reversal_skew", math.nan)))
     return offers, params
 
 
@@ -135,24 +132,31 @@ def describe(offers: Sequence[Offer], label: str, tests: Sequence[str]) -> str:
 def replay(offers: Iterable[Offer], params: dict[str, Any], *, ratio: float, slack: float,
            forgive: float) -> dict[bool, float]:
     """Share of the offers of honest (False) and attacking (True) senders that would get weight
-    with the probe limit ratio x typical + slack and `forgive`, reputations rerun as dfl_guard
-    runs them (its score test and kin counts left out: they do not zero a weight by default)."""
-    beta, floor, initial = (float(params[k]) for k in ("beta", "floor", "initial"))
-    entry = float(params.get("entry", 0.0))
-    penalty = params.get("penalty")
+    with the probe limit ratio x typical + slack and `forgive`, reputations rerun by dfl_guard's
+    own `reputation_step` (its score test, `probe_scale` and kin counts left out: by default
+    they zero no weight)."""
+    reversal = float(params["reversal"])
+    drop = reversal if params.get("reversal_drop") is None else float(params["reversal_drop"])
+    step = {k: params[k] for k in ("beta", "floor", "penalty", "entry")}
     reputation: dict[tuple[int, int], float] = {}
     got: dict[bool, list[bool]] = {False: [], True: []}
-    for o in sorted(offers, key=lambda o: (o.round, o.receiver, o.sender)):
-        key = (o.receiver, o.sender)
-        prior = reputation.get(key, initial)
-        passed = o.tests_passed and (not math.isfinite(o.rise)
-                                     or o.rise <= ratio * o.typical + slack)
-        rep = (1.0 - beta) * prior + beta * float(passed)
-        if penalty is not None and not passed:
-            rep = (1.0 - float(penalty)) * prior
-        reputation[key] = rep
-        weighed = passed or (o.tests_passed and prior >= forgive)
-        got[o.attacker].append(weighed and rep >= floor and prior >= entry)
+    aggregations: dict[tuple[int, int], list[Offer]] = defaultdict(list)
+    for o in offers:
+        aggregations[(o.round, o.receiver)].append(o)
+    for (_, receiver), group in sorted(aggregations.items()):
+        prior = np.array([reputation.get((receiver, o.sender), float(params["initial"]))
+                          for o in group])
+        tested = np.array([o.tests_passed for o in group])
+        passed = tested & np.array([not math.isfinite(o.rise)
+                                    or o.rise <= probe_limit(o.typical, ratio, slack)
+                                    for o in group])
+        # Read as reversed, yet above the drop level: weighed, and observes q = 0.
+        marked = np.array([-drop <= o.skew < -reversal for o in group])
+        new, weights = reputation_step(prior, (passed & ~marked).astype(np.float64),
+                                       passed | (tested & (prior >= forgive)), **step)
+        for o, r, w in zip(group, new, weights, strict=True):
+            reputation[(receiver, o.sender)] = float(r)
+            got[o.attacker].append(bool(w > 0.0))
     return {k: float(np.mean(v)) if v else math.nan for k, v in got.items()}
 
 

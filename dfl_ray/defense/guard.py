@@ -274,17 +274,15 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                                                slack=probe_slack, centre=own)
         details["probe_rise"] = rises
         details["probe_typical"] = np.full(k, typical)
-        details["probe_limit"] = np.full(k, float(probe) * typical + float(probe_slack))
+        details["probe_limit"] = np.full(k, probe_limit(typical, probe, probe_slack))
         weighed = probed | (accepted & (prior >= forgive))
         accepted = probed
         if np.isfinite(probe_scale):
             excess = np.nan_to_num(rises - typical, nan=np.inf)
             grade = np.clip(1.0 - excess / float(probe_scale), 0.0, 1.0)
     observed = (accepted & ~marked & (inp.scores >= reference - margin)) * grade
-    reputation = (1.0 - beta) * prior + beta * observed
-    if penalty is not None:
-        reputation = np.where(observed > 0.0, reputation, (1.0 - float(penalty)) * prior)
-    weights = np.where(weighed & (reputation >= floor) & (prior >= entry), reputation, 0.0)
+    reputation, weights = reputation_step(prior, observed, weighed, beta=beta, floor=floor,
+                                          penalty=penalty, entry=entry)
     own_share = float(own_weight)
     if kin < 1.0:
         counts = kin_counts(inp, kin, weights > 0.0, int(coords))
@@ -318,7 +316,26 @@ def probe_verdict(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarra
     median over the candidates floored at 0: the typical rise the limit is a multiple of)."""
     rises = probe_rises(inp, pull, float(step), candidates, centre=centre)
     typical = max(float(np.median(rises[candidates])), 0.0)
-    return candidates & (rises <= float(ratio) * typical + float(slack)), rises, typical
+    return candidates & (rises <= probe_limit(typical, ratio, slack)), rises, typical
+
+
+def probe_limit(typical: float, ratio: float, slack: float) -> float:
+    """The largest probe rise a model may have: `ratio` x the typical rise + `slack`."""
+    return float(ratio) * typical + float(slack)
+
+
+def reputation_step(prior: np.ndarray, observed: np.ndarray, weighed: np.ndarray, *,
+                    beta: float, floor: float, penalty: float | None,
+                    entry: float) -> tuple[np.ndarray, np.ndarray]:
+    """(new reputations, weights before kin counts) of dfl_guard's senders: R <- (1 - beta) R +
+    beta q, q the `observed` grade (with `penalty`, R <- (1 - penalty) R where q = 0); a model
+    that may get weight (`weighed`) gets its new R if R is at least `floor` and the prior R
+    at least `entry`, else 0."""
+    reputation = (1.0 - beta) * prior + beta * observed
+    if penalty is not None:
+        reputation = np.where(observed > 0.0, reputation, (1.0 - float(penalty)) * prior)
+    weights = np.where(weighed & (reputation >= floor) & (prior >= entry), reputation, 0.0)
+    return reputation, weights
 
 
 def probe_rises(inp: AggregationInput, pull: np.ndarray, step: float,
