@@ -91,8 +91,13 @@ def read_run(run: Path) -> tuple[list[Offer], dict[str, Any]]:
             raise ValueError(f"{trace}: header {','.join(header)!r}, expected "
                              f"{','.join(TRACE_HEADER)!r}")
         for line in reader:
-            key = (int(line[0]), int(line[1]), int(line[2]))
-            rows[key][line[3]] = float(line[4]) if line[4] else math.nan
+            try:
+                r, receiver, sender, measure, value = line
+                rows[(int(r), int(receiver), int(sender))][measure] = \
+                    float(value) if value else math.nan
+            except ValueError as exc:
+                raise ValueError(f"{trace}, line {reader.line_num}: expected round, receiver, "
+                                 f"sender, measure, value; got {line!r}") from exc
     offers = []
     for (r, receiver, sender), m in sorted(rows.items()):
         if receiver in attackers or "tests_passed" not in m:
