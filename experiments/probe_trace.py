@@ -44,7 +44,8 @@ from dfl_ray.metrics import TRACE_HEADER, TRACE_NAME  # noqa: E402
 from dfl_ray.results import Tee, add_results_argument, record_output  # noqa: E402
 
 PERCENTILES = (50, 90, 97)
-TESTS = ("gate", "opposition", "reversal", "balance", "sign")
+MEASURE_PERCENTILES = (1, 3, 10, 50, 90)
+TESTS = ("gate", "opposition", "align", "reversal", "balance", "sign")
 """dfl_guard's tests before the probe, in the order it runs them (each in the trace when on)."""
 
 
@@ -66,6 +67,8 @@ class Offer:
     limit: float
     skew: float
     """The output-layer skew the reversal test read (NaN where the test was off)."""
+    measures: dict[str, float]
+    """Every measure the trace logged of this offer, by name."""
 
 
 def read_run(run: Path) -> tuple[list[Offer], dict[str, Any]]:
@@ -107,7 +110,7 @@ def read_run(run: Path) -> tuple[list[Offer], dict[str, Any]]:
                             {t: m[t] > 0.0 for t in TESTS if t in m},
                             m.get("probe_rise", math.nan),
                             m.get("probe_typical", math.nan), m.get("probe_limit", math.nan),
-                            m.get("reversal_skew", math.nan)))
+                            m.get("reversal_skew", math.nan), m))
     return offers, params
 
 
@@ -200,6 +203,16 @@ def report(run: Path, args: argparse.Namespace) -> None:
         limit = np.median([o.limit for o in tested]) if tested else math.nan
         print(f"  rounds {s * args.span:>3}-{s * args.span + args.span - 1:<3} typical "
               f"{typical:.4f} limit {limit:.4f}  attackers {shares[1]:.2f}  honest {shares[0]:.2f}")
+    if args.measures:
+        print(f"\nlogged measures at percentiles p{'/p'.join(map(str, MEASURE_PERCENTILES))}")
+        for name in args.measures:
+            for attacker in (False, True):
+                values = [o.measures.get(name, math.nan) for o in late if o.attacker == attacker]
+                finite = [v for v in values if math.isfinite(v)]
+                spread = " ".join(f"{np.percentile(finite, q):>8.4f}" for q in MEASURE_PERCENTILES) \
+                    if finite else "not logged"
+                print(f"  {name:<16}{'attackers' if attacker else 'honest':<11}{len(finite):>6}  "
+                      f"{spread}")
     own = replay(late, params, ratio=float(params["probe"]), slack=float(params["probe_slack"]),
                  forgive=float(params["forgive"]))
     ran = {}
@@ -231,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="probe slacks to replay (default: 0.05 0.02 0.01)")
     parser.add_argument("--forgives", type=float, nargs="+", default=[math.inf, 0.8],
                         help="forgive thresholds to replay (default: inf 0.8)")
+    parser.add_argument("--measures", nargs="+", default=[], metavar="NAME",
+                        help="also print these logged measures (aggregations.csv's measure "
+                             "column, e.g. align_cosine reversal_skew) at percentiles, for "
+                             "honest and attacking senders")
     parser.add_argument("--section", nargs=2, metavar=("NAME", "TITLE"),
                         default=("probe_trace", "Validation probe trace"),
                         help="with --write-results, the docs/results.md section to write")

@@ -26,3 +26,23 @@ def test_a_trace_with_another_header_is_refused(tmp_path: Path,
     (tmp_path / "aggregations.csv").write_text("step,wall_seconds,metric,value\n")
     assert probe_trace.main([str(tmp_path)]) == 2
     assert "expected 'round,receiver,sender,measure,value'" in capsys.readouterr().err
+
+
+def test_logged_measures_are_printed_for_honest_and_attacking_senders(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "partition.json").write_text(json.dumps({"attackers": [2]}))
+    rows = ["round,receiver,sender,measure,value"]
+    for r in range(4):
+        for sender, cosine in ((1, 0.5 + 0.1 * r), (2, -0.8)):
+            rows += [f"{r},0,{sender},weight,{0.5 if sender == 1 else 0.0}",
+                     f"{r},0,{sender},tests_passed,{1 if sender == 1 else 0}",
+                     f"{r},0,{sender},align_cosine,{cosine}"]
+    (tmp_path / "aggregations.csv").write_text("\n".join(rows) + "\n")
+    assert probe_trace.main([str(tmp_path), "--measures", "align_cosine", "no_such"]) == 0
+    out = capsys.readouterr().out
+    honest = next(line for line in out.splitlines() if "align_cosine" in line and "honest" in line)
+    attackers = next(line for line in out.splitlines()
+                     if "align_cosine" in line and "attackers" in line)
+    assert honest.split()[2] == "4" and float(honest.split()[-1]) == pytest.approx(0.77)
+    assert attackers.split()[2] == "4" and float(attackers.split()[-2]) == pytest.approx(-0.8)
+    assert any("no_such" in line and "not logged" in line for line in out.splitlines())
