@@ -59,6 +59,24 @@ def write_section(name: str, markdown: str, path: Path | None = None) -> Path:
     return target
 
 
+def environment() -> dict[str, str]:
+    """The interpreter, machine and numeric libraries a run or a measurement used.
+
+    Runs under attack are chaotic: the same seed and configuration on another numpy or torch
+    build can end far apart, so every summary and results section names its versions.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version(), "machine": platform.machine(),
+             "cpus": str(os.cpu_count())}
+    for package in ("numpy", "torch", "ray"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "missing"
+    return found
+
+
 def record_output(name: str, title: str, output: str, *, markdown: bool = False,
                   argv: list[str] | None = None, path: Path | None = None) -> Path:
     """Write `output` (what a script printed) as section `name`, headed by `title`, the exact
@@ -69,7 +87,9 @@ def record_output(name: str, title: str, output: str, *, markdown: bool = False,
         script = script.resolve().relative_to(REPO_ROOT)
     command = shlex.join(["python", script.as_posix(), *args[1:]])
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
+    env = environment()
+    machine = (f"{env['cpus']} CPUs, {env['machine']}, Python {env['python']}, numpy "
+               f"{env['numpy']}, torch {env['torch']}")
     body = output.rstrip() if markdown else f"```\n{output.rstrip()}\n```"
     return write_section(name, f"## {title}\n\n`{command}`, {when}, {machine}:\n\n{body}\n", path)
 

@@ -32,6 +32,7 @@ from dfl_ray.models.flat import ModelSpec, model_to_vector
 from dfl_ray.models.registry import build_model
 from dfl_ray.node.build import make_genesis
 from dfl_ray.node.learner import EXPLODED
+from dfl_ray.results import environment
 from dfl_ray.timing import CATEGORIES
 from dfl_ray.topology import build_topology, neighbors
 
@@ -339,6 +340,7 @@ def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
         "node_accuracy_final": {str(k): v for k, v in sorted(accs.items())},
         "rounds": cfg.experiment.rounds,
         "schedule": cfg.runtime.schedule,
+        "environment": environment(),
         "wall_seconds": time.perf_counter() - started,
         "run_seconds": run_seconds,
         "slow_nodes": sorted(cfg.runtime.slow_nodes),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dfl_ray.results import Tee, record_output, write_section
@@ -56,3 +57,4 @@ def test_record_output_names_the_command_and_keeps_the_output(tmp_path: Path,
     text = doc.read_text()
     assert "## A bench" in text and "`python benchmarks/x.py --repeat 3`" in text
     assert "```\nratio 1.02\n```" in text
+    assert f"numpy {np.__version__}" in text  # the versions it was measured with

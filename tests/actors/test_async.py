@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from dfl_ray.actors.gossip import PACE_ROUNDS
@@ -34,6 +35,7 @@ def test_nodes_on_different_hosts_exchange_aggregate_and_seal(
 ) -> None:
     summary = run_async(tmp_path, data_dir, f"async{hosts}", hosts=hosts)
     assert summary["schedule"] == "async"
+    assert summary["environment"]["numpy"] == np.__version__  # the versions the run used
     assert summary["counters"]["published"] == 4 * ROUNDS
     for n in range(4):
         node = summary["per_node"][str(n)]
