@@ -56,7 +56,6 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "gate_edge_half": ("gate_edge", {"fraction": 0.5}),
     "gate_edge_quarter": ("gate_edge", {"fraction": 0.25}),
     "gate_edge_oppose": ("gate_edge", {"oppose": 0.1}),
-    "gate_edge_align": ("gate_edge", {"align": 0.0}),  # against dfl_guard:align=0
     "kin_edge": ("kin_edge", {}),
     "kin_edge_half": ("kin_edge", {"share": 0.5}),  # cosine about the kin test's threshold
     # gate_edge shortened until it passes dfl_guard's validation probe (probe=2) on its own data

@@ -45,7 +45,7 @@ from dfl_ray.results import Tee, add_results_argument, record_output  # noqa: E4
 
 PERCENTILES = (50, 90, 97)
 MEASURE_PERCENTILES = (1, 3, 10, 50, 90)
-TESTS = ("gate", "opposition", "align", "reversal", "balance", "sign")
+TESTS = ("gate", "opposition", "reversal", "balance", "sign")
 """dfl_guard's tests before the probe, in the order it runs them (each in the trace when on)."""
 
 

@@ -51,14 +51,6 @@ class GateEdge(Attack):
     with a direction n orthogonal to every honest update observed, at the same distance from
     the honest models, so that its cosine with each stays above -0.9 x `oppose`: the most
     push the test lets through.
-
-    Against dfl_guard's alignment test (`align` < 1: a model whose feature-layer update has
-    cosine below -align with the coordinate-wise median of the updates is left out), it
-    publishes mean(u) - a d + b n with a^2 + b^2 = s^2: the same distance, with the push a the
-    largest (by bisection) whose cosine with the median of the observed updates stays above
-    -0.9 x `align`, and the rest of the length spent on n, the reversal of the observed
-    honest update that has most left orthogonal to d and that median (one node's learning
-    undone, as a sign flipper does, where the test cannot see it).
     """
 
     name: ClassVar[str] = "gate_edge"
@@ -71,16 +63,9 @@ class GateEdge(Attack):
     """Trailing coordinates published as trained (the output layer)."""
     oppose: float = 1.0
     """The opposition test of the defense attacked (dfl_guard's default 1: off)."""
-    align: float = 1.0
-    """The alignment test of the defense attacked (dfl_guard's default 1: off)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (isinstance(self.align, int | float) and 0.0 <= self.align <= 1.0):
-            raise ValueError(f"attack parameter align must be in [0, 1] (1: the test off), "
-                             f"got {self.align!r}")
-        if self.align < 1.0 and self.oppose < 1.0:
-            raise ValueError("gate_edge answers one of oppose and align, not both")
         check_positive("gate", self.gate)
         check_positive("fraction", self.fraction)
         check_count("keep_last", self.keep_last)
@@ -122,9 +107,6 @@ class GateEdge(Attack):
         reach = float(self.fraction) * float(self.gate) * gate_d
         s = float(np.sqrt(max(reach * reach - spread, 0.0)))
         direction = mean / norm
-        if self.align < 1.0:
-            out[:body] = (base[:body] + self._aligned(u, mean, direction, s)).astype(np.float32)
-            return out, body, mean
         # cos(-a d + n, u_j) = -a c_j / |.|, c_j = cos(d, u_j): keep a / |.| <= q
         lengths = np.linalg.norm(u, axis=1)
         c = float(np.max((u @ direction)[lengths > 0] / lengths[lengths > 0]))
@@ -141,38 +123,6 @@ class GateEdge(Attack):
         pad *= a * float(np.sqrt(1.0 / (q * q) - 1.0)) / float(np.linalg.norm(pad))
         out[:body] = (base[:body] - a * direction + pad).astype(np.float32)
         return out, body, mean
-
-
-    def _aligned(self, u: np.ndarray, mean: np.ndarray, direction: np.ndarray,
-                 s: float) -> np.ndarray:
-        """The update mean - a d + b n (see the class): the most push against the honest mean
-        whose cosine with the median of the observed updates stays above -0.9 x align."""
-        median = np.median(u, axis=0)
-        basis, _ = np.linalg.qr(np.stack([direction, median], axis=1))
-        rest = u - (u @ basis) @ basis.T
-        lengths = np.linalg.norm(rest, axis=1)
-        if float(lengths.max()) > 0.0:
-            fill = -rest[int(np.argmax(lengths))] / float(lengths.max())
-        else:  # the updates span no more than d and the median: no room to hide a push
-            fill = np.zeros_like(mean)
-        target = -0.9 * float(self.align)
-        median_norm = float(np.linalg.norm(median))
-
-        def update(a: float) -> np.ndarray:
-            return mean - a * direction + float(np.sqrt(max(s * s - a * a, 0.0))) * fill
-
-        def passes(a: float) -> bool:
-            p = update(a)
-            length = float(np.linalg.norm(p)) * median_norm
-            return length == 0.0 or float(p @ median) / length >= target
-
-        if passes(s):
-            return update(s)
-        low, high = 0.0, s
-        for _ in range(30):
-            mid = 0.5 * (low + high)
-            low, high = (mid, high) if passes(mid) else (low, mid)
-        return update(low)
 
 
 @dataclass(frozen=True)

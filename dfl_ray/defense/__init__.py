@@ -82,10 +82,10 @@ def rule_uses_base(name: str, params: Mapping[str, Any]) -> bool:
     Nodes keep no second copy of their model unless their rule reads it.
     """
     # dfl_shield and dfl_sentinel read every update from it; dfl_guard only for its opposition
-    # and alignment tests, which oppose = 1 and align = 1 turn off.
+    # test, which oppose = 1 turns off.
     if name in ("dfl_shield", "dfl_sentinel"):
         return True
-    return _test_on(name, params, "oppose") or _test_on(name, params, "align")
+    return _test_on(name, params, "oppose")
 
 
 def rule_uses_head(name: str, params: Mapping[str, Any]) -> bool:

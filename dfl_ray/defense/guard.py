@@ -131,7 +131,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            probe_slack: float = 0.05, penalty: float | None = None,
                            entry: float = 0.0, forgive: float = math.inf,
                            probe_scale: float = math.inf,
-                           reversal_drop: float | None = None, align: float = 1.0) -> None:
+                           reversal_drop: float | None = None) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
     check_number("probe_scale", probe_scale, 0.0, low_open=True, allow_inf=True)
@@ -149,7 +149,6 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     check_number("floor", floor, 0.0, 1.0)
     check_number("own_weight", own_weight, 0.0, low_open=True)
     check_number("oppose", oppose, 0.0, 1.0)
-    check_number("align", align, 0.0, 1.0)
     check_number("reversal", reversal, 0.0, 1.0)
     if reversal_drop is not None:
         check_number("reversal_drop", reversal_drop, float(reversal), 1.0)
@@ -170,7 +169,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               probe_slack: float = 0.05, penalty: float | None = None,
               entry: float = 0.0, forgive: float = math.inf,
               probe_scale: float = math.inf,
-              reversal_drop: float | None = None, align: float = 1.0) -> AggregationResult:
+              reversal_drop: float | None = None) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -185,10 +184,6 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     own_weight: weight of the own model (a fully trusted peer has weight 1).
     oppose: a model whose update has cosine below -oppose with the own update counts for nothing
         this round (needs `inp.base`; 1, the default, turns the test off).
-    align: a model whose feature-layer update (every coordinate but the output layer) has
-        cosine below -align with the coordinate-wise median of the feature-layer updates (the
-        own one among them) counts for nothing this round (see `median_update_cosines`; needs
-        `inp.base`; 1, the default, turns the test off).
     coords: coordinates sampled for that cosine (0: all of them).
     reversal: a model whose output-bias update has head skew below -reversal (see
         `passes_reversal`) counts for nothing this round (needs `inp.head` and `inp.head_base`
@@ -237,7 +232,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
                            entry=entry, forgive=forgive, probe_scale=probe_scale,
-                           reversal_drop=reversal_drop, align=align)
+                           reversal_drop=reversal_drop)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -256,10 +251,6 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
 
     if inp.base is not None and oppose < 1.0:
         test("opposition", own_update_cosines(inp, int(coords)) >= -oppose)
-    if inp.base is not None and align < 1.0:
-        cosines = median_update_cosines(inp, int(coords))
-        details["align_cosine"] = cosines
-        test("align", cosines >= -align)
     marked = np.zeros(k, dtype=bool)  # failed the reversal test but kept this round's weight
     if inp.start_head is not None and reversal < 1.0:
         skews = reversal_readings(inp, reversal, accepted)
@@ -584,32 +575,6 @@ def own_update_cosines(inp: AggregationInput, coords: int) -> np.ndarray:
     mine = own - base
     products = updates @ mine
     norms = np.linalg.norm(updates, axis=1) * float(np.linalg.norm(mine))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(norms > 0.0, products / norms, 0.0).astype(np.float64)
-
-
-def median_update_cosines(inp: AggregationInput, coords: int) -> np.ndarray:
-    """float64 [k]: cosine of each received update m_i - base with the coordinate-wise median
-    of the own and received updates, on the feature layers (the output layer `inp.head` left out).
-
-    The median of k + 1 updates moves only within the spread of the rest when fewer than half of
-    them come from colluders, so an update that pushes against what most nodes learnt reads a
-    negative cosine wherever its sender aims. Sampled as in `own_update_cosines`.
-    """
-    if inp.base is None:
-        raise ValueError("median_update_cosines needs AggregationInput.base")
-    d = inp.own.shape[0]
-    idx = _sample(inp, coords)
-    if idx is None:
-        idx = np.arange(d)
-    if inp.head is not None:
-        start, stop, _ = inp.head.indices(d)
-        idx = idx[(idx < start) | (idx >= stop)]
-    base = inp.base[idx].astype(np.float64)
-    updates = np.stack([r[idx] for r in inp.rows]).astype(np.float64) - base
-    reference = np.median(np.vstack([updates, inp.own[idx] - base]), axis=0)
-    products = updates @ reference
-    norms = np.linalg.norm(updates, axis=1) * float(np.linalg.norm(reference))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(norms > 0.0, products / norms, 0.0).astype(np.float64)
 

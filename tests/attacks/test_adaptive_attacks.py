@@ -247,8 +247,6 @@ def test_backdoor_evade_publishes_the_longest_step_under_its_own_success_rate() 
     ("gate_edge", {"keep_last": -1}, "keep_last"),
     ("gate_edge", {"oppose": 0.0}, "oppose"),
     ("gate_edge", {"oppose": 1.5}, "oppose"),
-    ("gate_edge", {"align": -0.1}, "align"),
-    ("gate_edge", {"align": 0.5, "oppose": 0.5}, "align"),
     ("backdoor", {"fraction": 1.5}, "fraction"),
     ("backdoor", {"size": 0}, "size"),
     ("backdoor", {"target": -1}, "target"),
@@ -316,23 +314,3 @@ def test_gate_edge_against_the_opposition_test_keeps_every_cosine_above_its_boun
     plain_body = (plain - base).astype(np.float64)
     assert (honest @ plain_body / (np.linalg.norm(honest, axis=1)
                                    * np.linalg.norm(plain_body))).min() < -0.1
-
-
-def test_gate_edge_against_the_alignment_test_pushes_as_far_as_the_median_lets_it() -> None:
-    out, _, base, _ = published("gate_edge", keep_last=0, align=0.2)
-    plain, _, _, _ = published("gate_edge", keep_last=0)
-    _, _, observed = setting()
-    honest = observed.astype(np.float64)
-    median = np.median(honest, axis=0)
-    body, plain_body = (out - base).astype(np.float64), (plain - base).astype(np.float64)
-
-    def cosine(v: np.ndarray) -> float:
-        return float(v @ median) / float(np.linalg.norm(v) * np.linalg.norm(median))
-
-    assert cosine(plain_body) < -0.2  # the plain attack fails the test
-    assert cosine(body) == pytest.approx(-0.9 * 0.2, abs=1e-3)  # at the test's edge
-    mean = honest.mean(axis=0)
-    assert float(body @ mean) < 0.0  # still against the honest mean
-    far = np.median([np.linalg.norm(body - row) for row in honest])
-    plain_far = np.median([np.linalg.norm(plain_body - row) for row in honest])
-    assert far == pytest.approx(plain_far, rel=0.05)  # at the plain attack's distance
