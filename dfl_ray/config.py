@@ -48,7 +48,7 @@ class ExperimentConfig:
     name: str = "lenet_noniid"
     """Run name; outputs go to <out>/<name>."""
     seed: int = 0
-    """Seed for data partitioning, initial model, keys, training order and attacks."""
+    """Seed for data partitioning (unless data.partition_seed), initial model, keys, training order and attacks."""
     rounds: int = 40
     """Synchronous rounds, or local rounds per node in the async schedule."""
     eval_every: int = 5
@@ -86,9 +86,13 @@ class DataConfig:
     """Labels each node holds with partition=labels_per_node (the original's 1node2label is 2)."""
     val_fraction: float = 0.1
     """Share of each node's shard kept to score received models."""
+    partition_seed: int | None = None
+    """Seed for the shards alone (None: experiment.seed), to vary everything else on fixed shards."""
 
     def __post_init__(self) -> None:
         _check_choice("data.dataset", self.dataset, ["mnist", "fashion_mnist"])
+        if self.partition_seed is not None:
+            _check_range("data.partition_seed", self.partition_seed, 0)
         _check_choice("data.partition", self.partition, ["iid", "dirichlet", "labels_per_node"])
         _check_range("data.alpha", self.alpha, 0.0, lo_open=True)
         _check_range("data.labels_per_node", self.labels_per_node, 1, 10)

@@ -217,7 +217,8 @@ def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
     data = load_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
     labels = data.train_labels.numpy()
     shards = partition(
-        labels, n, kind=cfg.data.partition, seed=cfg.experiment.seed,
+        labels, n, kind=cfg.data.partition,
+        seed=cfg.experiment.seed if cfg.data.partition_seed is None else cfg.data.partition_seed,
         val_fraction=cfg.data.val_fraction, alpha=cfg.data.alpha,
         labels_per_node=cfg.data.labels_per_node,
     )

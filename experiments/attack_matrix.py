@@ -107,18 +107,22 @@ def store_trial(store: Path, name: str, summary: dict[str, Any]) -> dict[str, An
     return results
 
 
-def trial_name(part: str, attack: str, defense: str, seed: int, malicious: int = MALICIOUS) -> str:
+def trial_name(part: str, attack: str, defense: str, seed: int, malicious: int = MALICIOUS,
+               shards: int | None = None) -> str:
     """The trial's run folder and matrix.json key; a count of attackers other than the default
-    is part of it (`__f2`), and `none` (no attacker) has one trial whatever the count."""
+    is part of it (`__f2`), and `none` (no attacker) has one trial whatever the count. With
+    `shards` (--partition-seed) set, `__p<shards>` names the fixed shards."""
     count = "" if malicious == MALICIOUS or attack == "none" else f"__f{malicious}"
-    return f"{part}__{attack}__{defense}{count}__s{seed}"
+    fixed = "" if shards is None else f"__p{shards}"
+    return f"{part}__{attack}__{defense}{count}{fixed}__s{seed}"
 
 
 def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str, seed: int,
                  cpus_per_host: float, malicious: int = MALICIOUS) -> dict[str, Any]:
     """The config of one trial: `malicious` attackers, the last nodes; attack "removed" is the
     run with those nodes and their shards taken out (the honest nodes alone)."""
-    name = trial_name(part, attack, defense, seed, malicious)
+    shards = args.partition_seed
+    name = trial_name(part, attack, defense, seed, malicious, shards)
     removed = attack == "removed"
     kind, params = ("none", {}) if removed else ATTACKS[attack]
     last = list(range(NODES - malicious, NODES))
@@ -127,7 +131,8 @@ def trial_config(args: argparse.Namespace, part: str, attack: str, defense: str,
         "experiment": {"name": name, "out": str(args.out), "rounds": args.rounds,
                        "eval_every": args.eval_every, "seed": seed, "overwrite": True,
                        "progress": False, "trace": bool(getattr(args, "trace", False))},
-        "data": {"data_dir": args.data_dir, **PARTITIONS[part]},
+        "data": {"data_dir": args.data_dir, **PARTITIONS[part],
+                 **({} if shards is None else {"partition_seed": shards})},
         "attack": {"kind": kind, "malicious": 0 if kind == "none" else malicious,
                    "params": dict(params)},
         "topology": {"absent": last if removed else []},
@@ -196,12 +201,14 @@ def summarize(results: Mapping[str, Any], args: argparse.Namespace) -> tuple[str
                 for defense in args.defenses:
                     accs, gaps, bds, seeds = [], [], [], []
                     for seed in args.seeds:
-                        s = results.get(trial_name(part, attack, defense, seed, malicious))
+                        s = results.get(trial_name(part, attack, defense, seed, malicious,
+                                                   args.partition_seed))
                         if s is None:
                             continue
                         seeds.append(seed)
                         accs.append(s["honest_accuracy_final"])
-                        removed = results.get(trial_name(part, "removed", defense, seed, malicious))
+                        removed = results.get(trial_name(part, "removed", defense, seed,
+                                                         malicious, args.partition_seed))
                         if removed is not None and attack != "removed":
                             gaps.append(s["honest_accuracy_final"]
                                         - removed["honest_accuracy_final"])
@@ -268,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="evaluate every this many rounds (default: 10)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="seeds of every cell (default: 0 1 2)")
+    parser.add_argument("--partition-seed", type=int, default=None, metavar="N",
+                        help="hold the shards of every trial at seed N (data.partition_seed), "
+                             "so that --seeds vary only the initial model, training order, keys "
+                             "and attacks: how far a cell moves on the same shards; trials are "
+                             "named ...__pN__s<seed> (default: the shards follow --seeds)")
     parser.add_argument("--hosts", type=int, default=2, help="host actors per trial (default: 2)")
     parser.add_argument("--parallel", type=int, default=1,
                         help="trials at a time, as Ray tasks (default: 1, one after the other)")
@@ -323,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     store = args.out / "matrix.json"
     results: dict[str, Any] = json.loads(store.read_text()) if store.is_file() else {}
     todo = [] if args.table_only else [
-        t for t in trials(args) if args.rerun or trial_name(*t) not in results]
+        t for t in trials(args)
+        if args.rerun or trial_name(*t, shards=args.partition_seed) not in results]
     cpus = float(os.cpu_count() or 1)
     cpus_per_host = max(cpus / (args.parallel * args.hosts), 0.01)
 

@@ -57,6 +57,23 @@ def test_several_nodes_per_host_match_one_node_per_actor(
 
     assert models("a") == models("b")
 
+    # Another seed on the same shards (data.partition_seed): the shards stay, the models move.
+    c = run_experiment(
+        tiny_config(tmp_path, data_dir, experiment={"name": "c", "seed": 1},
+                    data={"partition_seed": 0}, runtime={"hosts": 2}), quiet=True
+    )
+    d = run_experiment(
+        tiny_config(tmp_path, data_dir, experiment={"name": "d", "seed": 1}, runtime={"hosts": 2}),
+        quiet=True,
+    )
+
+    def shards(name: str) -> object:
+        return json.loads((tmp_path / name / "partition.json").read_text())["label_histograms"]
+
+    assert shards("c") == shards("a") != shards("d")
+    assert c["node_accuracy_final"] != a["node_accuracy_final"]
+    assert set(models("c")).isdisjoint(models("a"))
+
 
 def test_async_schedule_runs(local_ray: None, tmp_path: Path, data_dir: Path) -> None:
     summary = run_experiment(

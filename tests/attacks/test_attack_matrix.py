@@ -20,7 +20,7 @@ def matrix() -> ModuleType:
 def args(**over: object) -> argparse.Namespace:
     values = {"out": Path("/tmp/m"), "rounds": 3, "eval_every": 1, "data_dir": None, "hosts": 1,
               "partitions": ["dirichlet0.1"], "attacks": ["gate_edge"], "defenses": ["dfl_shield"],
-              "seeds": [0, 2], "no_removed": False, "malicious": [3]}
+              "seeds": [0, 2], "no_removed": False, "malicious": [3], "partition_seed": None}
     values.update(over)
     return argparse.Namespace(**values)
 
@@ -128,3 +128,20 @@ def test_invocations_sharing_a_folder_keep_each_others_trials(matrix: ModuleType
     assert set(first) == {"a"} and set(second) == {"a", "b"}
     assert set(json.loads(store.read_text())) == {"a", "b"}
     assert not (tmp_path / "matrix.json.partial").exists()
+
+
+def test_a_partition_seed_holds_the_shards_and_names_the_trials(matrix: ModuleType) -> None:
+    fixed = args(partition_seed=2)
+    cfg = config_from_dict(matrix.trial_config(fixed, "labels2", "gate_edge", "dfl_guard", 0, 0.5))
+    assert cfg.data.partition_seed == 2 and cfg.experiment.seed == 0
+    assert cfg.experiment.name == "labels2__gate_edge__dfl_guard__p2__s0"
+    plain = config_from_dict(matrix.trial_config(args(), "labels2", "gate_edge", "dfl_guard", 0, 0.5))
+    assert plain.data.partition_seed is None
+    results = {
+        "dirichlet0.1__gate_edge__dfl_shield__p2__s0": run(0.80),
+        "dirichlet0.1__removed__dfl_shield__p2__s0": run(0.86),
+        "dirichlet0.1__gate_edge__dfl_shield__s0": run(0.10),  # other shards: not this cell
+    }
+    table, _ = matrix.summarize(results, args(partition_seed=2, seeds=[0]))
+    row = next(line for line in table.splitlines() if "| gate_edge |" in line)
+    assert "0.800 / 0.800" in row and "-0.060 / -0.060" in row
