@@ -62,7 +62,7 @@ def test_several_nodes_per_host_match_one_node_per_actor(
         tiny_config(tmp_path, data_dir, experiment={"name": "c", "seed": 1},
                     data={"partition_seed": 0}, runtime={"hosts": 2}), quiet=True
     )
-    d = run_experiment(
+    run_experiment(
         tiny_config(tmp_path, data_dir, experiment={"name": "d", "seed": 1}, runtime={"hosts": 2}),
         quiet=True,
     )
