@@ -168,6 +168,31 @@ def replay(offers: Iterable[Offer], params: dict[str, Any], *, ratio: float, sla
     return {k: float(np.mean(v)) if v else math.nan for k, v in got.items()}
 
 
+def pooled_readings(offers: Iterable[Offer], attackers: int,
+                    liars: bool) -> dict[bool, tuple[list[float], list[float]]]:
+    """For honest (False) and attacking (True) senders: (each honest receiver's excess probe
+    rise of their models, the median of those readings per round and sender).
+
+    The median pools what every honest receiver read of one sender in one round, as a protocol
+    in which receivers publish their readings would. With `liars`, the `attackers` colluders
+    report too, each the extreme that helps them (-1 nat for a fellow attacker, +1 for an honest
+    sender), the most a median can be moved by that many reports.
+    """
+    readings: dict[tuple[int, int], list[float]] = defaultdict(list)
+    side: dict[int, bool] = {}
+    for o in offers:
+        if o.tests_passed and math.isfinite(o.rise):
+            readings[(o.round, o.sender)].append(o.rise - o.typical)
+            side[o.sender] = o.attacker
+    out: dict[bool, tuple[list[float], list[float]]] = {False: ([], []), True: ([], [])}
+    for (_, sender), values in readings.items():
+        attacker = side[sender]
+        reports = values + ([-1.0 if attacker else 1.0] * attackers if liars else [])
+        out[attacker][0].extend(values)
+        out[attacker][1].append(float(np.median(reports)))
+    return out
+
+
 def report(run: Path, args: argparse.Namespace) -> None:
     offers, params = read_run(run)
     late = [o for o in offers if o.round >= args.from_round]
@@ -213,6 +238,23 @@ def report(run: Path, args: argparse.Namespace) -> None:
                     if finite else "not logged"
                 print(f"  {name:<16}{'attackers' if attacker else 'honest':<11}{len(finite):>6}  "
                       f"{spread}")
+    if args.pooled:
+        colluders = len(json.loads((run / "partition.json").read_text())["attackers"])
+        print("\npooled readings: excess probe rise as one receiver reads it, and the median of "
+              "all honest receivers' readings of a sender in a round (with the colluders "
+              "reporting extremes in their favour: 'pooled, lying'), p50/p90/p97, and the share "
+              "of the attackers' readings above the honest ones' 90th / 97th percentile")
+        for label, liars, index in (("one receiver", False, 0), ("pooled", False, 1),
+                                    ("pooled, lying", True, 1)):
+            pools = pooled_readings(late, colluders, liars)
+            honest, attacking = pools[False][index], pools[True][index]
+            if not honest or not attacking:
+                print(f"  {label:<15} no readings of both kinds of sender")
+                continue
+            above = [float(np.mean(np.array(attacking) > np.percentile(honest, q)))
+                     for q in (90, 97)]
+            print(f"  {label:<15} honest {pct(honest)}  attackers {pct(attacking)}  "
+                  f"above {above[0]:.2f} / {above[1]:.2f}")
     own = replay(late, params, ratio=float(params["probe"]), slack=float(params["probe_slack"]),
                  forgive=float(params["forgive"]))
     ran = {}
@@ -248,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also print these logged measures (aggregations.csv's measure "
                              "column, e.g. align_cosine reversal_skew) at percentiles, for "
                              "honest and attacking senders")
+    parser.add_argument("--pooled", action="store_true",
+                        help="also read what pooling every honest receiver's probe reading of a "
+                             "sender would separate, with and without lying colluders")
     parser.add_argument("--section", nargs=2, metavar=("NAME", "TITLE"),
                         default=("probe_trace", "Validation probe trace"),
                         help="with --write-results, the docs/results.md section to write")

@@ -46,3 +46,22 @@ def test_logged_measures_are_printed_for_honest_and_attacking_senders(
     assert honest.split()[2] == "4" and float(honest.split()[-1]) == pytest.approx(0.77)
     assert attackers.split()[2] == "4" and float(attackers.split()[-2]) == pytest.approx(-0.8)
     assert any("no_such" in line and "not logged" in line for line in out.splitlines())
+
+
+def test_pooled_readings_take_the_median_over_receivers_and_let_colluders_lie(
+        tmp_path: Path) -> None:
+    (tmp_path / "partition.json").write_text(json.dumps({"attackers": [3]}))
+    rows = ["round,receiver,sender,measure,value"]
+    # Receivers 0 and 2 (honest) read sender 1 (honest) and sender 3 (the attacker).
+    for receiver, sender, excess in ((0, 1, 0.0), (2, 1, 0.01), (0, 3, 0.2), (2, 3, 0.1)):
+        rows += [f"0,{receiver},{sender},{m},{v}" for m, v in (
+            ("weight", 0.5), ("tests_passed", 1), ("probe_rise", excess), ("probe_typical", 0.0),
+            ("probe_limit", 0.05))]
+    (tmp_path / "aggregations.csv").write_text("\n".join(rows) + "\n")
+    offers, _ = probe_trace.read_run(tmp_path)
+    honest = probe_trace.pooled_readings(offers, 1, liars=False)
+    assert sorted(honest[False][0]) == [0.0, 0.01] and honest[False][1] == [pytest.approx(0.005)]
+    assert honest[True][1] == [pytest.approx(0.15)]
+    lying = probe_trace.pooled_readings(offers, 1, liars=True)
+    assert lying[False][1] == [pytest.approx(0.01)]  # the colluder reports +1 for sender 1
+    assert lying[True][1] == [pytest.approx(0.1)]  # and -1 for its fellow
