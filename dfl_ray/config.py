@@ -87,7 +87,8 @@ class DataConfig:
     val_fraction: float = 0.1
     """Share of each node's shard kept to score received models."""
     partition_seed: int | None = None
-    """Seed for the shards alone (None: experiment.seed), to vary everything else on fixed shards."""
+    """Seed for the shards alone (None: experiment.seed), to vary everything else on fixed shards
+    (a random topology's graph still follows experiment.seed)."""
 
     def __post_init__(self) -> None:
         _check_choice("data.dataset", self.dataset, ["mnist", "fashion_mnist"])
