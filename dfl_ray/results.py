@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from dfl_ray.code import fingerprint
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "docs" / "results.md"
 TITLE = "# Measured results\n"
@@ -63,7 +65,8 @@ def environment() -> dict[str, str]:
     """The interpreter, machine and numeric libraries a run or a measurement used.
 
     Runs under attack are chaotic: the same seed and configuration on another numpy or torch
-    build can end far apart, so every summary and results section names its versions.
+    build can end far apart, so every summary and results section names its versions, and
+    the fingerprint of the dfl_ray code (`dfl_ray.code`).
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -74,6 +77,7 @@ def environment() -> dict[str, str]:
             found[package] = version(package)
         except PackageNotFoundError:
             found[package] = "missing"
+    found["dfl_ray"] = fingerprint()
     return found
 
 

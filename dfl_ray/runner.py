@@ -598,12 +598,13 @@ def run_command(args: argparse.Namespace, base: Mapping[str, Any] | None = None)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from dfl_ray.actors.network import PlacementError
+    from dfl_ray.code import CodeMismatchError
 
     try:
         run_experiment(config, resume=bool(resume))
     except KeyboardInterrupt:
         return 130
-    except (DataNotFoundError, RunError, ConfigError, PlacementError) as exc:
+    except (DataNotFoundError, RunError, ConfigError, PlacementError, CodeMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # partition/topology problems found once the data is known

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from dfl_ray.code import CodeMismatchError, describe
 from dfl_ray.config import config_from_dict
 from dfl_ray.data import NAMED_PARTITIONS
 from dfl_ray.results import add_results_argument, check_section_name, record_output
@@ -174,6 +175,20 @@ def spec_sections(defense: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     """One trial, in whatever process runs it (a Ray task or the driver)."""
     return run_experiment(config_from_dict(dict(config)), quiet=True)
+
+
+def check_trial_code(name: str, summary: Mapping[str, Any]) -> None:
+    """Raise CodeMismatchError when trial `name` ran dfl_ray code other than this script's:
+    its Ray workers import from this process's working directory, which may hold another
+    checkout than the one this script imported."""
+    mine = describe()
+    ran = summary.get("environment", {}).get("dfl_ray")
+    if ran != mine["fingerprint"]:
+        raise CodeMismatchError(
+            f"trial {name} ran dfl_ray {ran}, but this script imports {mine['fingerprint']} from "
+            f"{mine['path']}: Ray workers import from the working directory ({os.getcwd()}), "
+            "so run the script from the checkout it is in, or from outside any checkout; the "
+            "trial was not stored")
 
 
 def trials(args: argparse.Namespace) -> list[tuple[str, str, str, int, int]]:
@@ -341,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus_per_host = max(cpus / (args.parallel * args.hosts), 0.01)
 
     def keep(name: str, summary: dict[str, Any], seconds: float, finished: int) -> None:
+        check_trial_code(name, summary)
         results.update(store_trial(store, name, summary))
         bd = summary.get("backdoor_success")
         print(f"[{finished}/{len(todo)}] {name:50s} honest {summary['honest_accuracy_final']:.4f}"
@@ -364,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
             name, began = pending.pop(done[0])
             keep(name, ray.get(done[0]), time.perf_counter() - began,
                  len(todo) - len(queue) - len(pending))
+    except CodeMismatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         if ray.is_initialized():
             ray.shutdown()

@@ -15,6 +15,7 @@ import torch
 
 from dfl_ray.actors.gossip import Batch, GossipLoop
 from dfl_ray.actors.transport import HostTransport, resolve
+from dfl_ray.code import describe
 from dfl_ray.messages import Message
 from dfl_ray.node import HostSetup, NodeGroup
 from dfl_ray.node.faults import FaultPlan
@@ -101,6 +102,10 @@ class NodeHost(NodeGroup):
         return made
 
     # ------------------------------------------------------------ faults
+
+    def code(self) -> dict[str, str]:
+        """Which dfl_ray code this actor runs (`dfl_ray.code.describe`)."""
+        return describe()
 
     def ping(self) -> dict[str, Any]:
         """Whether this actor is up, whether Ray restarted it, and whether it has its nodes."""

@@ -18,6 +18,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from dfl_ray.actors.host import NodeHost
+from dfl_ray.code import check_same_code
 from dfl_ray.config import Config
 from dfl_ray.data import NodeShard
 from dfl_ray.ledger import Genesis
@@ -191,6 +192,10 @@ class Network:
             if strategies[h] is not None:
                 options["scheduling_strategy"] = strategies[h]
             self.hosts.append(actor_cls.options(**options).remote(setup))
+        # Before any node is made: a host importing other code would run the rounds with it.
+        codes = ray.get([h.code.remote() for h in self.hosts])
+        check_same_code({f"host {h} (nodes {', '.join(map(str, self.groups[h]))})": c
+                         for h, c in enumerate(codes)})
         keys: dict[int, bytes] = {}
         for part in ray.get([h.public_keys.remote() for h in self.hosts]):
             keys.update(part)

@@ -145,3 +145,13 @@ def test_a_partition_seed_holds_the_shards_and_names_the_trials(matrix: ModuleTy
     table, _ = matrix.summarize(results, args(partition_seed=2, seeds=[0]))
     row = next(line for line in table.splitlines() if "| gate_edge |" in line)
     assert "0.800 / 0.800" in row and "-0.060 / -0.060" in row
+
+
+def test_a_trial_that_ran_other_code_is_refused(matrix: ModuleType) -> None:
+    from dfl_ray.code import CodeMismatchError, fingerprint
+
+    matrix.check_trial_code("t", {"environment": {"dfl_ray": fingerprint()}})
+    with pytest.raises(CodeMismatchError, match="trial t ran dfl_ray 0{16}, but this script"):
+        matrix.check_trial_code("t", {"environment": {"dfl_ray": "0" * 16}})
+    with pytest.raises(CodeMismatchError, match="trial t ran dfl_ray None"):
+        matrix.check_trial_code("t", {})
