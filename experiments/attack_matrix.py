@@ -62,6 +62,7 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     # gate_edge shortened until it passes dfl_guard's validation probe (probe=2) on its own data
     "probe_edge": ("probe_edge", {}),
     "probe_edge_3": ("probe_edge", {"probe": 3.0}),  # against dfl_guard:probe=3
+    "probe_edge_step1": ("probe_edge", {"probe_step": 1.0}),  # against dfl_guard:probe_step=1
     "probe_edge_burst4": ("probe_edge", {"burst": 4}),  # against dfl_guard:...,forgive=0.8
     "probe_edge_burst5": ("probe_edge", {"burst": 5}),  # against dfl_guard:...,forgive=0.9
     # against dfl_guard:probe=2,forgive=0.8,probe_slack=0.15

@@ -82,10 +82,8 @@ def rule_uses_base(name: str, params: Mapping[str, Any]) -> bool:
     Nodes keep no second copy of their model unless their rule reads it.
     """
     # dfl_shield and dfl_sentinel read every update from it; dfl_guard only for its opposition
-    # test, which oppose = 1 turns off, and its anchor, which math.inf turns off.
+    # test, which oppose = 1 turns off.
     if name in ("dfl_shield", "dfl_sentinel"):
-        return True
-    if name == "dfl_guard" and math.isfinite(float(params.get("anchor", math.inf))):
         return True
     return _test_on(name, params, "oppose")
 

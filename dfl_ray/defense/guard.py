@@ -131,10 +131,8 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            probe_slack: float = 0.05, penalty: float | None = None,
                            entry: float = 0.0, forgive: float = math.inf,
                            probe_scale: float = math.inf,
-                           reversal_drop: float | None = None,
-                           anchor: float = math.inf) -> None:
+                           reversal_drop: float | None = None) -> None:
     """Raise ValueError naming a parameter outside its range."""
-    check_number("anchor", anchor, 0.0, low_open=True, allow_inf=True)
     check_number("entry", entry, 0.0, 1.0)
     check_number("probe_scale", probe_scale, 0.0, low_open=True, allow_inf=True)
     check_number("forgive", forgive, 0.0, allow_inf=True)
@@ -171,8 +169,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               probe_slack: float = 0.05, penalty: float | None = None,
               entry: float = 0.0, forgive: float = math.inf,
               probe_scale: float = math.inf,
-              reversal_drop: float | None = None,
-              anchor: float = math.inf) -> AggregationResult:
+              reversal_drop: float | None = None) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -229,16 +226,13 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         median, floored at 0), so a sender whose models keep raising the node's loss a little
         more than its peers' sinks in reputation over rounds, while one unlucky round costs an
         honest sender little (math.inf, the default: off).
-    anchor: with it finite (needs `inp.base`), the clipping radius is at most `anchor` x the
-        norm of the node's own update w - b, a length no sender can widen; the gate and the
-        probe stay as they are (math.inf, the default: off).
     """
     check_dfl_guard_params(gate=gate, clip=clip, beta=beta, margin=margin, initial=initial,
                            floor=floor, own_weight=own_weight, oppose=oppose, coords=coords,
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
                            entry=entry, forgive=forgive, probe_scale=probe_scale,
-                           reversal_drop=reversal_drop, anchor=anchor)
+                           reversal_drop=reversal_drop)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -269,12 +263,6 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     if sign < 1.0:
         test("sign", sign_skews(inp) <= sign)
     radius = float(clip) * spread
-    if np.isfinite(anchor):
-        if inp.base is None:
-            raise ValueError("dfl_guard's anchor needs AggregationInput.base (the round start)")
-        step = float(np.linalg.norm(own - inp.base))
-        details["own_step"] = np.full(k, step)
-        radius = min(radius, float(anchor) * step)
     with np.errstate(divide="ignore", invalid="ignore"):
         pull = np.where(dist > radius, radius / dist, 1.0) if np.isfinite(radius) else np.ones(k)
     weighed = accepted  # what may get weight this round

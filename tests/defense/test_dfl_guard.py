@@ -131,32 +131,12 @@ def test_without_a_base_or_by_default_there_is_no_direction_test() -> None:
     assert np.all(dfl_guard(make_input(models, [0.5] * 6, own=own, base=base)).weights > 0)
 
 
-def test_only_the_opposition_test_and_the_anchor_make_a_node_keep_its_round_start() -> None:
+def test_only_the_opposition_test_makes_a_node_keep_its_round_start() -> None:
     assert rule_uses_base("dfl_guard", {"oppose": 0.4})
-    assert rule_uses_base("dfl_guard", {"anchor": 1.0})
     assert not rule_uses_base("dfl_guard", {})
     assert not rule_uses_base("fedavg", {})
     with pytest.raises(ValueError, match="unknown aggregation rule"):
         rule_uses_base("nope", {})
-
-
-def test_the_anchor_bounds_the_clipping_radius_by_the_own_update_whatever_is_received() -> None:
-    base = np.zeros(D, dtype=np.float32)
-    own = (RNG.standard_normal(D) * 0.1).astype(np.float32)  # own update norm about 0.63
-    step = float(np.linalg.norm(own - base))
-    # Far-apart models widen the median distance, so the plain radius clip * D is wide.
-    models = (own + honest(6, scale=5.0)).astype(np.float32)
-    inp = make_input(models, [0.5] * 6, own=own, base=base)
-    free = dfl_guard(inp, gate=np.inf)
-    anchored = dfl_guard(inp, gate=np.inf, anchor=1.0)
-    assert free.details["radius"][0] > 10 * step
-    assert anchored.details["radius"][0] == pytest.approx(step)
-    # Each accepted model moves the result by at most its share of the radius.
-    bound = float(np.sum(anchored.weights)) * step + 1e-5
-    assert np.linalg.norm(anchored.model - own) <= bound
-    assert np.linalg.norm(free.model - own) > bound
-    with pytest.raises(ValueError, match="anchor needs AggregationInput.base"):
-        dfl_guard(make_input(models, [0.5] * 6, own=own), anchor=1.0)
 
 
 def test_sampled_cosines_track_the_exact_ones() -> None:
@@ -209,8 +189,6 @@ def test_invalid_parameter_is_named() -> None:
         rule(inp, {"kin": 1.5})
     with pytest.raises(ValueError, match="parameter sign must be in"):
         rule(inp, {"sign": -0.5})
-    with pytest.raises(ValueError, match="anchor"):
-        rule(inp, {"anchor": 0.0})
     with pytest.raises(ValueError, match="no parameter 'radius'"):
         rule(inp, {"radius": 1.0})
 
