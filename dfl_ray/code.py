@@ -42,8 +42,9 @@ def fingerprint_of(package: Path) -> str:
 
 
 def describe() -> dict[str, str]:
-    """This process's code: its fingerprint, where the package lies and on which machine."""
-    return {"fingerprint": fingerprint(), "path": str(PACKAGE), "machine": platform.node()}
+    """This process's code: its fingerprint, where the package lies, and the name of the host it
+    runs on (`environment()["machine"]` is the architecture, not this)."""
+    return {"fingerprint": fingerprint(), "path": str(PACKAGE), "host": platform.node()}
 
 
 def check_same_code(others: Mapping[str, Mapping[str, str]]) -> None:
@@ -54,10 +55,10 @@ def check_same_code(others: Mapping[str, Mapping[str, str]]) -> None:
     if not wrong:
         return
     lines = [f"{name} runs dfl_ray {d.get('fingerprint')} from {d.get('path')} on "
-             f"{d.get('machine')}" for name, d in sorted(wrong.items())]
+             f"{d.get('host')}" for name, d in sorted(wrong.items())]
     raise CodeMismatchError(
         f"this process runs dfl_ray {mine['fingerprint']} from {mine['path']} on "
-        f"{mine['machine']}, but " + "; ".join(lines) + ". Every process of a run must run the "
+        f"{mine['host']}, but " + "; ".join(lines) + ". Every process of a run must run the "
         "same code: Ray puts the driver's working directory first on each worker's import "
         "path, so start the run from the folder whose dfl_ray you mean (or from outside any "
         "checkout), and install the same version on every cluster host")

@@ -305,6 +305,7 @@ def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
             "rounds_completed": progress["rounds"],
             "resumed_from_round": start_round if resume else None,
             "faults": _faults_or_none(net),
+            "environment": environment(),
             "wall_seconds": time.perf_counter() - started,
         })
         if not quiet:

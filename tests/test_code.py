@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -40,11 +41,12 @@ def test_the_fingerprint_follows_every_source_file(tmp_path: Path) -> None:
 
 def test_a_process_with_other_code_is_named() -> None:
     check_same_code({"host 0": describe()})
-    other = {"fingerprint": "0" * 16, "path": "/elsewhere/dfl_ray", "machine": "box"}
+    other = {"fingerprint": "0" * 16, "path": "/elsewhere/dfl_ray", "host": "box"}
     with pytest.raises(CodeMismatchError) as caught:
         check_same_code({"host 0": describe(), "host 1 (nodes 2, 3)": other})
     message = str(caught.value)
-    assert "host 1 (nodes 2, 3) runs dfl_ray 0000000000000000 from /elsewhere/dfl_ray" in message
+    assert ("host 1 (nodes 2, 3) runs dfl_ray 0000000000000000 from /elsewhere/dfl_ray on box"
+            in message)
     assert "host 0" not in message and fingerprint() in message
 
 
@@ -71,3 +73,6 @@ def test_a_run_whose_workers_import_another_checkout_is_refused(
     assert f"from {other}" in err and "runs dfl_ray" in err
     assert fingerprint_of(other) in err and fingerprint() in err
     assert not (tmp_path / "runs" / "tiny" / "chains").exists()  # no node was made
+    summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "CodeMismatchError" in summary["error"]
+    assert summary["environment"]["dfl_ray"] == fingerprint()  # what the driver ran
