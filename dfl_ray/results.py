@@ -71,14 +71,32 @@ def environment() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": platform.python_version(), "machine": platform.machine(),
-             "cpus": str(os.cpu_count())}
+             "cpus": str(os.cpu_count()), "cpu": cpu_model()}
     for package in ("numpy", "torch", "ray"):
         try:
             found[package] = version(package)
         except PackageNotFoundError:
             found[package] = "missing"
+    try:  # the vector kernels torch picked on this CPU: the same versions, other sums
+        import torch
+
+        found["torch_cpu"] = torch.backends.cpu.get_cpu_capability()
+    except ImportError:
+        found["torch_cpu"] = "missing"
     found["dfl_ray"] = fingerprint()
     return found
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux `/proc/cpuinfo`), else what `platform` says, else
+    "unknown": two installations with the same library versions on other processors may
+    round differently, and attacked runs then part."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    return platform.processor() or "unknown"
 
 
 def record_output(name: str, title: str, output: str, *, markdown: bool = False,
@@ -92,8 +110,9 @@ def record_output(name: str, title: str, output: str, *, markdown: bool = False,
     command = shlex.join(["python", script.as_posix(), *args[1:]])
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     env = environment()
-    machine = (f"{env['cpus']} CPUs, {env['machine']}, Python {env['python']}, numpy "
-               f"{env['numpy']}, torch {env['torch']}")
+    machine = (f"{env['cpus']} CPUs ({env['cpu']}, torch kernels {env['torch_cpu']}), "
+               f"{env['machine']}, Python {env['python']}, numpy {env['numpy']}, torch "
+               f"{env['torch']}")
     body = output.rstrip() if markdown else f"```\n{output.rstrip()}\n```"
     return write_section(name, f"## {title}\n\n`{command}`, {when}, {machine}:\n\n{body}\n", path)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dfl_ray.results import Tee, record_output, write_section
+from dfl_ray.results import Tee, cpu_model, record_output, write_section
 
 
 def test_sections_are_appended_then_replaced_in_place(tmp_path: Path) -> None:
@@ -58,3 +58,17 @@ def test_record_output_names_the_command_and_keeps_the_output(tmp_path: Path,
     assert "## A bench" in text and "`python benchmarks/x.py --repeat 3`" in text
     assert "```\nratio 1.02\n```" in text
     assert f"numpy {np.__version__}" in text  # the versions it was measured with
+    import torch  # and the processor, whose vector kernels change the sums
+
+    assert f"({cpu_model()}, torch kernels {torch.backends.cpu.get_cpu_capability()})" in text
+
+
+def test_cpu_model_is_read_from_cpuinfo_on_linux() -> None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo on this system")
+    names = [line.partition(":")[2].strip() for line in cpuinfo.read_text().splitlines()
+             if line.partition(":")[0].strip() == "model name"]
+    if not names:
+        pytest.skip("/proc/cpuinfo names no model here")
+    assert cpu_model() == names[0]

@@ -12,6 +12,7 @@ import pytest
 from dfl_ray.actors.gossip import PACE_ROUNDS
 from dfl_ray.code import fingerprint
 from dfl_ray.ledger import read_chain, verify_chain
+from dfl_ray.results import cpu_model
 from dfl_ray.runner import run_experiment
 from tests.conftest import tiny_config
 from tests.helpers import own_seqs
@@ -38,6 +39,7 @@ def test_nodes_on_different_hosts_exchange_aggregate_and_seal(
     assert summary["schedule"] == "async"
     assert summary["environment"]["numpy"] == np.__version__  # the versions the run used
     assert summary["environment"]["dfl_ray"] == fingerprint()  # and the code
+    assert summary["environment"]["cpu"] == cpu_model()  # and the processor
     assert summary["counters"]["published"] == 4 * ROUNDS
     for n in range(4):
         node = summary["per_node"][str(n)]
