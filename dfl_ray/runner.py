@@ -195,6 +195,14 @@ def resume_round(run_dir: Path, nodes: int) -> int:
     return min(turns)
 
 
+def _environment_or_error() -> dict[str, str]:
+    """`environment()` for a failed run's summary; reading it must never hide the run's error."""
+    try:
+        return environment()
+    except Exception as exc:  # noqa: BLE001 - the summary names it instead
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
                    on_round: Callable[[Any, int], None] | None = None) -> dict[str, Any]:
     """Run one DFL experiment end to end; returns the summary also written to summary.json.
@@ -305,7 +313,7 @@ def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
             "rounds_completed": progress["rounds"],
             "resumed_from_round": start_round if resume else None,
             "faults": _faults_or_none(net),
-            "environment": environment(),
+            "environment": _environment_or_error(),
             "wall_seconds": time.perf_counter() - started,
         })
         if not quiet:
