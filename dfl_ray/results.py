@@ -87,12 +87,12 @@ def environment() -> dict[str, str]:
     return found
 
 
-def cpu_model() -> str:
-    """The processor's model name (Linux `/proc/cpuinfo`), else what `platform` says, else
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor's model name (Linux `cpuinfo`), else what `platform` says, else
     "unknown": two installations with the same library versions on other processors may
     round differently, and attacked runs then part."""
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name" and value.strip():
                 return value.strip()

@@ -63,12 +63,12 @@ def test_record_output_names_the_command_and_keeps_the_output(tmp_path: Path,
     assert f"({cpu_model()}, torch kernels {torch.backends.cpu.get_cpu_capability()})" in text
 
 
-def test_cpu_model_is_read_from_cpuinfo_on_linux() -> None:
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        pytest.skip("no /proc/cpuinfo on this system")
-    names = [line.partition(":")[2].strip() for line in cpuinfo.read_text().splitlines()
-             if line.partition(":")[0].strip() == "model name"]
-    if not names:
-        pytest.skip("/proc/cpuinfo names no model here")
-    assert cpu_model() == names[0]
+def test_cpu_model_is_read_from_cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t:\nmodel name\t: Example CPU 9000 @ 3.0GHz\n"
+                       "flags\t\t: fpu avx2\n\nprocessor\t: 1\nmodel name\t: Other\n")
+    assert cpu_model(cpuinfo) == "Example CPU 9000 @ 3.0GHz"  # the first one that names a model
+    monkeypatch.setattr("platform.processor", lambda: "x86_64")
+    assert cpu_model(tmp_path / "absent") == "x86_64"  # no cpuinfo: what platform says
+    monkeypatch.setattr("platform.processor", lambda: "")
+    assert cpu_model(tmp_path / "absent") == "unknown"
