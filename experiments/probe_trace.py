@@ -145,6 +145,7 @@ def replay(offers: Iterable[Offer], params: dict[str, Any], *, ratio: float, sla
     they zero no weight)."""
     reversal = float(params["reversal"])
     drop = reversal if params.get("reversal_drop") is None else float(params["reversal_drop"])
+    cost = float(params.get("reversal_cost", 1.0))
     step = {k: params[k] for k in ("beta", "floor", "penalty", "entry")}
     reputation: dict[tuple[int, int], float] = {}
     got: dict[bool, list[bool]] = {False: [], True: []}
@@ -160,7 +161,12 @@ def replay(offers: Iterable[Offer], params: dict[str, Any], *, ratio: float, sla
                                     for o in group])
         # Read as reversed, yet above the drop level: weighed, and observes q = 0.
         marked = np.array([-drop <= o.skew < -reversal for o in group])
-        new, weights = reputation_step(prior, (passed & ~marked).astype(np.float64),
+        # Failed the reversal test and no other test before the probe: observes (1 - cost) R.
+        alone = np.array([not o.tests.get("reversal", True)
+                          and all(v for t, v in o.tests.items() if t != "reversal")
+                          for o in group])
+        observed = np.where(alone, (1.0 - cost) * prior, (passed & ~marked).astype(np.float64))
+        new, weights = reputation_step(prior, observed,
                                        passed | (tested & (prior >= forgive)), **step)
         for o, r, w in zip(group, new, weights, strict=True):
             reputation[(receiver, o.sender)] = float(r)

@@ -65,3 +65,19 @@ def test_pooled_readings_take_the_median_over_receivers_and_let_colluders_lie(
     lying = probe_trace.pooled_readings(offers, 1, liars=True)
     assert lying[False][1] == [pytest.approx(0.01)]  # the colluder reports +1 for sender 1
     assert lying[True][1] == [pytest.approx(0.1)]  # and -1 for its fellow
+
+
+@pytest.mark.parametrize(("cost", "last_weighed"), [(1.0, False), (0.0, True)])
+def test_the_replay_charges_a_reversal_failure_alone_by_reversal_cost(
+        cost: float, last_weighed: bool) -> None:
+    """Three rounds failing the reversal test alone, then a pass: with the full cost the sender's
+    reputation (0.9^3, then 0.76) is still under a floor of 0.8; with none it never left 1."""
+    offers = [probe_trace.Offer(r, 0, 1, False, 0.0, r == 3,
+                                {"gate": True, "reversal": r == 3, "sign": True},
+                                0.0 if r == 3 else float("nan"), 0.0, 0.05,
+                                0.5 if r == 3 else -0.5, {})
+              for r in range(4)]
+    params = {"reversal": 0.0, "reversal_cost": cost, "beta": 0.1, "floor": 0.8,
+              "penalty": None, "entry": 0.0, "initial": 1.0}
+    got = probe_trace.replay(offers, params, ratio=2.0, slack=0.05, forgive=float("inf"))
+    assert got[False] == (0.25 if last_weighed else 0.0)

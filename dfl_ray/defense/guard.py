@@ -131,7 +131,8 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            probe_slack: float = 0.05, penalty: float | None = None,
                            entry: float = 0.0, forgive: float = math.inf,
                            probe_scale: float = math.inf,
-                           reversal_drop: float | None = None) -> None:
+                           reversal_drop: float | None = None,
+                           reversal_cost: float = 1.0) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
     check_number("probe_scale", probe_scale, 0.0, low_open=True, allow_inf=True)
@@ -152,6 +153,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     check_number("reversal", reversal, 0.0, 1.0)
     if reversal_drop is not None:
         check_number("reversal_drop", reversal_drop, float(reversal), 1.0)
+    check_number("reversal_cost", reversal_cost, 0.0, 1.0)
     check_number("balance", balance, 0.0, 1.0)
     check_number("kin", kin, 0.0, 1.0)
     check_number("sign", sign, 0.0, 1.0)
@@ -169,7 +171,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               probe_slack: float = 0.05, penalty: float | None = None,
               entry: float = 0.0, forgive: float = math.inf,
               probe_scale: float = math.inf,
-              reversal_drop: float | None = None) -> AggregationResult:
+              reversal_drop: float | None = None,
+              reversal_cost: float = 1.0) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -194,6 +197,13 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         skew is near zero and falls below now and then (an honest sender holding several
         classes) loses some reputation instead of its whole weight (None, the default: the
         same as `reversal`, one level).
+    reversal_cost: the share of a failed round's reputation cost that a sender pays when the
+        reversal test is the only test before the probe its model fails: it observes q =
+        (1 - reversal_cost) R instead of 0 (1, the default: the full cost; 0: its reputation
+        stays as it was). The model counts for nothing this round either way. With a high
+        `floor`, honest senders whose skew dips below zero now and then sank under the floor
+        through this test alone (docs/results.md, "Reputation floors traced"); with 0 the
+        floor reads the other tests and the probe only.
     balance: a model whose output-bias difference from the own model has |sum| / sum of
         |entries| above it (see `head_imbalance`) counts for nothing this round (needs
         `inp.head`, skipped without it; 1 turns the test off).
@@ -232,7 +242,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
                            entry=entry, forgive=forgive, probe_scale=probe_scale,
-                           reversal_drop=reversal_drop)
+                           reversal_drop=reversal_drop, reversal_cost=reversal_cost)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -257,11 +267,17 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         details["reversal_skew"] = skews
         drop = reversal if reversal_drop is None else float(reversal_drop)
         marked = (skews < -reversal) & (skews >= -drop)
-        test("reversal", skews >= -drop)
+        reversed_ = skews < -drop
+        details["reversal"] = (~reversed_).astype(np.float64)
+    else:
+        reversed_ = np.zeros(k, dtype=bool)
     if inp.head is not None and balance < 1.0:
         test("balance", head_imbalance(inp) <= balance)
     if sign < 1.0:
         test("sign", sign_skews(inp) <= sign)
+    # Folded in after the other tests, so the models that fail the reversal test alone are known.
+    reversed_only = accepted & reversed_
+    accepted &= ~reversed_
     radius = float(clip) * spread
     with np.errstate(divide="ignore", invalid="ignore"):
         pull = np.where(dist > radius, radius / dist, 1.0) if np.isfinite(radius) else np.ones(k)
@@ -281,6 +297,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
             excess = np.nan_to_num(rises - typical, nan=np.inf)
             grade = np.clip(1.0 - excess / float(probe_scale), 0.0, 1.0)
     observed = (accepted & ~marked & (inp.scores >= reference - margin)) * grade
+    observed = np.where(reversed_only, (1.0 - float(reversal_cost)) * prior, observed)
     reputation, weights = reputation_step(prior, observed, weighed, beta=beta, floor=floor,
                                           penalty=penalty, entry=entry)
     own_share = float(own_weight)

@@ -751,3 +751,38 @@ def test_reversal_drop_keeps_the_weight_of_a_slightly_reversed_reading_for_a_whi
     assert reps["n4"] == pytest.approx(0.7 ** 5) and reps["n0"] == 1.0
     with pytest.raises(ValueError, match="reversal_drop"):
         get_rule("dfl_guard")(inp, {"reversal": 0.2, "reversal_drop": 0.1})
+
+
+def test_reversal_cost_zero_leaves_out_a_reversed_model_and_keeps_its_senders_reputation() -> None:
+    """With `reversal_cost=0` a model that fails the reversal test alone counts for nothing this
+    round, as by default, but its sender's reputation stays as it was, so a high floor reads the
+    other tests and the probe only; a model that also fails another test still pays."""
+    base, own, models = skewed_round()
+    reps: dict[str, float] = {}
+    paid: dict[str, float] = {}
+    for _ in range(3):  # the same round again and again
+        cheap = dfl_guard(AggregationInput(own=own, own_score=0.9, models=models,
+                                           senders=tuple(f"n{i}" for i in range(6)),
+                                           scores=np.full(6, 0.5), reputations=reps, head=HEAD,
+                                           base=base), gate=np.inf, reversal_cost=0.0)
+        full = dfl_guard(AggregationInput(own=own, own_score=0.9, models=models,
+                                          senders=tuple(f"n{i}" for i in range(6)),
+                                          scores=np.full(6, 0.5), reputations=paid, head=HEAD,
+                                          base=base), gate=np.inf)
+        reps, paid = cheap.reputations, full.reputations
+        for result in (cheap, full):
+            assert np.all(result.weights[4:] == 0.0) and np.all(result.weights[:4] > 0.0)
+            np.testing.assert_array_equal(result.details["reversal"], [1, 1, 1, 1, 0, 0])
+    assert reps["n4"] == reps["n5"] == 1.0 and reps["n0"] == 1.0
+    assert paid["n4"] == pytest.approx(0.7 ** 3) and paid["n0"] == 1.0
+    # Failing the distance gate as well: the reversal test is not the only one, and it costs.
+    far = models.copy()
+    far[5, :HEAD.start] += np.float32(100.0)  # the head as it was: still reversed
+    both = dfl_guard(head_input(far, own, base), reversal_cost=0.0)
+    assert both.details["gate"][5] == 0.0 and both.details["reversal"][5] == 0.0
+    assert both.reputations["n5"] == pytest.approx(0.7) and both.reputations["n4"] == 1.0
+    # A half cost: q = 0.5 R.
+    half = dfl_guard(head_input(models, own, base), gate=np.inf, reversal_cost=0.5)
+    assert half.reputations["n4"] == pytest.approx(0.7 + 0.3 * 0.5)
+    with pytest.raises(ValueError, match="reversal_cost"):
+        get_rule("dfl_guard")(head_input(models, own, base), {"reversal_cost": 1.5})
