@@ -261,9 +261,18 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
 
     if inp.base is not None and oppose < 1.0:
         test("opposition", own_update_cosines(inp, int(coords)) >= -oppose)
+    balanced = head_imbalance(inp) <= balance if inp.head is not None and balance < 1.0 else None
+    signed = sign_skews(inp) <= sign if sign < 1.0 else None
     marked = np.zeros(k, dtype=bool)  # failed the reversal test but kept this round's weight
     if inp.start_head is not None and reversal < 1.0:
-        skews = reversal_readings(inp, reversal, accepted)
+        # The pool whose failures decide the median reading is what every other test kept: a
+        # model that passes this test but fails another (ALIE fails the balance test) must not
+        # outvote the honest failures that call for it.
+        pool = accepted.copy()
+        for verdict in (balanced, signed):
+            if verdict is not None:
+                pool &= verdict
+        skews = reversal_readings(inp, reversal, pool)
         details["reversal_skew"] = skews
         drop = reversal if reversal_drop is None else float(reversal_drop)
         marked = (skews < -reversal) & (skews >= -drop)
@@ -271,10 +280,10 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         details["reversal"] = (~reversed_).astype(np.float64)
     else:
         reversed_ = np.zeros(k, dtype=bool)
-    if inp.head is not None and balance < 1.0:
-        test("balance", head_imbalance(inp) <= balance)
-    if sign < 1.0:
-        test("sign", sign_skews(inp) <= sign)
+    if balanced is not None:
+        test("balance", balanced)
+    if signed is not None:
+        test("sign", signed)
     # Folded in after the other tests, so the models that fail the reversal test alone are known.
     reversed_only = accepted & reversed_
     accepted &= ~reversed_
@@ -478,7 +487,11 @@ def reversal_readings(inp: AggregationInput, reversal: float,
     output layer has drifted (it trained alone a while), and read from its round start every
     honest update looks reversed, so it rejected them all and stayed alone (one node of an
     async run did, docs/results.md "Stragglers"). Then, and only then, the higher of that skew
-    and the skew against the coordinate-wise median of the received heads counts. Reading the
+    and the skew against the coordinate-wise median of the round start and the candidates'
+    heads counts. Models the other tests left out take part in neither the count nor the
+    median: a model that passes this test and fails another (ByzFL's ALIE fails the balance
+    test) kept the median reading off while honest models failed (docs/results.md, "Reversal
+    fallback pool"). Reading the
     median every round let colluders, who are part of it, move the reference their own models
     are read against (three identical heads pull it onto their own value), which min-max and
     mimic took advantage of (docs/results.md, "Reversal test reference"). Attackers who fail
@@ -489,7 +502,10 @@ def reversal_readings(inp: AggregationInput, reversal: float,
     passed = against_start >= -reversal
     pool = np.ones(inp.k, dtype=bool) if candidates is None else candidates
     if 2 * np.count_nonzero(pool & ~passed) > np.count_nonzero(pool):
-        against_median = _skews_against(inp, heads, np.median(heads, axis=0))
+        # The median of the round start and the pool's heads: models the other tests left out
+        # move neither the vote nor the reference.
+        reference = np.median(heads[np.append(True, pool)], axis=0)
+        against_median = _skews_against(inp, heads, reference)
         return np.maximum(against_start, against_median)
     return against_start
 

@@ -786,3 +786,27 @@ def test_reversal_cost_zero_leaves_out_a_reversed_model_and_keeps_its_senders_re
     assert half.reputations["n4"] == pytest.approx(0.7 + 0.3 * 0.5)
     with pytest.raises(ValueError, match="reversal_cost"):
         get_rule("dfl_guard")(head_input(models, own, base), {"reversal_cost": 1.5})
+
+
+def test_models_left_out_by_another_test_do_not_keep_the_median_reading_off() -> None:
+    """A drifted receiver reads every honest update as reversed; six models that pass the
+    reversal test but fail the balance test (every output bias raised, as ALIE's) made the
+    failures no majority of what passed the gate, so the median reading stayed off and the
+    honest models were left out with them. Only what every other test kept is counted now,
+    and only it sets the median."""
+    base, own, models = skewed_round()
+    drifted = base.copy()
+    drifted[HEAD] += np.float32(-0.05)
+    drifted[HEAD.stop - 1] += np.float32(0.5)
+    raised = np.repeat(models[:1], 6, axis=0)
+    raised[:, HEAD] = drifted[HEAD] + np.float32(1.0) + np.arange(6, dtype=np.float32)[:, None] \
+        * np.float32(0.1)
+    received = np.concatenate([models, raised])
+    inp = head_input(received, own, drifted)
+    assert np.all(head_imbalance(inp)[6:] > 0.5) and np.all(head_skew(inp)[6:] > 0.0)
+    everyone = passes_reversal(inp, 0.0)
+    assert not everyone[:4].any()  # counted with them: no majority fails, no median reading
+    kept = np.array([True] * 6 + [False] * 6)
+    assert passes_reversal(inp, 0.0, kept).tolist() == [True] * 4 + [False] * 2 + [True] * 6
+    result = dfl_guard(inp, gate=np.inf)
+    assert np.all(result.weights[:4] > 0) and np.all(result.weights[4:] == 0)
