@@ -44,8 +44,8 @@ docs/results.md, "Figures formerly in defense docstrings".)
    with `AggregationInput.head_classes` the head is the whole output layer and the lower of the
    two skews counts: an attacker who leaves the bias unflipped and flips the rest is still
    seen. The skew is read from the own round start; only when that would reject most of the
-   received models (the node's own head has drifted) is the median of the received heads read
-   as well (`passes_reversal`). It reads and keeps the output layer (5,010 values for LeNet)
+   models the other tests kept (the node's own head has drifted) is the median of their heads
+   read as well (`passes_reversal`). It reads and keeps the output layer (5,010 values for LeNet)
    per model and node. An attacker who leaves the whole output layer unflipped passes it: the
    test answers sign flips of the classifier, not an attacker who poisons the feature layers
    alone;
