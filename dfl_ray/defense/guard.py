@@ -491,10 +491,10 @@ def reversal_readings(inp: AggregationInput, reversal: float,
     heads counts. Models the other tests left out take part in neither the count nor the
     median: a model that passes this test and fails another (ByzFL's ALIE fails the balance
     test) kept the median reading off while honest models failed (docs/results.md, "Reversal
-    fallback pool"). Reading the
-    median every round let colluders, who are part of it, move the reference their own models
-    are read against (three identical heads pull it onto their own value), which min-max and
-    mimic took advantage of (docs/results.md, "Reversal test reference"). Attackers who fail
+    fallback pool"). Reading the median every round let colluders, who are part of it, move
+    the reference their own models are read against (three identical heads pull it onto their
+    own value), which min-max and mimic took advantage of (docs/results.md, "Reversal test
+    reference"). Attackers who fail
     the test on purpose bring the median reading in only when honest models fail with them.
     """
     heads = _round_heads(inp)
