@@ -494,8 +494,8 @@ def reversal_readings(inp: AggregationInput, reversal: float,
     fallback pool"). Reading the median every round let colluders, who are part of it, move
     the reference their own models are read against (three identical heads pull it onto their
     own value), which min-max and mimic took advantage of (docs/results.md, "Reversal test
-    reference"). Attackers who fail
-    the test on purpose bring the median reading in only when honest models fail with them.
+    reference"). Attackers who fail the test on purpose bring the median reading in only when
+    honest models fail with them.
     """
     heads = _round_heads(inp)
     against_start = _skews_against(inp, heads, heads[0])
