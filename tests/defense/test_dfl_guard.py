@@ -355,11 +355,12 @@ def skewed_round() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def head_input(models: np.ndarray, own: np.ndarray, base: np.ndarray,
-               head_base: bool = False) -> AggregationInput:
+               head_base: bool = False,
+               reputations: dict[str, float] | None = None) -> AggregationInput:
     k = len(models)
     return AggregationInput(
         own=own, own_score=0.9, models=models, senders=tuple(f"n{i}" for i in range(k)),
-        scores=np.full(k, 0.5), reputations={}, head=HEAD,
+        scores=np.full(k, 0.5), reputations=reputations or {}, head=HEAD,
         **({"head_base": base[HEAD].copy()} if head_base else {"base": base}),
     )
 
@@ -741,8 +742,7 @@ def test_reversal_drop_keeps_the_weight_of_a_slightly_reversed_reading_for_a_whi
     reps: dict[str, float] = {}
     kept = []
     for _ in range(5):  # the same round again and again
-        inp = AggregationInput(own=own, own_score=0.9, models=received, senders=inp.senders,
-                               scores=inp.scores, reputations=reps, head=HEAD, base=base)
+        inp = head_input(received, own, base, reputations=reps)
         two_level = dfl_guard(inp, gate=np.inf, reversal_drop=0.3)
         reps = two_level.reputations
         assert two_level.weights[5] == 0.0 and np.all(two_level.weights[:4] > 0)
@@ -761,14 +761,9 @@ def test_reversal_cost_zero_leaves_out_a_reversed_model_and_keeps_its_senders_re
     reps: dict[str, float] = {}
     paid: dict[str, float] = {}
     for _ in range(3):  # the same round again and again
-        cheap = dfl_guard(AggregationInput(own=own, own_score=0.9, models=models,
-                                           senders=tuple(f"n{i}" for i in range(6)),
-                                           scores=np.full(6, 0.5), reputations=reps, head=HEAD,
-                                           base=base), gate=np.inf, reversal_cost=0.0)
-        full = dfl_guard(AggregationInput(own=own, own_score=0.9, models=models,
-                                          senders=tuple(f"n{i}" for i in range(6)),
-                                          scores=np.full(6, 0.5), reputations=paid, head=HEAD,
-                                          base=base), gate=np.inf)
+        cheap = dfl_guard(head_input(models, own, base, reputations=reps), gate=np.inf,
+                          reversal_cost=0.0)
+        full = dfl_guard(head_input(models, own, base, reputations=paid), gate=np.inf)
         reps, paid = cheap.reputations, full.reputations
         for result in (cheap, full):
             assert np.all(result.weights[4:] == 0.0) and np.all(result.weights[:4] > 0.0)
