@@ -259,6 +259,9 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     reference = float(np.median(inp.scores[accepted])) if accepted.any() else inp.own_score
     # Each test's own verdict (1 pass, 0 fail), for the aggregation trace.
     details = {"distance": dist.astype(np.float64), "gate": accepted.astype(np.float64)}
+    if inp.head is not None:
+        details["head_distance"] = distances_to([row[inp.head] for row in inp.rows],
+                                                own[inp.head])
 
     def test(name: str, passed: np.ndarray) -> None:
         accepted[:] &= passed
