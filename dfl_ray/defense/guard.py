@@ -132,7 +132,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            entry: float = 0.0, forgive: float = math.inf,
                            probe_scale: float = math.inf,
                            reversal_drop: float | None = None,
-                           reversal_cost: float = 1.0, mix: float = 0.0) -> None:
+                           reversal_cost: float = 1.0) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
     check_number("probe_scale", probe_scale, 0.0, low_open=True, allow_inf=True)
@@ -154,7 +154,6 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     if reversal_drop is not None:
         check_number("reversal_drop", reversal_drop, float(reversal), 1.0)
     check_number("reversal_cost", reversal_cost, 0.0, 1.0)
-    check_number("mix", mix, 0.0, 0.5)
     check_number("balance", balance, 0.0, 1.0)
     check_number("kin", kin, 0.0, 1.0)
     check_number("sign", sign, 0.0, 1.0)
@@ -173,7 +172,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               entry: float = 0.0, forgive: float = math.inf,
               probe_scale: float = math.inf,
               reversal_drop: float | None = None,
-              reversal_cost: float = 1.0, mix: float = 0.0) -> AggregationResult:
+              reversal_cost: float = 1.0) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -205,10 +204,6 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         `floor`, honest senders whose skew dips below zero now and then sank under the floor
         through this test alone (docs/results.md, "Reputation floors traced"); with 0 the
         floor reads the other tests and the probe only.
-    mix: with it above 0, nearest-neighbour mixing before the weighted average (see
-        `nearest_neighbour_shares`): of the n models with a share (the own one among them),
-        each share is spread over the model's n - floor(mix n) nearest, so a model far from
-        the others keeps less of its weight (0, the default: off; at most 0.5).
     balance: a model whose output-bias difference from the own model has |sum| / sum of
         |entries| above it (see `head_imbalance`) counts for nothing this round (needs
         `inp.head`, skipped without it; 1 turns the test off).
@@ -247,7 +242,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
                            entry=entry, forgive=forgive, probe_scale=probe_scale,
-                           reversal_drop=reversal_drop, reversal_cost=reversal_cost, mix=mix)
+                           reversal_drop=reversal_drop, reversal_cost=reversal_cost)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     spread = float(np.median(np.append(dist, 0.0)))
@@ -325,53 +320,13 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
 
     total = own_share + float(weights.sum())
     shares = weights / total
-    if mix > 0.0:
-        # Each weighted point's share spread over its nearest neighbours (the own model first).
-        mixed = nearest_neighbour_shares(inp, pull, np.append(own_share / total, shares), mix)
-        details["mixed_share"] = mixed[1:]
-        coeffs = mixed[1:] * pull
-    else:
-        coeffs = shares * pull
     # A clipped model is w + p_i (m_i - w) = p_i m_i + (1 - p_i) w: mix rows and the own model.
+    coeffs = shares * pull
     model = weighted_sum((*inp.rows, own), np.append(coeffs, 1.0 - coeffs.sum()))
 
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
     return AggregationResult(model, reputations, shares, details)
-
-
-def nearest_neighbour_shares(inp: AggregationInput, pull: np.ndarray, shares: np.ndarray,
-                             mix: float) -> np.ndarray:
-    """float64 [1 + k]: `shares` (the own model's, then each received model's) after nearest-
-    neighbour mixing (NNM; Allouah et al., "Fixing by Mixing", AISTATS 2023).
-
-    The points are the own model w and each received model with a share, clipped: w + p_i
-    (m_i - w), p_i = `pull[i]`. Of n points, each is replaced by the mean of its n - f nearest
-    (itself among them), f = floor(`mix` n), and the weighted mean of the replaced points is
-    the weighted mean of the points with each share spread evenly over that neighbourhood. A
-    point far from the others (a model pushed to the clipping radius in a direction no honest
-    peer took) lies in few neighbourhoods but its own, and so keeps at most (n - f) of its
-    share's worth; honest points near each other trade shares and keep theirs.
-    """
-    shares = np.asarray(shares, dtype=np.float64)
-    points = np.append(True, shares[1:] > 0.0)
-    index = np.flatnonzero(points)
-    n = index.size
-    f = math.floor(mix * n)
-    if f == 0:
-        return shares.copy()
-    # Differences from w, clipped: [n - 1, d] float32, its Gram matrix in float64.
-    diffs = np.stack([(inp.rows[i - 1] - inp.own) * np.float32(pull[i - 1]) for i in index[1:]])
-    gram = np.zeros((n, n))
-    gram[1:, 1:] = diffs.astype(np.float64) @ diffs.T.astype(np.float64)
-    sq = np.diag(gram)
-    dist = np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
-    np.fill_diagonal(dist, -1.0)  # each point is its own nearest neighbour, ties broken by order
-    near = np.argsort(dist, axis=1, kind="stable")[:, :n - f]
-    out = np.zeros_like(shares)
-    for j in range(n):
-        out[index[near[j]]] += shares[index[j]] / (n - f)
-    return out
 
 
 def passes_probe(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarray, *,

@@ -805,37 +805,3 @@ def test_models_left_out_by_another_test_do_not_keep_the_median_reading_off() ->
     assert passes_reversal(inp, 0.0, kept).tolist() == [True] * 4 + [False] * 2 + [True] * 6
     result = dfl_guard(inp, gate=np.inf)
     assert np.all(result.weights[:4] > 0) and np.all(result.weights[4:] == 0)
-
-
-def test_nearest_neighbour_mixing_takes_weight_from_a_model_far_from_the_rest() -> None:
-    # Six received models close to the own one and one at 3x their spread, inside gate and clip.
-    rng = np.random.default_rng(11)
-    models = (rng.standard_normal((7, D)) * 0.1).astype(np.float32)
-    models[6] += 0.5
-    inp = make_input(models, [0.5] * 7)
-    plain = dfl_guard(inp, sign=1.0, kin=1.0, gate=np.inf, clip=np.inf)
-    mixed = dfl_guard(inp, sign=1.0, kin=1.0, gate=np.inf, clip=np.inf, mix=0.3)
-    assert np.allclose(plain.weights, 1 / 8) and np.allclose(mixed.weights, 1 / 8)
-    share = mixed.details["mixed_share"]
-    # n = 8 points, f = 2: the far model lies in its own neighbourhood of 6 only.
-    assert share[6] == pytest.approx(1 / 8 / 6)
-    assert share.sum() < 1.0 and np.all(share[:6] >= share[6])
-    # The aggregate is the mixed shares' weighted sum: the far model moves it less.
-    expected = (share[:, None] * models).sum(axis=0)
-    assert np.allclose(mixed.model, expected, atol=1e-6)
-    far = models[6] / np.linalg.norm(models[6])
-    assert float(mixed.model @ far) < float(plain.model @ far)
-    with pytest.raises(ValueError, match="parameter mix must be in"):
-        dfl_guard(inp, mix=0.6)
-
-
-def test_nearest_neighbour_mixing_with_equal_shares_is_byzfl_nnm_then_the_mean() -> None:
-    byzfl = pytest.importorskip("byzfl")
-    rng = np.random.default_rng(12)
-    own = rng.standard_normal(D).astype(np.float32)
-    models = (own + rng.standard_normal((9, D))).astype(np.float32)
-    result = dfl_guard(make_input(models, [0.5] * 9, own=own), sign=1.0, kin=1.0,
-                       gate=np.inf, clip=np.inf, mix=0.3)
-    points = np.vstack([own, models]).astype(np.float64)
-    expected = np.mean(byzfl.NNM(f=3)(points), axis=0)
-    assert np.allclose(result.model, expected, atol=1e-5)
