@@ -132,7 +132,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            entry: float = 0.0, forgive: float = math.inf,
                            probe_scale: float = math.inf,
                            reversal_drop: float | None = None,
-                           reversal_cost: float = 1.0) -> None:
+                           reversal_cost: float = 1.0, split: bool = False) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
     check_number("probe_scale", probe_scale, 0.0, low_open=True, allow_inf=True)
@@ -154,6 +154,8 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     if reversal_drop is not None:
         check_number("reversal_drop", reversal_drop, float(reversal), 1.0)
     check_number("reversal_cost", reversal_cost, 0.0, 1.0)
+    if not isinstance(split, bool | np.bool_) and split not in (0, 1):
+        raise ValueError(f"parameter split must be true or false, got {split!r}")
     check_number("balance", balance, 0.0, 1.0)
     check_number("kin", kin, 0.0, 1.0)
     check_number("sign", sign, 0.0, 1.0)
@@ -172,7 +174,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               entry: float = 0.0, forgive: float = math.inf,
               probe_scale: float = math.inf,
               reversal_drop: float | None = None,
-              reversal_cost: float = 1.0) -> AggregationResult:
+              reversal_cost: float = 1.0, split: bool = False) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -204,6 +206,11 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         `floor`, honest senders whose skew dips below zero now and then sank under the floor
         through this test alone (docs/results.md, "Reputation floors traced"); with 0 the
         floor reads the other tests and the probe only.
+    split: gate and clip the output layer (`inp.head`) and the rest of the model apart, each
+        part against the median of its own distances (False, the default: the whole model
+        against one median). The output layer carries much of what tells honest models of
+        other labels apart; read together, that spread also sets the radius of the feature
+        layers, where an attacker who keeps its output layer as trained spends all of it.
     balance: a model whose output-bias difference from the own model has |sum| / sum of
         |entries| above it (see `head_imbalance`) counts for nothing this round (needs
         `inp.head`, skipped without it; 1 turns the test off).
@@ -242,11 +249,22 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            reversal=reversal, balance=balance, kin=kin, sign=sign, probe=probe,
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
                            entry=entry, forgive=forgive, probe_scale=probe_scale,
-                           reversal_drop=reversal_drop, reversal_cost=reversal_cost)
+                           reversal_drop=reversal_drop, reversal_cost=reversal_cost,
+                           split=split)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
-    spread = float(np.median(np.append(dist, 0.0)))
-    accepted = dist <= gate * spread if np.isfinite(gate) else np.ones(k, dtype=bool)
+    # Gated and clipped as one vector, or (split) the output layer apart from the rest.
+    parts = [(slice(None), dist)]
+    if inp.head is not None:
+        head_dist = distances_to([row[inp.head] for row in inp.rows], own[inp.head])
+        if split:
+            parts = [(slice(None), np.sqrt(np.maximum(dist ** 2 - head_dist ** 2, 0.0))),
+                     (inp.head, head_dist)]
+    spreads = [float(np.median(np.append(d, 0.0))) for _, d in parts]
+    accepted = np.ones(k, dtype=bool)
+    if np.isfinite(gate):
+        for (_, d), spread in zip(parts, spreads, strict=True):
+            accepted &= d <= gate * spread
 
     prior = inp.get_reputations(float(initial))
     # The own score is left out of the reference: under label skew the own model, trained on the
@@ -255,8 +273,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     # Each test's own verdict (1 pass, 0 fail), for the aggregation trace.
     details = {"distance": dist.astype(np.float64), "gate": accepted.astype(np.float64)}
     if inp.head is not None:
-        details["head_distance"] = distances_to([row[inp.head] for row in inp.rows],
-                                                own[inp.head])
+        details["head_distance"] = head_dist
 
     def test(name: str, passed: np.ndarray) -> None:
         accepted[:] &= passed
@@ -290,12 +307,18 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     # Folded in after the other tests, so the models that fail the reversal test alone are known.
     reversed_only = accepted & reversed_
     accepted &= ~reversed_
-    radius = float(clip) * spread
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pull = np.where(dist > radius, radius / dist, 1.0) if np.isfinite(radius) else np.ones(k)
+    # One pull per part: the first (the whole model, or all but the output layer) is the one
+    # the probe reads.
+    pulls = []
+    for (_, d), spread in zip(parts, spreads, strict=True):
+        radius = float(clip) * spread
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pulls.append(np.where(d > radius, radius / d, 1.0) if np.isfinite(radius)
+                         else np.ones(k))
+    pull = pulls[0]
     weighed = accepted  # what may get weight this round
     grade = np.ones(k)
-    details["radius"] = np.full(k, radius)
+    details["radius"] = np.full(k, float(clip) * spreads[0])
     details["tests_passed"] = accepted.astype(np.float64)
     if inp.probe is not None and np.isfinite(probe) and accepted.any():
         probed, rises, typical = probe_verdict(inp, pull, accepted, ratio=probe, step=probe_step,
@@ -323,6 +346,10 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     # A clipped model is w + p_i (m_i - w) = p_i m_i + (1 - p_i) w: mix rows and the own model.
     coeffs = shares * pull
     model = weighted_sum((*inp.rows, own), np.append(coeffs, 1.0 - coeffs.sum()))
+    for where, part_pull in zip([p for p, _ in parts[1:]], pulls[1:], strict=True):
+        coeffs = shares * part_pull
+        model[where] = weighted_sum((*(row[where] for row in inp.rows), own[where]),
+                                    np.append(coeffs, 1.0 - coeffs.sum()))
 
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))

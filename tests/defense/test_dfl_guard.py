@@ -805,3 +805,39 @@ def test_models_left_out_by_another_test_do_not_keep_the_median_reading_off() ->
     assert passes_reversal(inp, 0.0, kept).tolist() == [True] * 4 + [False] * 2 + [True] * 6
     result = dfl_guard(inp, gate=np.inf)
     assert np.all(result.weights[:4] > 0) and np.all(result.weights[4:] == 0)
+
+
+def test_split_gates_and_clips_the_output_layer_apart_from_the_rest() -> None:
+    # Six honest peers differ from the own model mostly on the output layer (norm 1.0 there,
+    # 0.2 elsewhere); the seventh keeps an honest output layer and moves the rest by 0.9.
+    rng = np.random.default_rng(5)
+    own = np.zeros(D, dtype=np.float32)
+
+    def direction(n: int) -> np.ndarray:
+        v = rng.standard_normal(n)
+        return v / np.linalg.norm(v)
+
+    models = np.zeros((7, D), dtype=np.float32)
+    for i in range(7):
+        models[i, HEAD] = direction(CLASSES)
+        models[i, :HEAD.start] = direction(HEAD.start) * (0.9 if i == 6 else 0.2)
+    inp = AggregationInput(own=own, own_score=0.9, models=models,
+                           senders=tuple(f"n{i}" for i in range(7)), scores=np.full(7, 0.5),
+                           reputations={}, head=HEAD)
+    params = {"sign": 1.0, "kin": 1.0, "reversal": 1.0, "balance": 1.0}
+    whole = dfl_guard(inp, **params)
+    parts = dfl_guard(inp, **params, split=True)
+    # As one vector every model lies within 1.4 times the median distance: all pass unclipped.
+    assert np.all(whole.weights > 0.0) and np.all(whole.details["radius"] > 1.3)
+    # Apart, the seventh lies 4.5 median body distances out: gated; the others pass.
+    assert parts.weights[6] == 0.0 and np.all(parts.weights[:6] > 0.0)
+    assert np.allclose(parts.details["head_distance"], 1.0, atol=1e-6)
+    # With the gate open, its body is clipped to 2 x that median, its output layer kept whole.
+    opened = dfl_guard(inp, **params, split=True, gate=np.inf)
+    share = opened.weights[6]
+    body = opened.model[:HEAD.start] - (opened.weights[:6, None] * models[:6, :HEAD.start]).sum(0)
+    assert np.linalg.norm(body) == pytest.approx(share * 2 * 0.2, rel=1e-4)
+    head = opened.model[HEAD]
+    assert np.allclose(head, (opened.weights[:, None] * models[:, HEAD]).sum(0), atol=1e-6)
+    with pytest.raises(ValueError, match="parameter split must be true or false"):
+        dfl_guard(inp, split=2)
