@@ -63,6 +63,10 @@ class GateEdge(Attack):
     """Trailing coordinates published as trained (the output layer)."""
     oppose: float = 1.0
     """The opposition test of the defense attacked (dfl_guard's default 1: off)."""
+    whole: bool = False
+    """Read the gate's median distance over the whole model, the kept output layer included,
+    as a receiver that gates the model as one vector does (dfl_guard's default; False: over the
+    rest only, as one that gates the output layer apart does, `split`)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,6 +77,8 @@ class GateEdge(Attack):
         if self.oppose > 1.0:
             raise ValueError(f"attack parameter oppose must be in (0, 1] (1: the test off), "
                              f"got {self.oppose!r}")
+        if not isinstance(self.whole, bool):
+            raise ValueError(f"attack parameter whole must be true or false, got {self.whole!r}")
 
     def _observed_body(self, trained: np.ndarray, base: np.ndarray,
                        observed: np.ndarray | None) -> tuple[int, np.ndarray]:
@@ -97,13 +103,22 @@ class GateEdge(Attack):
         out = trained.copy()
         if norm == 0.0 or body == 0:
             return out, body, mean
+        # Distances are read where the receiver's gate reads them; the published model's
+        # output layer is an honest one, so only the rest has to stay inside.
+        read = u
+        if self.whole:
+            read = (trained - base)[None, :].astype(np.float64) if observed is None \
+                or len(observed) == 0 else np.asarray(observed, dtype=np.float64)
         spread = float(np.mean(((u - mean) ** 2).sum(axis=1)))
-        if len(u) >= 2:
-            sq = (u * u).sum(axis=1)
-            pair = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (u @ u.T), 0.0)
-            gate_d = float(np.median(np.sqrt(pair[np.triu_indices(len(u), 1)])))
+        if self.whole:
+            # Its own output layer adds about one more honest spread there to each distance.
+            spread = 2.0 * float(np.mean(((read - read.mean(axis=0)) ** 2).sum(axis=1))) - spread
+        if len(read) >= 2:
+            sq = (read * read).sum(axis=1)
+            pair = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (read @ read.T), 0.0)
+            gate_d = float(np.median(np.sqrt(pair[np.triu_indices(len(read), 1)])))
         else:  # one update: two honest models differ by about sqrt(2) update norms
-            gate_d = float(np.sqrt(2.0)) * float(np.linalg.norm((trained - base)[:body]))
+            gate_d = float(np.sqrt(2.0)) * float(np.linalg.norm(read[0]))
         reach = float(self.fraction) * float(self.gate) * gate_d
         s = float(np.sqrt(max(reach * reach - spread, 0.0)))
         direction = mean / norm

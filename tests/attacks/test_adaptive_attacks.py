@@ -79,6 +79,29 @@ def test_gate_edge_keeps_the_output_layer_and_pushes_the_rest_against_the_mean()
     assert reach == pytest.approx(0.9 * 3.0 * np.median(pair), rel=0.05)
 
 
+def test_gate_edge_whole_reads_the_gate_over_the_whole_model() -> None:
+    # Honest models differ mostly on the output layer (the last 100 coordinates), as on
+    # label-skewed shards: read over the whole model, the gate leaves the rest more room.
+    trained, base, observed = setting()
+    rng = np.random.default_rng(3)
+    observed[:, -100:] += (0.1 * rng.standard_normal((len(observed), 100))).astype(np.float32)
+    trained[-100:] += (0.1 * rng.standard_normal(100)).astype(np.float32)
+    honest = observed.astype(np.float64)
+    pair = np.median([np.linalg.norm(a - b) for i, a in enumerate(honest) for b in honest[i + 1:]])
+
+    def reach(**params: object) -> float:
+        out = make_attack("gate_edge", keep_last=100, fraction=0.9, **params).poison_model(
+            trained, base, np.random.default_rng(0), 0, observed=observed)
+        np.testing.assert_array_equal(out[-100:], trained[-100:])
+        m = out.astype(np.float64) - base
+        return float(np.median([np.linalg.norm(m - row) for row in honest]))
+
+    # the whole model lies about fraction x gate x the median whole distance from an honest one
+    assert reach(whole=True) == pytest.approx(0.9 * 3.0 * pair, rel=0.05)
+    # read over the rest only, it stays well inside (the output layer adds its own distance)
+    assert reach() < 0.8 * reach(whole=True)
+
+
 def test_probe_edge_shortens_gate_edge_until_its_own_probe_passes() -> None:
     """With a validation loss that punishes moving off the trained model, the attacker reads
     the honest models' rises on it and publishes the largest share of gate edge's push whose
@@ -247,6 +270,7 @@ def test_backdoor_evade_publishes_the_longest_step_under_its_own_success_rate() 
     ("gate_edge", {"keep_last": -1}, "keep_last"),
     ("gate_edge", {"oppose": 0.0}, "oppose"),
     ("gate_edge", {"oppose": 1.5}, "oppose"),
+    ("gate_edge", {"whole": 1}, "whole"),
     ("backdoor", {"fraction": 1.5}, "fraction"),
     ("backdoor", {"size": 0}, "size"),
     ("backdoor", {"target": -1}, "target"),
