@@ -56,7 +56,7 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "gate_edge": ("gate_edge", {}),
     "gate_edge_half": ("gate_edge", {"fraction": 0.5}),
     "gate_edge_quarter": ("gate_edge", {"fraction": 0.25}),
-    "gate_edge_whole": ("gate_edge", {"whole": True}),
+    "gate_edge_whole": ("gate_edge", {"whole": 1}),
     "gate_edge_oppose": ("gate_edge", {"oppose": 0.1}),
     "kin_edge": ("kin_edge", {}),
     "kin_edge_half": ("kin_edge", {"share": 0.5}),  # cosine about the kin test's threshold

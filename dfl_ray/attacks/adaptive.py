@@ -63,10 +63,10 @@ class GateEdge(Attack):
     """Trailing coordinates published as trained (the output layer)."""
     oppose: float = 1.0
     """The opposition test of the defense attacked (dfl_guard's default 1: off)."""
-    whole: bool = False
-    """Read the gate's median distance over the whole model, the kept output layer included,
-    as a receiver that gates the model as one vector does (dfl_guard's default; False: over the
-    rest only, as one that gates the output layer apart does, `split`)."""
+    whole: float = 0.0
+    """1: read the gate's median distance over the whole model, the kept output layer included,
+    as a receiver that gates the model as one vector does (dfl_guard's default); 0: over the
+    rest only, as one that gates the output layer apart does (`split`)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,8 +77,8 @@ class GateEdge(Attack):
         if self.oppose > 1.0:
             raise ValueError(f"attack parameter oppose must be in (0, 1] (1: the test off), "
                              f"got {self.oppose!r}")
-        if not isinstance(self.whole, bool):
-            raise ValueError(f"attack parameter whole must be true or false, got {self.whole!r}")
+        if isinstance(self.whole, bool) or self.whole not in (0, 1):
+            raise ValueError(f"attack parameter whole must be 0 or 1, got {self.whole!r}")
 
     def _observed_body(self, trained: np.ndarray, base: np.ndarray,
                        observed: np.ndarray | None) -> tuple[int, np.ndarray]:

@@ -132,7 +132,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            entry: float = 0.0, forgive: float = math.inf,
                            probe_scale: float = math.inf,
                            reversal_drop: float | None = None,
-                           reversal_cost: float = 1.0, split: bool = False) -> None:
+                           reversal_cost: float = 1.0, split: float = 0.0) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
     check_number("probe_scale", probe_scale, 0.0, low_open=True, allow_inf=True)
@@ -154,8 +154,8 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     if reversal_drop is not None:
         check_number("reversal_drop", reversal_drop, float(reversal), 1.0)
     check_number("reversal_cost", reversal_cost, 0.0, 1.0)
-    if not isinstance(split, bool | np.bool_) and split not in (0, 1):
-        raise ValueError(f"parameter split must be true or false, got {split!r}")
+    if split not in (0, 1):
+        raise ValueError(f"parameter split must be 0 or 1, got {split!r}")
     check_number("balance", balance, 0.0, 1.0)
     check_number("kin", kin, 0.0, 1.0)
     check_number("sign", sign, 0.0, 1.0)
@@ -174,7 +174,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               entry: float = 0.0, forgive: float = math.inf,
               probe_scale: float = math.inf,
               reversal_drop: float | None = None,
-              reversal_cost: float = 1.0, split: bool = False) -> AggregationResult:
+              reversal_cost: float = 1.0, split: float = 0.0) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -206,8 +206,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         `floor`, honest senders whose skew dips below zero now and then sank under the floor
         through this test alone (docs/results.md, "Reputation floors traced"); with 0 the
         floor reads the other tests and the probe only.
-    split: gate and clip the output layer (`inp.head`) and the rest of the model apart, each
-        part against the median of its own distances (False, the default: the whole model
+    split: 1 gates and clips the output layer (`inp.head`) and the rest of the model apart,
+        each part against the median of its own distances (0, the default: the whole model
         against one median). The output layer carries much of what tells honest models of
         other labels apart; read together, that spread also sets the radius of the feature
         layers, where an attacker who keeps its output layer as trained spends all of it.

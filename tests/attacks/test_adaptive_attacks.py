@@ -97,9 +97,9 @@ def test_gate_edge_whole_reads_the_gate_over_the_whole_model() -> None:
         return float(np.median([np.linalg.norm(m - row) for row in honest]))
 
     # the whole model lies about fraction x gate x the median whole distance from an honest one
-    assert reach(whole=True) == pytest.approx(0.9 * 3.0 * pair, rel=0.05)
+    assert reach(whole=1) == pytest.approx(0.9 * 3.0 * pair, rel=0.05)
     # read over the rest only, it stays well inside (the output layer adds its own distance)
-    assert reach() < 0.8 * reach(whole=True)
+    assert reach() < 0.8 * reach(whole=1)
 
 
 def test_probe_edge_shortens_gate_edge_until_its_own_probe_passes() -> None:
@@ -270,7 +270,7 @@ def test_backdoor_evade_publishes_the_longest_step_under_its_own_success_rate() 
     ("gate_edge", {"keep_last": -1}, "keep_last"),
     ("gate_edge", {"oppose": 0.0}, "oppose"),
     ("gate_edge", {"oppose": 1.5}, "oppose"),
-    ("gate_edge", {"whole": 1}, "whole"),
+    ("gate_edge", {"whole": 0.5}, "whole"),
     ("backdoor", {"fraction": 1.5}, "fraction"),
     ("backdoor", {"size": 0}, "size"),
     ("backdoor", {"target": -1}, "target"),

@@ -826,18 +826,18 @@ def test_split_gates_and_clips_the_output_layer_apart_from_the_rest() -> None:
                            reputations={}, head=HEAD)
     params = {"sign": 1.0, "kin": 1.0, "reversal": 1.0, "balance": 1.0}
     whole = dfl_guard(inp, **params)
-    parts = dfl_guard(inp, **params, split=True)
+    parts = dfl_guard(inp, **params, split=1)
     # As one vector every model lies within 1.4 times the median distance: all pass unclipped.
     assert np.all(whole.weights > 0.0) and np.all(whole.details["radius"] > 1.3)
     # Apart, the seventh lies 4.5 median body distances out: gated; the others pass.
     assert parts.weights[6] == 0.0 and np.all(parts.weights[:6] > 0.0)
     assert np.allclose(parts.details["head_distance"], 1.0, atol=1e-6)
     # With the gate open, its body is clipped to 2 x that median, its output layer kept whole.
-    opened = dfl_guard(inp, **params, split=True, gate=np.inf)
+    opened = dfl_guard(inp, **params, split=1, gate=np.inf)
     share = opened.weights[6]
     body = opened.model[:HEAD.start] - (opened.weights[:6, None] * models[:6, :HEAD.start]).sum(0)
     assert np.linalg.norm(body) == pytest.approx(share * 2 * 0.2, rel=1e-4)
     head = opened.model[HEAD]
     assert np.allclose(head, (opened.weights[:, None] * models[:, HEAD]).sum(0), atol=1e-6)
-    with pytest.raises(ValueError, match="parameter split must be true or false"):
+    with pytest.raises(ValueError, match="parameter split must be 0 or 1"):
         dfl_guard(inp, split=2)
