@@ -18,7 +18,9 @@ docs/results.md, "Figures formerly in defense docstrings".)
 2. centered clipping: each accepted model is pulled to within clip * D of w (Karimireddy, He,
    Jaggi, "Learning from History for Byzantine Robust Optimization", ICML 2021), so no single
    accepted model can move the result far; honest models of nodes with large shards are left whole
-   because clip is well above the median distance;
+   because clip is well above the median distance. With `split`, steps 1 and 2 read the output
+   layer and the rest of the model apart, each against its own median, so that the output
+   layer's honest spread does not widen the feature layers' radius (off by default);
 3. opposition (optional, off by default): with the round-start model b
    (`AggregationInput.base`), u_i = m_i - b is the update a sender proposes and u = w - b my own.
    A sign-flipped update lies at an ordinary distance, so gating cannot see it, but it points
