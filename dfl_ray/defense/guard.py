@@ -210,7 +210,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         floor reads the other tests and the probe only.
     split: 1 gates and clips the output layer (`inp.head`) and the rest of the model apart,
         each part against the median of its own distances (0, the default: the whole model
-        against one median). The output layer carries much of what tells honest models of
+        against one median; without `inp.head`, the whole model either way). The output layer carries much of what tells honest models of
         other labels apart; read together, that spread also sets the radius of the feature
         layers, where an attacker who keeps its output layer as trained spends all of it.
     balance: a model whose output-bias difference from the own model has |sum| / sum of
