@@ -210,9 +210,10 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         floor reads the other tests and the probe only.
     split: 1 gates and clips the output layer (`inp.head`) and the rest of the model apart,
         each part against the median of its own distances (0, the default: the whole model
-        against one median; without `inp.head`, the whole model either way). The output layer carries much of what tells honest models of
-        other labels apart; read together, that spread also sets the radius of the feature
-        layers, where an attacker who keeps its output layer as trained spends all of it.
+        against one median; without `inp.head`, the whole model either way). The output layer
+        carries much of what tells honest models of other labels apart; read together, that
+        spread also sets the radius of the feature layers, where an attacker who keeps its
+        output layer as trained spends all of it.
     balance: a model whose output-bias difference from the own model has |sum| / sum of
         |entries| above it (see `head_imbalance`) counts for nothing this round (needs
         `inp.head`, skipped without it; 1 turns the test off).
@@ -255,17 +256,17 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            split=split)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
-    # Gated and clipped as one vector, or (split) the output layer apart from the rest.
-    parts = [(slice(None), dist)]
+    # Distances gated and clipped: the whole model's, or (split) all but the output layer's,
+    # then the output layer's.
+    parts = [dist]
     if inp.head is not None:
         head_dist = distances_to([row[inp.head] for row in inp.rows], own[inp.head])
         if split:
-            parts = [(slice(None), np.sqrt(np.maximum(dist ** 2 - head_dist ** 2, 0.0))),
-                     (inp.head, head_dist)]
-    spreads = [float(np.median(np.append(d, 0.0))) for _, d in parts]
+            parts = [np.sqrt(np.maximum(dist ** 2 - head_dist ** 2, 0.0)), head_dist]
+    spreads = [float(np.median(np.append(d, 0.0))) for d in parts]
     accepted = np.ones(k, dtype=bool)
     if np.isfinite(gate):
-        for (_, d), spread in zip(parts, spreads, strict=True):
+        for d, spread in zip(parts, spreads, strict=True):
             accepted &= d <= gate * spread
 
     prior = inp.get_reputations(float(initial))
@@ -312,7 +313,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     # One pull per part: the first (the whole model, or all but the output layer) is the one
     # the probe reads.
     pulls = []
-    for (_, d), spread in zip(parts, spreads, strict=True):
+    for d, spread in zip(parts, spreads, strict=True):
         radius = float(clip) * spread
         with np.errstate(divide="ignore", invalid="ignore"):
             pulls.append(np.where(d > radius, radius / d, 1.0) if np.isfinite(radius)
@@ -348,10 +349,11 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     # A clipped model is w + p_i (m_i - w) = p_i m_i + (1 - p_i) w: mix rows and the own model.
     coeffs = shares * pull
     model = weighted_sum((*inp.rows, own), np.append(coeffs, 1.0 - coeffs.sum()))
-    for where, part_pull in zip([p for p, _ in parts[1:]], pulls[1:], strict=True):
-        coeffs = shares * part_pull
-        model[where] = weighted_sum((*(row[where] for row in inp.rows), own[where]),
-                                    np.append(coeffs, 1.0 - coeffs.sum()))
+    if len(pulls) > 1:  # split: the output layer again, with its own pull
+        head = inp.head
+        coeffs = shares * pulls[1]
+        model[head] = weighted_sum((*(row[head] for row in inp.rows), own[head]),
+                                   np.append(coeffs, 1.0 - coeffs.sum()))
 
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
