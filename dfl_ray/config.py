@@ -125,6 +125,9 @@ class TrainingConfig:
     """Local SGD steps per round; 0 means local_epochs passes."""
     grad_clip: float = 0.0
     """Largest L2 norm of a local SGD step's gradient (longer ones are scaled down); 0: none."""
+    max_loss_rise: float = 0.5
+    """Local training that raises the node's validation loss by more than this many nats has
+    diverged and is undone (the node keeps its round start); inf: no such test."""
 
     def __post_init__(self) -> None:
         _check_range("training.lr", self.lr, 0.0, lo_open=True)
@@ -134,6 +137,7 @@ class TrainingConfig:
         _check_range("training.local_epochs", self.local_epochs, 0.0, lo_open=True)
         _check_range("training.local_steps", self.local_steps, 0)
         _check_range("training.grad_clip", self.grad_clip, 0.0)
+        _check_range("training.max_loss_rise", self.max_loss_rise, 0.0)
 
 
 @dataclass(frozen=True)

@@ -405,9 +405,10 @@ def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
                 f"{summary['counters'].get('reused', 0)}")
         diverged = summary["counters"].get("diverged", 0)
         if diverged:
-            say(f"local training diverged {diverged} times (NaN or infinite weights, or an "
-                f"update over {EXPLODED:g} x the model's norm); each time the node went back "
-                f"to its round-start model")
+            say(f"local training diverged {diverged} times (NaN or infinite weights, an "
+                f"update over {EXPLODED:g} x the model's norm, or a validation loss over "
+                f"training.max_loss_rise = {cfg.training.max_loss_rise:g} nats above the "
+                f"round start's); each time the node went back to its round-start model")
         say(f"outputs in {run_dir}; view the curves with: tensorboard --logdir {run_dir}")
     return summary
 

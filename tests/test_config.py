@@ -96,6 +96,13 @@ def test_grad_clip_is_checked_and_reaches_the_nodes() -> None:
     assert sgd_settings(config_from_dict({"training": {"grad_clip": 7.5}})).grad_clip == 7.5
 
 
+def test_max_loss_rise_is_checked() -> None:
+    with pytest.raises(ConfigError, match=r"training\.max_loss_rise must be >= 0"):
+        config_from_dict({"training": {"max_loss_rise": -0.1}})
+    assert config_from_dict({}).training.max_loss_rise == 0.5
+    assert config_from_dict({"training": {"max_loss_rise": "inf"}}).training.max_loss_rise == float("inf")
+
+
 def test_invalid_choice_lists_allowed_values() -> None:
     with pytest.raises(ConfigError, match=r"data\.partition must be one of \['iid', 'dirichlet'"):
         config_from_dict({"data": {"partition": "pathological"}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -59,10 +60,16 @@ class Learner:
         """`local_steps` SGD steps on the shard; False when training diverged and was undone.
 
         Training that diverges (a NaN or infinite weight, as SGD can reach from a model that
-        aggregation has pushed far off, or an update longer than `EXPLODED` x the norm of
-        `start`) is undone: the model goes back to `start`, the model it began from, with fresh
-        optimizer state.
+        aggregation has pushed far off, an update longer than `EXPLODED` x the norm of `start`,
+        or a validation loss more than `max_loss_rise` nats above `start`'s) is undone: the
+        model goes back to `start`, the model it began from, with fresh optimizer state. A
+        local epoch lowers the loss on the node's own classes; one that raises it has left the
+        region SGD is stable in, and nodes whose models blew up that way, one after another,
+        took every honest node down with them (docs/results.md, "Training that raises the own
+        loss").
         """
+        limit = self.params.max_loss_rise
+        before = self.loss(start) if math.isfinite(limit) else math.nan
         train_steps(
             self.model,
             self.optimizer,
@@ -80,6 +87,9 @@ class Learner:
         moved = float(np.linalg.norm(model_to_vector(self.model).astype(np.float64) - begun))
         # A NaN or inf weight makes `moved` NaN or inf, which fails the comparison too.
         sane = moved <= EXPLODED * max(float(np.linalg.norm(begun)), 1.0)
+        if sane and math.isfinite(limit):
+            # NaN (a NaN logit) fails the comparison too.
+            sane = self.loss(model_to_vector(self.model)) <= before + limit
         if not sane:
             vector_to_model(start, self.model)
             self.optimizer = make_optimizer(self.model, self.params.sgd)

@@ -29,6 +29,9 @@ class NodeParams:
     """Server momentum applied to the rule's result (dfl_ray.defense.momentum); 0 turns it off."""
     accept: float = math.inf
     """Tolerance of the acceptance test (dfl_ray.defense.accept) in nats; inf turns it off."""
+    max_loss_rise: float = math.inf
+    """Training that raises the validation loss (`Learner.loss`) by more than this many nats
+    is undone (`Learner.train`); inf turns the test off."""
     probe_classes: str = "all"
     """The classes the validation loss reads (`Learner.loss`): "all", or "own" (the shard's)."""
     trigger: TriggerSettings | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -425,6 +426,46 @@ def test_training_that_explodes_without_overflow_is_undone(
     monkeypatch.setattr(learner_module, "train_steps", real)
     node.train()  # ordinary training moves the model and is kept
     assert node.counters["diverged"] == 1 and not np.array_equal(node.get_vector(), start)
+
+
+@pytest.mark.parametrize("limit", [0.5, math.inf])
+def test_training_that_raises_the_validation_loss_is_undone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: float) -> None:
+    """Training whose weights stay finite and near the start but whose model got worse on the
+    node's own validation split (here: the steps end with the output bias of the class rarest in
+    that split raised by 20) has diverged
+    when it raised the loss by more than training.max_loss_rise; inf keeps it."""
+    import dfl_ray.node.learner as learner_module
+
+    real = learner_module.train_steps
+
+    host = local_host(small_config(training={"max_loss_rise": limit}), tmp_path)
+    node = host.nodes[0]
+    counts = torch.bincount(node.learner.data.val_labels.long(), minlength=10)
+    rarest = int(torch.argmin(counts))
+
+    def worsening(model: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real(model, *args, **kwargs)
+        with torch.no_grad():
+            *_, bias = model.parameters()
+            bias[rarest] += 20.0
+        return out
+
+    assert node.learner.params.max_loss_rise == limit
+    start = node.get_vector()
+    monkeypatch.setattr(learner_module, "train_steps", worsening)
+    node.train()
+    worse = node.get_vector()
+    rise = node.learner.loss(worse) - node.learner.loss(start)
+    if math.isfinite(limit):
+        assert node.counters["diverged"] == 1
+        np.testing.assert_array_equal(worse, start)
+        monkeypatch.setattr(learner_module, "train_steps", real)
+        node.train()  # ordinary training lowers the loss and is kept
+        assert node.counters["diverged"] == 1 and not np.array_equal(node.get_vector(), start)
+    else:
+        assert rise > 0.5  # what the finite limit undid
+        assert node.counters["diverged"] == 0
 
 
 def test_a_model_of_a_later_round_waits_for_the_next_aggregation(tmp_path: Path) -> None:
