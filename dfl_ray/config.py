@@ -127,7 +127,10 @@ class TrainingConfig:
     """Largest L2 norm of a local SGD step's gradient (longer ones are scaled down); 0: none."""
     max_loss_rise: float = 0.5
     """Local training that raises the node's validation loss by more than this many nats has
-    diverged and is undone (the node keeps its round start); inf: no such test."""
+    diverged: it is tried once more, then undone (the node keeps its round start); inf: off."""
+    max_move: float = 4.0
+    """Local training whose update is longer than this x the median of the node's last kept
+    ones has diverged, as with max_loss_rise; inf: off."""
 
     def __post_init__(self) -> None:
         _check_range("training.lr", self.lr, 0.0, lo_open=True)
@@ -138,6 +141,7 @@ class TrainingConfig:
         _check_range("training.local_steps", self.local_steps, 0)
         _check_range("training.grad_clip", self.grad_clip, 0.0)
         _check_range("training.max_loss_rise", self.max_loss_rise, 0.0)
+        _check_range("training.max_move", self.max_move, 1.0)
 
 
 @dataclass(frozen=True)

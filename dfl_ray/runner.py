@@ -403,12 +403,15 @@ def run_experiment(config: Config, *, quiet: bool = False, resume: bool = False,
                 f"{st['staleness_max']} rounds; dropped as stale "
                 f"{summary['counters'].get('stale_dropped', 0)}; latest models reused "
                 f"{summary['counters'].get('reused', 0)}")
-        diverged = summary["counters"].get("diverged", 0)
-        if diverged:
-            say(f"local training diverged {diverged} times (NaN or infinite weights, an "
-                f"update over {EXPLODED:g} x the model's norm, or a validation loss over "
-                f"training.max_loss_rise = {cfg.training.max_loss_rise:g} nats above the "
-                f"round start's); each time the node went back to its round-start model")
+        retrained = summary["counters"].get("retrained", 0)
+        if retrained:
+            t = cfg.training
+            say(f"local training diverged {retrained} times (NaN or infinite weights, an update "
+                f"over {EXPLODED:g} x the model's norm or over training.max_move = "
+                f"{t.max_move:g} x the node's recent ones, or a validation loss over "
+                f"training.max_loss_rise = {t.max_loss_rise:g} nats above the round start's) "
+                f"and was tried again; {summary['counters'].get('diverged', 0)} times it "
+                f"diverged again and the node kept its round-start model")
         say(f"outputs in {run_dir}; view the curves with: tensorboard --logdir {run_dir}")
     return summary
 

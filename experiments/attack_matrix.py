@@ -151,15 +151,15 @@ NODE_KEYS = ("momentum", "accept", "probe_classes", "trigger_scan", "trigger_ref
              "trigger_budget", "trigger_steps", "trigger_share")
 """Keys of a defense spec that are `defense.*` settings of every node, not rule parameters."""
 
-TRAINING_KEYS = ("grad_clip", "max_loss_rise")
+TRAINING_KEYS = ("grad_clip", "max_loss_rise", "max_move")
 """Keys of a defense spec that are `training.*` settings of every node (local SGD)."""
 
 
 def spec_sections(defense: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """`rule` or `rule:name=value,...` (a rule with parameters) as config (defense, training)
     sections; `momentum`, `accept`, `probe_classes` and `trigger_*` set those `defense.*` keys,
-    `grad_clip` and `max_loss_rise` set those `training.*` keys, every other name is a rule
-    parameter."""
+    `grad_clip`, `max_loss_rise` and `max_move` set those `training.*` keys, every other name
+    is a rule parameter."""
     rule, _, params = defense.partition(":")
     section: dict[str, Any] = {"rule": rule, "params": {}}
     training: dict[str, Any] = {}
@@ -310,9 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defenses", nargs="+", default=["dfl_guard", "dfl_shield"],
                         help=f"defenses, each a rule ({', '.join(DEFENSES)}) or a rule with "
                              "parameters, rule:name=value,... (momentum=B, accept=T, probe_classes=own, "
-                             "grad_clip=G and max_loss_rise=R there set defense.momentum, "
-                             "defense.accept, defense.probe_classes, training.grad_clip and "
-                             "training.max_loss_rise; "
+                             "grad_clip=G, max_loss_rise=R and max_move=M there set "
+                             "defense.momentum, defense.accept, defense.probe_classes and those "
+                             "training.* keys; "
                              "default: dfl_guard dfl_shield)")
     parser.add_argument("--malicious", type=int, nargs="+", default=[MALICIOUS],
                         help=f"attackers per trial, the last nodes; several counts run each "

@@ -96,11 +96,14 @@ def test_grad_clip_is_checked_and_reaches_the_nodes() -> None:
     assert sgd_settings(config_from_dict({"training": {"grad_clip": 7.5}})).grad_clip == 7.5
 
 
-def test_max_loss_rise_is_checked() -> None:
+def test_divergence_limits_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"training\.max_loss_rise must be >= 0"):
         config_from_dict({"training": {"max_loss_rise": -0.1}})
     assert config_from_dict({}).training.max_loss_rise == 0.5
     assert config_from_dict({"training": {"max_loss_rise": "inf"}}).training.max_loss_rise == float("inf")
+    with pytest.raises(ConfigError, match=r"training\.max_move must be >= 1"):
+        config_from_dict({"training": {"max_move": 0.5}})
+    assert config_from_dict({}).training.max_move == 4.0
 
 
 def test_invalid_choice_lists_allowed_values() -> None:

@@ -135,6 +135,7 @@ def node_params(config: Config, node_id: int, peers: tuple[int, ...], n_train: i
         accept=math.inf if cfg.defense.accept is None else float(cfg.defense.accept),
         probe_classes=cfg.defense.effective_probe_classes,
         max_loss_rise=float(cfg.training.max_loss_rise),
+        max_move=float(cfg.training.max_move),
         trigger=None if node_id in attackers else cfg.defense.trigger_settings(),
         max_clock_skew_s=cfg.ledger.max_clock_skew_s,
         seed=cfg.experiment.seed,

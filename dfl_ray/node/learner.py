@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,12 @@ EXPLODED = 10.0
 diverged, though every weight may still be finite (a node's weights blew up that way in a
 measured run and never came back: docs/results.md, "Attack matrix"). A local epoch moves a
 model by a small share of its norm."""
+
+MOVES_KEPT = 10
+"""Kept local updates whose median sets the longest next one (`NodeParams.max_move`)."""
+
+MOVES_NEEDED = 3
+"""Kept updates a node must have before `max_move` applies (its first rounds move most)."""
 
 Poison = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 """Rewrites a training batch (images, labels) before the step: data-poisoning attacks."""
@@ -43,6 +50,7 @@ class Learner:
         self.scorer = (scorer if scorer is not None else copy.deepcopy(model)).to(params.device)
         self.data = data
         self.rng = np.random.default_rng([params.seed, params.node_id])
+        self.moves: deque[float] = deque(maxlen=MOVES_KEPT)  # lengths of kept local updates
         self.absent = None if params.probe_classes == "all" else absent_classes(data)
         self.triggers = None if params.trigger is None else TriggerScan(
             params.trigger, shape=tuple(data.images.shape[1:]), classes=data.num_classes,
@@ -56,44 +64,56 @@ class Learner:
         """Make `vec` the own model (optimizer state is kept)."""
         vector_to_model(vec, self.model)
 
-    def train(self, start: np.ndarray, poison: Poison | None = None) -> bool:
-        """`local_steps` SGD steps on the shard; False when training diverged and was undone.
+    def train(self, start: np.ndarray, poison: Poison | None = None) -> int:
+        """`local_steps` SGD steps on the shard; how many tries it took (1 or 2), 0 when training
+        diverged twice and was undone.
 
-        Training that diverges (a NaN or infinite weight, as SGD can reach from a model that
-        aggregation has pushed far off, an update longer than `EXPLODED` x the norm of `start`,
-        or a validation loss more than `max_loss_rise` nats above `start`'s) is undone: the
-        model goes back to `start`, the model it began from, with fresh optimizer state. A
-        local epoch lowers the loss on the node's own classes; one that raises it has left the
-        region SGD is stable in, and nodes whose models blew up that way, one after another,
-        took every honest node down with them (docs/results.md, "Training that raises the own
-        loss").
+        Training diverges when it leaves a NaN or infinite weight (as SGD can reach from a model
+        that aggregation has pushed far off), an update longer than `EXPLODED` x the norm of
+        `start`, a validation loss more than `max_loss_rise` nats above `start`'s, or an update
+        longer than `max_move` x the median of this node's last `MOVES_KEPT` kept ones. A
+        diverged try is tried once more from `start` with fresh optimizer state (momentum
+        carried over from the last round can push a model that aggregation moved the wrong
+        way); a second divergence is undone: the model goes back to `start`. Honest nodes whose
+        local epochs blew up from attacked aggregates, one after another, took every honest
+        node down with them (docs/results.md, "Training that diverges").
         """
-        limit = self.params.max_loss_rise
+        params = self.params
+        limit = params.max_loss_rise
         before = self.loss(start) if math.isfinite(limit) else math.nan
-        train_steps(
-            self.model,
-            self.optimizer,
-            self.data.images,
-            self.data.labels,
-            indices=self.data.train_idx,
-            batch_size=self.params.batch_size,
-            steps=self.params.local_steps,
-            rng=self.rng,
-            device=self.device,
-            poison=poison,
-            grad_clip=self.params.sgd.grad_clip,
-        )
         begun = start.astype(np.float64)
-        moved = float(np.linalg.norm(model_to_vector(self.model).astype(np.float64) - begun))
-        # A NaN or inf weight makes `moved` NaN or inf, which fails the comparison too.
-        sane = moved <= EXPLODED * max(float(np.linalg.norm(begun)), 1.0)
-        if sane and math.isfinite(limit):
-            # NaN (a NaN logit) fails the comparison too.
-            sane = self.loss(model_to_vector(self.model)) <= before + limit
-        if not sane:
-            vector_to_model(start, self.model)
-            self.optimizer = make_optimizer(self.model, self.params.sgd)
-        return sane
+        longest = EXPLODED * max(float(np.linalg.norm(begun)), 1.0)
+        if math.isfinite(params.max_move) and len(self.moves) >= MOVES_NEEDED:
+            longest = min(longest, params.max_move * float(np.median(self.moves)))
+        for tries in (1, 2):
+            if tries == 2:
+                vector_to_model(start, self.model)
+                self.optimizer = make_optimizer(self.model, params.sgd)
+            train_steps(
+                self.model,
+                self.optimizer,
+                self.data.images,
+                self.data.labels,
+                indices=self.data.train_idx,
+                batch_size=params.batch_size,
+                steps=params.local_steps,
+                rng=self.rng,
+                device=self.device,
+                poison=poison,
+                grad_clip=params.sgd.grad_clip,
+            )
+            trained = model_to_vector(self.model)
+            moved = float(np.linalg.norm(trained.astype(np.float64) - begun))
+            # NaN or inf weights (or logits) fail both comparisons.
+            sane = moved <= longest
+            if sane and math.isfinite(limit):
+                sane = self.loss(trained) <= before + limit
+            if sane:
+                self.moves.append(moved)
+                return tries
+        vector_to_model(start, self.model)
+        self.optimizer = make_optimizer(self.model, params.sgd)
+        return 0
 
     def scan(self, vec: np.ndarray | None = None) -> int:
         """One round of the trigger scan on the own model, or on the model `vec` when given

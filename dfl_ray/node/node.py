@@ -227,7 +227,8 @@ class DFLNode:
         """Local SGD on the node's shard (a free-rider skips it), keeping the start when needed.
 
         The state it starts from is checkpointed first (once per local round). Training that
-        diverges is undone by the learner and counted under `diverged`.
+        diverges is tried again (counted under `retrained`) and, when it diverges again,
+        undone by the learner (counted under `diverged` too).
         """
         self.checkpoint()
         start = self.learner.vector()
@@ -253,8 +254,11 @@ class DFLNode:
                 )
 
         with self.timer.time("train"):
-            if not self.learner.train(start, poison):
-                self.counters["diverged"] += 1
+            tries = self.learner.train(start, poison)
+        if tries != 1:
+            self.counters["retrained"] += 1
+        if tries == 0:
+            self.counters["diverged"] += 1
 
     # ----------------------------------------------------------------- publish
 

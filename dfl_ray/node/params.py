@@ -31,7 +31,10 @@ class NodeParams:
     """Tolerance of the acceptance test (dfl_ray.defense.accept) in nats; inf turns it off."""
     max_loss_rise: float = math.inf
     """Training that raises the validation loss (`Learner.loss`) by more than this many nats
-    is undone (`Learner.train`); inf turns the test off."""
+    has diverged (`Learner.train`); inf turns the test off."""
+    max_move: float = math.inf
+    """Training whose update is longer than this x the median of the node's recent kept ones
+    has diverged (`Learner.train`); inf turns the test off."""
     probe_classes: str = "all"
     """The classes the validation loss reads (`Learner.loss`): "all", or "own" (the shard's)."""
     trigger: TriggerSettings | None = None

@@ -458,7 +458,7 @@ def test_training_that_raises_the_validation_loss_is_undone(
     worse = node.get_vector()
     rise = node.learner.loss(worse) - node.learner.loss(start)
     if math.isfinite(limit):
-        assert node.counters["diverged"] == 1
+        assert node.counters["retrained"] == 1 and node.counters["diverged"] == 1  # twice
         np.testing.assert_array_equal(worse, start)
         monkeypatch.setattr(learner_module, "train_steps", real)
         node.train()  # ordinary training lowers the loss and is kept
@@ -466,6 +466,78 @@ def test_training_that_raises_the_validation_loss_is_undone(
     else:
         assert rise > 0.5  # what the finite limit undid
         assert node.counters["diverged"] == 0
+
+
+def test_a_diverged_try_is_tried_again_with_fresh_optimizer_state(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One bad try (the validation loss raised by 20 nats' worth of bias) is followed by a
+    second from the round start with a fresh optimizer; a good second try is kept."""
+    import dfl_ray.node.learner as learner_module
+
+    real = learner_module.train_steps
+    optimizers: list[Any] = []
+
+    def first_bad(model: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+        optimizers.append(optimizer)
+        out = real(model, optimizer, *args, **kwargs)
+        if len(optimizers) == 1:
+            with torch.no_grad():
+                *_, bias = model.parameters()
+                bias[int(torch.argmin(counts))] += 20.0
+        return out
+
+    host = local_host(small_config(), tmp_path)
+    node = host.nodes[0]
+    counts = torch.bincount(node.learner.data.val_labels.long(), minlength=10)
+    start = node.get_vector()
+    monkeypatch.setattr(learner_module, "train_steps", first_bad)
+    node.train()
+    assert len(optimizers) == 2 and optimizers[1] is not optimizers[0]
+    assert node.counters["retrained"] == 1 and node.counters["diverged"] == 0
+    kept = node.get_vector()
+    assert not np.array_equal(kept, start)
+    assert node.learner.loss(kept) <= node.learner.loss(start) + 0.5
+
+
+def test_an_update_far_longer_than_the_nodes_recent_ones_has_diverged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With training.max_move 4, an update 10 x the median of the node's kept ones is tried
+    again and undone; before the node has kept three updates the test does not apply."""
+    import dfl_ray.node.learner as learner_module
+
+    real = learner_module.train_steps
+    stretch = {"factor": 1.0}
+
+    def stretched(model: Any, *args: Any, **kwargs: Any) -> Any:
+        before = [p.detach().clone() for p in model.parameters()]
+        out = real(model, *args, **kwargs)
+        with torch.no_grad():
+            for p, b in zip(model.parameters(), before, strict=True):
+                p.copy_(b + stretch["factor"] * (p - b))
+        return out
+
+    host = local_host(small_config(training={"max_loss_rise": "inf", "max_move": 4.0}),
+                      tmp_path)
+    node = host.nodes[0]
+    monkeypatch.setattr(learner_module, "train_steps", stretched)
+    stretch["factor"] = 10.0
+    node.train()  # no history yet: kept
+    assert node.counters["retrained"] == 0 and len(node.learner.moves) == 1
+    stretch["factor"] = 1.0
+    for _ in range(3):
+        node.train()
+    assert node.counters["retrained"] == 0 and len(node.learner.moves) == 4
+    typical = float(np.median(node.learner.moves))
+    start = node.get_vector()
+    stretch["factor"] = 40.0
+    node.train()
+    assert node.counters["retrained"] == 1 and node.counters["diverged"] == 1
+    np.testing.assert_array_equal(node.get_vector(), start)
+    assert len(node.learner.moves) == 4  # an undone update is not remembered
+    stretch["factor"] = 1.0
+    node.train()
+    assert node.counters["diverged"] == 1
+    assert float(np.linalg.norm(node.get_vector() - start)) <= 4.0 * typical
 
 
 def test_a_model_of_a_later_round_waits_for_the_next_aggregation(tmp_path: Path) -> None:
