@@ -27,7 +27,7 @@ MOVES_KEPT = 10
 """Kept local updates whose median sets the longest next one (`NodeParams.max_move`)."""
 
 MOVES_NEEDED = 3
-"""Kept updates a node must have before `max_move` applies (its first rounds move most)."""
+"""Kept updates a node must have before `max_move` and `max_loss_rise` apply."""
 
 Poison = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 """Rewrites a training batch (images, labels) before the step: data-poisoning attacks."""
@@ -71,7 +71,9 @@ class Learner:
         Training diverges when it leaves a NaN or infinite weight (as SGD can reach from a model
         that aggregation has pushed far off), an update longer than `EXPLODED` x the norm of
         `start`, a validation loss more than `max_loss_rise` nats above `start`'s, or an update
-        longer than `max_move` x the median of this node's last `MOVES_KEPT` kept ones. A
+        longer than `max_move` x the median of this node's last `MOVES_KEPT` kept ones (these
+        two from its `MOVES_NEEDED` + 1-th kept epoch on: a model near chance on the own
+        classes, as in the first rounds, can rise on them for an epoch and recover). A
         diverged try is tried once more from `start` with fresh optimizer state (momentum
         carried over from the last round can push a model that aggregation moved the wrong
         way); a second divergence is undone: the model goes back to `start`. Honest nodes whose
@@ -79,12 +81,14 @@ class Learner:
         node down with them (docs/results.md, "Training that diverges").
         """
         params = self.params
-        limit = params.max_loss_rise
-        before = self.loss(start) if math.isfinite(limit) else math.nan
         begun = start.astype(np.float64)
         longest = EXPLODED * max(float(np.linalg.norm(begun)), 1.0)
-        if math.isfinite(params.max_move) and len(self.moves) >= MOVES_NEEDED:
-            longest = min(longest, params.max_move * float(np.median(self.moves)))
+        limit = math.inf
+        if len(self.moves) >= MOVES_NEEDED:  # the first epochs move most and sort classes out
+            limit = params.max_loss_rise
+            if math.isfinite(params.max_move):
+                longest = min(longest, params.max_move * float(np.median(self.moves)))
+        before = self.loss(start) if math.isfinite(limit) else math.nan
         for tries in (1, 2):
             if tries == 2:
                 vector_to_model(start, self.model)

@@ -431,15 +431,16 @@ def test_training_that_explodes_without_overflow_is_undone(
 @pytest.mark.parametrize("limit", [0.5, math.inf])
 def test_training_that_raises_the_validation_loss_is_undone(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: float) -> None:
-    """Training whose weights stay finite and near the start but whose model got worse on the
-    node's own validation split (here: the steps end with the output bias of the class rarest in
+    """Training (from the node's fourth epoch on) whose weights stay finite and near the start
+    but whose model got worse on the node's own validation split (here: the steps end with the output bias of the class rarest in
     that split raised by 20) has diverged
     when it raised the loss by more than training.max_loss_rise; inf keeps it."""
     import dfl_ray.node.learner as learner_module
 
     real = learner_module.train_steps
 
-    host = local_host(small_config(training={"max_loss_rise": limit}), tmp_path)
+    host = local_host(small_config(training={"max_loss_rise": limit, "max_move": "inf"}),
+                      tmp_path)
     node = host.nodes[0]
     counts = torch.bincount(node.learner.data.val_labels.long(), minlength=10)
     rarest = int(torch.argmin(counts))
@@ -452,6 +453,12 @@ def test_training_that_raises_the_validation_loss_is_undone(
         return out
 
     assert node.learner.params.max_loss_rise == limit
+    monkeypatch.setattr(learner_module, "train_steps", worsening)
+    node.train()  # a node's first epochs are not read: it has no kept update yet
+    assert node.counters["retrained"] == 0
+    monkeypatch.setattr(learner_module, "train_steps", real)
+    for _ in range(2):
+        node.train()
     start = node.get_vector()
     monkeypatch.setattr(learner_module, "train_steps", worsening)
     node.train()
@@ -486,9 +493,11 @@ def test_a_diverged_try_is_tried_again_with_fresh_optimizer_state(
                 bias[int(torch.argmin(counts))] += 20.0
         return out
 
-    host = local_host(small_config(), tmp_path)
+    host = local_host(small_config(training={"max_move": "inf"}), tmp_path)
     node = host.nodes[0]
     counts = torch.bincount(node.learner.data.val_labels.long(), minlength=10)
+    for _ in range(3):
+        node.train()
     start = node.get_vector()
     monkeypatch.setattr(learner_module, "train_steps", first_bad)
     node.train()
