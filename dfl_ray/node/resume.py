@@ -42,6 +42,7 @@ def node_state(node: DFLNode) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         "seconds": node.timer.snapshot(),
         "learner_rng": _rng_state(node.learner.rng),
         "attack_rng": _rng_state(node.attack_rng),
+        "train_moves": list(node.learner.moves),
     }
     model = node.learner.vector()
     arrays: dict[str, np.ndarray] = {"model": model}
@@ -114,6 +115,9 @@ def _apply(node: DFLNode, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -
         node.timer.seconds[str(cat)] = float(sec)
     _set_rng_state(node.learner.rng, meta["learner_rng"])
     _set_rng_state(node.attack_rng, meta["attack_rng"])
+    # Checkpoints written before the divergence tests carry no history: the tests wait for it.
+    node.learner.moves.clear()
+    node.learner.moves.extend(float(m) for m in meta.get("train_moves", ()))
     node.learner.load(np.array(arrays["model"], dtype=np.float32))
     agg = node.aggregator
     if "velocity" in arrays and agg.anchor is not None:

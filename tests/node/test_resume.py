@@ -32,14 +32,16 @@ def test_restart_after_a_round_continues_as_if_nothing_happened(tmp_path: Path) 
     first = local_host(cfg, tmp_path / "restarted")
     for r in range(2):
         run_round(first, r)
-    before = {n: (node.seq, dict(node.reputations), node.counters["aggregations"])
-              for n, node in first.nodes.items()}
+    before = {n: (node.seq, dict(node.reputations), node.counters["aggregations"],
+                  list(node.learner.moves)) for n, node in first.nodes.items()}
     first.close()  # the process ends; only the stores remain
 
     second = local_host(cfg, tmp_path / "restarted")
     assert second.rounds_done == dict.fromkeys(second.nodes, 2)
     for n, node in second.nodes.items():
-        assert (node.seq, node.reputations, node.counters["aggregations"]) == before[n]
+        assert (node.seq, node.reputations, node.counters["aggregations"],
+                list(node.learner.moves)) == before[n]
+        assert len(node.learner.moves) == 2  # the divergence tests' history came back too
         assert node.counters["restored"] == 1
     for r in range(2, 4):
         run_round(second, r)
