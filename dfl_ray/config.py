@@ -130,7 +130,8 @@ class TrainingConfig:
     diverged: it is tried once more, then undone (the node keeps its round start); inf: off."""
     max_move: float = 4.0
     """Local training whose update is longer than this x the median of the node's last kept
-    ones has diverged, as with max_loss_rise; inf: off."""
+    ones, and that did not lower its validation loss, has diverged, as with max_loss_rise;
+    inf: off."""
 
     def __post_init__(self) -> None:
         _check_range("training.lr", self.lr, 0.0, lo_open=True)

@@ -71,9 +71,10 @@ class Learner:
         Training diverges when it leaves a NaN or infinite weight (as SGD can reach from a model
         that aggregation has pushed far off), an update longer than `EXPLODED` x the norm of
         `start`, a validation loss more than `max_loss_rise` nats above `start`'s, or an update
-        longer than `max_move` x the median of this node's last `MOVES_KEPT` kept ones (these
-        two from its `MOVES_NEEDED` + 1-th kept epoch on: a model near chance on the own
-        classes, as in the first rounds, can rise on them for an epoch and recover). A
+        longer than `max_move` x the median of this node's last `MOVES_KEPT` kept ones that did
+        not lower that loss (a long update that lowers it is recovery from an aggregate far
+        from the own data). These two apply from the node's `MOVES_NEEDED` + 1-th kept epoch
+        on: a model near chance on the own classes can rise on them for an epoch and recover. A
         diverged try is tried once more from `start` with fresh optimizer state (momentum
         carried over from the last round can push a model that aggregation moved the wrong
         way); a second divergence is undone: the model goes back to `start`. Honest nodes whose
@@ -83,12 +84,13 @@ class Learner:
         params = self.params
         begun = start.astype(np.float64)
         longest = EXPLODED * max(float(np.linalg.norm(begun)), 1.0)
-        limit = math.inf
+        limit, capped_at = math.inf, math.inf
         if len(self.moves) >= MOVES_NEEDED:  # the first epochs move most and sort classes out
             limit = params.max_loss_rise
             if math.isfinite(params.max_move):
-                longest = min(longest, params.max_move * float(np.median(self.moves)))
-        before = self.loss(start) if math.isfinite(limit) else math.nan
+                capped_at = params.max_move * float(np.median(self.moves))
+        tested = math.isfinite(limit) or math.isfinite(capped_at)
+        before = self.loss(start) if tested else math.nan
         for tries in (1, 2):
             if tries == 2:
                 vector_to_model(start, self.model)
@@ -110,8 +112,10 @@ class Learner:
             moved = float(np.linalg.norm(trained.astype(np.float64) - begun))
             # NaN or inf weights (or logits) fail both comparisons.
             sane = moved <= longest
-            if sane and math.isfinite(limit):
-                sane = self.loss(trained) <= before + limit
+            if sane and tested:
+                after = self.loss(trained)
+                # A long update that lowered the loss is recovery from a far-off aggregate.
+                sane = after <= before + limit and (moved <= capped_at or after < before)
             if sane:
                 self.moves.append(moved)
                 return tries

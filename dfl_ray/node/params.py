@@ -33,8 +33,8 @@ class NodeParams:
     """Training that raises the validation loss (`Learner.loss`) by more than this many nats
     has diverged (`Learner.train`); inf turns the test off."""
     max_move: float = math.inf
-    """Training whose update is longer than this x the median of the node's recent kept ones
-    has diverged (`Learner.train`); inf turns the test off."""
+    """Training whose update is longer than this x the median of the node's recent kept ones,
+    and that did not lower the validation loss, has diverged (`Learner.train`); inf: off."""
     probe_classes: str = "all"
     """The classes the validation loss reads (`Learner.loss`): "all", or "own" (the shard's)."""
     trigger: TriggerSettings | None = None

@@ -549,6 +549,50 @@ def test_an_update_far_longer_than_the_nodes_recent_ones_has_diverged(
     assert float(np.linalg.norm(node.get_vector() - start)) <= 4.0 * typical
 
 
+def test_a_long_update_that_lowers_the_validation_loss_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The move test undoes a long update only when the node's validation loss did not fall:
+    a node whose aggregate lies far from its own data moves far to recover, and undoing that
+    would hold it at the aggregate round after round."""
+    import dfl_ray.node.learner as learner_module
+
+    real = learner_module.train_steps
+    stretch = {"factor": 1.0}
+
+    def stretched(model: Any, *args: Any, **kwargs: Any) -> Any:
+        before = [p.detach().clone() for p in model.parameters()]
+        out = real(model, *args, **kwargs)
+        with torch.no_grad():
+            for p, b in zip(model.parameters(), before, strict=True):
+                p.copy_(b + stretch["factor"] * (p - b))
+        return out
+
+    host = local_host(small_config(training={"max_loss_rise": "inf", "max_move": 4.0}),
+                      tmp_path)
+    node = host.nodes[0]
+    monkeypatch.setattr(learner_module, "train_steps", stretched)
+    for _ in range(4):
+        node.train()
+    assert len(node.learner.moves) == 4
+    typical = float(np.median(node.learner.moves))
+    start = node.get_vector()
+    change = {"after": -0.1}  # the trained model's loss minus the round start's
+
+    def loss(vec: np.ndarray) -> float:
+        return 2.0 if np.array_equal(vec, start) else 2.0 + change["after"]
+
+    monkeypatch.setattr(node.learner, "loss", loss)
+    stretch["factor"] = 12.0
+    node.train()
+    assert node.counters["retrained"] == 0 and len(node.learner.moves) == 5
+    assert node.learner.moves[-1] > 4.0 * typical  # long, and kept since the loss fell
+    start = node.get_vector()
+    change["after"] = 0.01
+    node.train()
+    assert node.counters["retrained"] == 1 and node.counters["diverged"] == 1
+    np.testing.assert_array_equal(node.get_vector(), start)
+
+
 def test_a_model_of_a_later_round_waits_for_the_next_aggregation(tmp_path: Path) -> None:
     """Async: a creator a round ahead publishes its next model before this node aggregated the
     current round. The node aggregates the creator's model of its own round (built on a base like
