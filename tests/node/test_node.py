@@ -508,10 +508,9 @@ def test_a_diverged_try_is_tried_again_with_fresh_optimizer_state(
     assert node.learner.loss(kept) <= node.learner.loss(start) + 0.5
 
 
-def test_an_update_far_longer_than_the_nodes_recent_ones_has_diverged(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With training.max_move 4, an update 10 x the median of the node's kept ones is tried
-    again and undone; before the node has kept three updates the test does not apply."""
+def stretch_training(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    """Patch local training so each update is `factor` x what SGD made (the returned dict's
+    "factor", 1 to start): updates as long as the test needs."""
     import dfl_ray.node.learner as learner_module
 
     real = learner_module.train_steps
@@ -525,10 +524,18 @@ def test_an_update_far_longer_than_the_nodes_recent_ones_has_diverged(
                 p.copy_(b + stretch["factor"] * (p - b))
         return out
 
+    monkeypatch.setattr(learner_module, "train_steps", stretched)
+    return stretch
+
+
+def test_an_update_far_longer_than_the_nodes_recent_ones_has_diverged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With training.max_move 4, an update 10 x the median of the node's kept ones is tried
+    again and undone; before the node has kept three updates the test does not apply."""
     host = local_host(small_config(training={"max_loss_rise": "inf", "max_move": 4.0}),
                       tmp_path)
     node = host.nodes[0]
-    monkeypatch.setattr(learner_module, "train_steps", stretched)
+    stretch = stretch_training(monkeypatch)
     stretch["factor"] = 10.0
     node.train()  # no history yet: kept
     assert node.counters["retrained"] == 0 and len(node.learner.moves) == 1
@@ -554,23 +561,10 @@ def test_a_long_update_that_lowers_the_validation_loss_is_kept(
     """The move test undoes a long update only when the node's validation loss did not fall:
     a node whose aggregate lies far from its own data moves far to recover, and undoing that
     would hold it at the aggregate round after round."""
-    import dfl_ray.node.learner as learner_module
-
-    real = learner_module.train_steps
-    stretch = {"factor": 1.0}
-
-    def stretched(model: Any, *args: Any, **kwargs: Any) -> Any:
-        before = [p.detach().clone() for p in model.parameters()]
-        out = real(model, *args, **kwargs)
-        with torch.no_grad():
-            for p, b in zip(model.parameters(), before, strict=True):
-                p.copy_(b + stretch["factor"] * (p - b))
-        return out
-
     host = local_host(small_config(training={"max_loss_rise": "inf", "max_move": 4.0}),
                       tmp_path)
     node = host.nodes[0]
-    monkeypatch.setattr(learner_module, "train_steps", stretched)
+    stretch = stretch_training(monkeypatch)
     for _ in range(4):
         node.train()
     assert len(node.learner.moves) == 4
