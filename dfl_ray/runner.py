@@ -112,6 +112,8 @@ def summarize_stats(
             "aggregations": st["counters"].get("aggregations", 0),
             "stale_dropped": st["counters"].get("stale_dropped", 0),
             "reused": st["counters"].get("reused", 0),
+            "retrained": st["counters"].get("retrained", 0),
+            "diverged": st["counters"].get("diverged", 0),
             **staleness_stats(hist),
         }
     return {

@@ -374,3 +374,20 @@ def test_trace_writer_writes_each_row_once_and_all_of_a_restarted_node(tmp_path:
     again = TraceWriter(tmp_path)  # a resumed run appends under the one header
     again.close()
     assert (tmp_path / TRACE_NAME).read_text().count("round,receiver") == 1
+
+
+def test_summary_counts_diverged_training_per_node() -> None:
+    """Which nodes' local training was tried again or undone is read per node (attackers' and
+    honest nodes' apart), beside the totals."""
+    from dfl_ray.runner import summarize_stats
+
+    def stats(counters: dict[str, int]) -> dict[str, Any]:
+        return {"rejected": {}, "seconds": {}, "counters": counters, "reputations": {},
+                "rounds": 3, "height": 3}
+
+    totals = summarize_stats({0: stats({"retrained": 2, "diverged": 1}), 1: stats({})},
+                             attackers={1}, addresses={0: "a0", 1: "a1"})
+    per_node = totals["per_node"]
+    assert (per_node[0]["retrained"], per_node[0]["diverged"]) == (2, 1)
+    assert (per_node[1]["retrained"], per_node[1]["diverged"]) == (0, 0)
+    assert totals["counters"]["retrained"] == 2
