@@ -341,6 +341,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     own_share = float(own_weight)
     if kin < 1.0:
         counts = kin_counts(inp, kin, weights > 0.0, int(coords))
+        details["voices"] = counts[1:]  # how many voices each model shares its own with
         own_share /= counts[0]
         weights = weights / counts[1:]
 

@@ -594,8 +594,10 @@ def test_identical_models_count_as_one_voice() -> None:
     counts = kin_counts(inp, 0.5)
     np.testing.assert_allclose(counts[7:], 3.0)  # own, six honest, three copies
     assert np.all(counts[:7] < 1.5)
-    shares = dfl_guard(inp, gate=np.inf, clip=np.inf).weights
+    result = dfl_guard(inp, gate=np.inf, clip=np.inf)
+    shares = result.weights
     np.testing.assert_allclose(shares[6:].sum(), shares[:6].mean(), rtol=0.2)
+    np.testing.assert_allclose(result.details["voices"], counts[1:])  # what the trace logs
     off = dfl_guard(inp, gate=np.inf, clip=np.inf, kin=1.0).weights
     np.testing.assert_allclose(off, off[0])  # the test off: every sender one voice
     # colluders cannot shift the result by more than one sender's weight
@@ -700,7 +702,7 @@ def test_details_record_what_each_test_measured_of_each_model() -> None:
     result = dfl_guard(inp)
     d = result.details
     assert set(d) == {"distance", "gate", "sign", "radius", "tests_passed", "probe_rise",
-                      "probe_typical", "probe_limit"}  # no head given: no reversal or balance
+                      "probe_typical", "probe_limit", "voices"}  # no head: no reversal or balance
     assert d["gate"][7] == 0.0 and np.all(d["gate"][:7] == 1.0)
     for values in d.values():
         assert values.shape == (8,) and values.dtype == np.float64
