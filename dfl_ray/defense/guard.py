@@ -134,7 +134,8 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            entry: float = 0.0, forgive: float = math.inf,
                            probe_scale: float = math.inf,
                            reversal_drop: float | None = None,
-                           reversal_cost: float = 1.0, split: float = 0.0) -> None:
+                           reversal_cost: float = 1.0, split: float = 0.0,
+                           lower: float = 0.0) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
     check_number("probe_scale", probe_scale, 0.0, low_open=True, allow_inf=True)
@@ -156,8 +157,9 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     if reversal_drop is not None:
         check_number("reversal_drop", reversal_drop, float(reversal), 1.0)
     check_number("reversal_cost", reversal_cost, 0.0, 1.0)
-    if split not in (0, 1):
-        raise ValueError(f"parameter split must be 0 or 1, got {split!r}")
+    for name, flag in (("split", split), ("lower", lower)):
+        if flag not in (0, 1):
+            raise ValueError(f"parameter {name} must be 0 or 1, got {flag!r}")
     check_number("balance", balance, 0.0, 1.0)
     check_number("kin", kin, 0.0, 1.0)
     check_number("sign", sign, 0.0, 1.0)
@@ -176,7 +178,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               entry: float = 0.0, forgive: float = math.inf,
               probe_scale: float = math.inf,
               reversal_drop: float | None = None,
-              reversal_cost: float = 1.0, split: float = 0.0) -> AggregationResult:
+              reversal_cost: float = 1.0, split: float = 0.0,
+              lower: float = 0.0) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -208,6 +211,10 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         `floor`, honest senders whose skew dips below zero now and then sank under the floor
         through this test alone (docs/results.md, "Reputation floors traced"); with 0 the
         floor reads the other tests and the probe only.
+    lower: 1 reads the reversal test, on each class, against the lower of the round start and
+        the median of the round start and the pool's heads (see `reversal_readings`), so that
+        the node's own drift towards its classes is not read as its peers' reversal (0, the
+        default: the round start).
     split: 1 gates and clips the output layer (`inp.head`) and the rest of the model apart,
         each part against the median of its own distances (0, the default: the whole model
         against one median; without `inp.head`, the whole model either way). The output layer
@@ -253,7 +260,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
                            entry=entry, forgive=forgive, probe_scale=probe_scale,
                            reversal_drop=reversal_drop, reversal_cost=reversal_cost,
-                           split=split)
+                           split=split, lower=lower)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     # Distances gated and clipped: the whole model's, or (split) all but the output layer's,
@@ -295,7 +302,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         for verdict in (balanced, signed):
             if verdict is not None:
                 pool &= verdict
-        skews = reversal_readings(inp, reversal, pool)
+        skews = reversal_readings(inp, reversal, pool, lower=bool(lower))
         details["reversal_skew"] = skews
         drop = reversal if reversal_drop is None else float(reversal_drop)
         marked = (skews < -reversal) & (skews >= -drop)
@@ -512,7 +519,7 @@ def passes_reversal(inp: AggregationInput, reversal: float,
 
 
 def reversal_readings(inp: AggregationInput, reversal: float,
-                      candidates: np.ndarray | None = None) -> np.ndarray:
+                      candidates: np.ndarray | None = None, *, lower: bool = False) -> np.ndarray:
     """float64 [k]: the head skew of each received model's output-layer update as the reversal
     test reads it.
 
@@ -531,11 +538,22 @@ def reversal_readings(inp: AggregationInput, reversal: float,
     own value), which min-max and mimic took advantage of (docs/results.md, "Reversal test
     reference"). Attackers who fail the test on purpose bring the median reading in only when
     honest models fail with them.
+
+    With `lower`, the start reading takes on each class (its bias and, with
+    `inp.head_classes`, its weight row's sum) the lower of the round start and that median. A
+    node that aggregates little drifts towards its own classes; read from its start, every
+    peer's update then lowers those classes and reads as reversed, so the node aggregates even
+    less. Each reading is then taken less its mean over the classes: an honest update's bias
+    and weight-row sums add up to zero (cross-entropy's law, see `head_imbalance`), and what
+    the lowered own classes leave of the drift is a shift of every other class, which would
+    read any model as learnt. The median can only lower the reference, and colluders, fewer
+    than half of the pool, cannot lower it below an honest head.
     """
     heads = _round_heads(inp)
-    against_start = _skews_against(inp, heads, heads[0])
-    passed = against_start >= -reversal
     pool = np.ones(inp.k, dtype=bool) if candidates is None else candidates
+    start = _lowered_start(inp, heads, pool) if lower else heads[0]
+    against_start = _skews_against(inp, heads, start, center=lower)
+    passed = against_start >= -reversal
     if 2 * np.count_nonzero(pool & ~passed) > np.count_nonzero(pool):
         # The median of the round start and the pool's heads: models the other tests left out
         # move neither the vote nor the reference.
@@ -543,6 +561,22 @@ def reversal_readings(inp: AggregationInput, reversal: float,
         against_median = _skews_against(inp, heads, reference)
         return np.maximum(against_start, against_median)
     return against_start
+
+
+def _lowered_start(inp: AggregationInput, heads: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """float64 [h]: the round-start head moved, class by class, down to the median of it and
+    the pool's heads where that median is lower; the per-class readings of `_skews_against`
+    (the bias, and with `inp.head_classes` the weight rows' sums) are what is compared."""
+    start = heads[0]
+    median = np.median(heads[np.append(True, pool)], axis=0)
+    c = inp.head_classes
+    if c is None:
+        return np.minimum(start, median)
+    out = np.minimum(start, median)  # the bias: its last c entries
+    rows = start[:-c].reshape(c, -1)
+    drop = np.minimum(median[:-c].reshape(c, -1).sum(axis=1) - rows.sum(axis=1), 0.0)
+    out[:-c] = (rows + drop[:, None] / rows.shape[1]).ravel()
+    return out
 
 
 def head_skew(inp: AggregationInput) -> np.ndarray:
@@ -583,16 +617,16 @@ def _round_heads(inp: AggregationInput) -> np.ndarray:
     return np.stack([start, *(row[inp.head] for row in inp.rows)]).astype(np.float64)
 
 
-def _skews_against(inp: AggregationInput, heads: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """float64 [k]: the skew of each received head (`heads[1:]`) minus `base` (see `head_skew`)."""
+def _skews_against(inp: AggregationInput, heads: np.ndarray, base: np.ndarray, *,
+                   center: bool = False) -> np.ndarray:
+    """float64 [k]: the skew of each received head (`heads[1:]`) minus `base` (see `head_skew`);
+    with `center`, each per-class reading less its mean over the classes first."""
     c = inp.head_classes
     out = np.zeros(inp.k)
     for i in range(inp.k):
         u = heads[i + 1] - base
-        if c is None:
-            out[i] = _skew(u)
-        else:
-            out[i] = min(_skew(u[-c:]), _skew(u[:-c].reshape(c, -1).sum(axis=1)))
+        parts = [u] if c is None else [u[-c:], u[:-c].reshape(c, -1).sum(axis=1)]
+        out[i] = min(_skew(p - p.mean() if center else p) for p in parts)
     return out
 
 

@@ -394,6 +394,28 @@ def test_a_receiver_whose_head_drifted_still_sees_honest_updates_as_learnt() -> 
     assert np.all(weights[:4] > 0) and np.all(weights[4:] == 0)
 
 
+def test_lower_reads_past_the_receivers_own_drift() -> None:
+    """With `lower`, a receiver whose own class rose while it trained alone reads its peers'
+    updates against the lower of its round start and the median head, centred: learnt updates
+    pass and reversed ones fail without the fallback, and the verdict without drift is kept."""
+    base, own, models = skewed_round()
+    drifted = base.copy()
+    drifted[HEAD] += np.float32(-0.05)
+    drifted[HEAD.stop - 1] += np.float32(0.5)  # class 9: the receiver's own, trained alone
+    # Only the reversed models and one learnt one: the start reading fails 3 of 4, which
+    # the median fallback would answer, and 2 of 4 with `lower`, which it need not.
+    received = models[[0, 4, 5]]
+    lowered = reversal_readings(head_input(received, own, drifted), 0.0, lower=True)
+    assert lowered[0] > 0.3 and np.all(lowered[1:] < 0.0)
+    assert np.all(reversal_readings(head_input(models, own, drifted), 0.0, lower=True)[:4] > 0.3)
+    plain = head_input(models, own, base)
+    assert (reversal_readings(plain, 0.0, lower=True) >= 0).tolist() == [True] * 4 + [False] * 2
+    weights = dfl_guard(head_input(models, own, drifted), gate=np.inf, lower=1).weights
+    assert np.all(weights[:4] > 0) and np.all(weights[4:] == 0)
+    with pytest.raises(ValueError, match="lower must be 0 or 1"):
+        dfl_guard(plain, lower=0.5)
+
+
 def test_colluders_cannot_move_the_reversal_reference() -> None:
     """Read against the median of the received heads, colluders are part of the reference
     their own models are read against: three identical heads pull the median onto their own
