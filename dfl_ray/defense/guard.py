@@ -47,7 +47,10 @@ docs/results.md, "Figures formerly in defense docstrings".)
    two skews counts: an attacker who leaves the bias unflipped and flips the rest is still
    seen. The skew is read from the own round start; only when that would reject most of the
    models the other tests kept (the node's own head has drifted) is the median of their heads
-   read as well (`passes_reversal`). It reads and keeps the output layer (5,010 values for LeNet)
+   read as well (`passes_reversal`). The round start is read, class by class, as the lower of
+   it and the median of the round start and the heads (`lower`, on by default), so that the
+   node's own drift towards its classes is not read against its peers. It reads and keeps the
+   output layer (5,010 values for LeNet)
    per model and node. An attacker who leaves the whole output layer unflipped passes it: the
    test answers sign flips of the classifier, not an attacker who poisons the feature layers
    alone;
@@ -135,7 +138,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            probe_scale: float = math.inf,
                            reversal_drop: float | None = None,
                            reversal_cost: float = 1.0, split: float = 0.0,
-                           lower: float = 0.0) -> None:
+                           lower: float = 1.0) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
     check_number("probe_scale", probe_scale, 0.0, low_open=True, allow_inf=True)
@@ -179,7 +182,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               probe_scale: float = math.inf,
               reversal_drop: float | None = None,
               reversal_cost: float = 1.0, split: float = 0.0,
-              lower: float = 0.0) -> AggregationResult:
+              lower: float = 1.0) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -211,10 +214,10 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         `floor`, honest senders whose skew dips below zero now and then sank under the floor
         through this test alone (docs/results.md, "Reputation floors traced"); with 0 the
         floor reads the other tests and the probe only.
-    lower: 1 reads the reversal test, on each class, against the lower of the round start and
-        the median of the round start and the pool's heads (see `reversal_readings`), so that
-        the node's own drift towards its classes is not read as its peers' reversal (0, the
-        default: the round start).
+    lower: 1, the default, reads the reversal test, on each class, against the lower of the
+        round start and the median of the round start and the pool's heads (see
+        `reversal_readings`), so that the node's own drift towards its classes is not read as
+        its peers' reversal (0: the round start).
     split: 1 gates and clips the output layer (`inp.head`) and the rest of the model apart,
         each part against the median of its own distances (0, the default: the whole model
         against one median; without `inp.head`, the whole model either way). The output layer

@@ -432,8 +432,15 @@ def test_colluders_cannot_move_the_reversal_reference() -> None:
     assert np.all(against_start[:4] > 0.5) and np.all(against_start[4:] < -0.3)
     assert np.all(against_median[4:] > 0.9)  # the median reading would let them in
     assert passes_reversal(inp, 0.0).tolist() == [True] * 4 + [False] * 3
-    weights = dfl_guard(inp, gate=np.inf).weights
+    weights = dfl_guard(inp, gate=np.inf, lower=0).weights
     assert np.all(weights[:4] > 0) and np.all(weights[4:] == 0)
+    # With `lower` (the default) class 6 is read against the honest models' median, which has
+    # it as lowered as theirs: the colluders' head is the consensus's there, not a reversal.
+    # Colluders that do reverse it cannot take the reference down with them.
+    colluders[:, HEAD.start + 6] = base[HEAD.start + 6] - np.float32(0.5)
+    flipped = head_input(np.concatenate([models[:4], colluders]), own, base)
+    lowered = reversal_readings(flipped, 0.0, lower=True)
+    assert np.all(lowered[:4] > 0.3) and np.all(lowered[4:] < -0.3)
     # The median reading comes in only when more than half of the candidates fail: leaving
     # the honest models out of the candidates makes the colluders that majority.
     only_them = np.array([False] * 4 + [True] * 3)
@@ -760,14 +767,14 @@ def test_reversal_drop_keeps_the_weight_of_a_slightly_reversed_reading_for_a_whi
     inp = head_input(received, own, base)
     skews = reversal_readings(inp, 0.0)
     assert -0.25 < skews[4] < -0.15 and skews[5] < -0.3
-    one_level = dfl_guard(inp, gate=np.inf)
+    one_level = dfl_guard(inp, gate=np.inf, lower=0)  # the skews as read above
     assert one_level.weights[4] == 0.0 and one_level.weights[5] == 0.0
     np.testing.assert_allclose(one_level.details["reversal_skew"], skews)
     reps: dict[str, float] = {}
     kept = []
     for _ in range(5):  # the same round again and again
         inp = head_input(received, own, base, reputations=reps)
-        two_level = dfl_guard(inp, gate=np.inf, reversal_drop=0.3)
+        two_level = dfl_guard(inp, gate=np.inf, reversal_drop=0.3, lower=0)
         reps = two_level.reputations
         assert two_level.weights[5] == 0.0 and np.all(two_level.weights[:4] > 0)
         kept.append(two_level.weights[4] > 0.0)
