@@ -554,32 +554,37 @@ def reversal_readings(inp: AggregationInput, reversal: float,
     """
     heads = _round_heads(inp)
     pool = np.ones(inp.k, dtype=bool) if candidates is None else candidates
-    start = _lowered_start(inp, heads, pool) if lower else heads[0]
+    # The median of the round start and the pool's heads: models the other tests left out
+    # move neither the vote nor the reference.
+    median = np.median(heads[np.append(True, pool)], axis=0) if lower else None
+    start = _lowered_start(inp, heads[0], median) if median is not None else heads[0]
     against_start = _skews_against(inp, heads, start, center=lower)
     passed = against_start >= -reversal
     if 2 * np.count_nonzero(pool & ~passed) > np.count_nonzero(pool):
-        # The median of the round start and the pool's heads: models the other tests left out
-        # move neither the vote nor the reference.
-        reference = np.median(heads[np.append(True, pool)], axis=0)
-        against_median = _skews_against(inp, heads, reference)
+        if median is None:
+            median = np.median(heads[np.append(True, pool)], axis=0)
+        against_median = _skews_against(inp, heads, median)
         return np.maximum(against_start, against_median)
     return against_start
 
 
-def _lowered_start(inp: AggregationInput, heads: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    """float64 [h]: the round-start head moved, class by class, down to the median of it and
-    the pool's heads where that median is lower; the per-class readings of `_skews_against`
-    (the bias, and with `inp.head_classes` the weight rows' sums) are what is compared."""
-    start = heads[0]
-    median = np.median(heads[np.append(True, pool)], axis=0)
+def _lowered_start(inp: AggregationInput, start: np.ndarray, median: np.ndarray) -> np.ndarray:
+    """float64 [h]: the round-start head moved, class by class, down to `median` where that is
+    lower; the per-class readings of `_class_readings` are what is compared."""
     c = inp.head_classes
     if c is None:
         return np.minimum(start, median)
     out = np.minimum(start, median)  # the bias: its last c entries
     rows = start[:-c].reshape(c, -1)
-    drop = np.minimum(median[:-c].reshape(c, -1).sum(axis=1) - rows.sum(axis=1), 0.0)
+    drop = np.minimum(_class_readings(median, c)[1] - _class_readings(start, c)[1], 0.0)
     out[:-c] = (rows + drop[:, None] / rows.shape[1]).ravel()
     return out
+
+
+def _class_readings(u: np.ndarray, c: int | None) -> list[np.ndarray]:
+    """The per-class readings of a head (difference) `u`: `u` itself, or with `c` classes (the
+    output weights, then the bias) the bias and the weight rows' sums."""
+    return [u] if c is None else [u[-c:], u[:-c].reshape(c, -1).sum(axis=1)]
 
 
 def head_skew(inp: AggregationInput) -> np.ndarray:
@@ -627,8 +632,7 @@ def _skews_against(inp: AggregationInput, heads: np.ndarray, base: np.ndarray, *
     c = inp.head_classes
     out = np.zeros(inp.k)
     for i in range(inp.k):
-        u = heads[i + 1] - base
-        parts = [u] if c is None else [u[-c:], u[:-c].reshape(c, -1).sum(axis=1)]
+        parts = _class_readings(heads[i + 1] - base, c)
         out[i] = min(_skew(p - p.mean() if center else p) for p in parts)
     return out
 
