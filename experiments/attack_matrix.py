@@ -26,6 +26,7 @@ import argparse
 import fcntl
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -110,6 +111,18 @@ def store_trial(store: Path, name: str, summary: dict[str, Any]) -> dict[str, An
         partial.write_text(json.dumps(results, indent=1, sort_keys=True))
         partial.replace(store)
     return results
+
+
+def discard_chains(out: Path, name: str) -> int:
+    """Remove trial `name`'s chain stores (`OUT/NAME/chains`) once its summary is in
+    matrix.json, and return the bytes freed: each trial's chains and checkpoints take about
+    150 MB, and a full matrix of them tens of GB, while the table reads only the summary."""
+    chains = out / name / "chains"
+    if not chains.is_dir():
+        return 0
+    size = sum(f.stat().st_size for f in chains.rglob("*") if f.is_file())
+    shutil.rmtree(chains)
+    return size
 
 
 def trial_name(part: str, attack: str, defense: str, seed: int, malicious: int = MALICIOUS,
@@ -321,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", action="store_true",
                         help="each trial writes its aggregation trace (experiment.trace) to "
                              "<trial>/aggregations.csv, for experiments/probe_trace.py")
+    parser.add_argument("--keep-chains", action="store_true",
+                        help="keep each trial's chain stores (OUT/NAME/chains, about 150 MB a "
+                             "trial); by default they are removed once the trial's summary is "
+                             "stored, since the table reads only the summary")
     parser.add_argument("--rerun", action="store_true", help="rerun trials already in matrix.json")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: tabulate the selected cells already in matrix.json")
@@ -364,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     def keep(name: str, summary: dict[str, Any], seconds: float, finished: int) -> None:
         check_trial_code(name, summary)
         results.update(store_trial(store, name, summary))
+        if not args.keep_chains:
+            discard_chains(args.out, name)
         bd = summary.get("backdoor_success")
         print(f"[{finished}/{len(todo)}] {name:50s} honest {summary['honest_accuracy_final']:.4f}"
               + (f" backdoor {bd:.3f}" if bd is not None else "") + f" {seconds:.0f} s", flush=True)

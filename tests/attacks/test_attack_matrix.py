@@ -155,3 +155,16 @@ def test_a_trial_that_ran_other_code_is_refused(matrix: ModuleType) -> None:
         matrix.check_trial_code("t", {"environment": {"dfl_ray": "0" * 16}})
     with pytest.raises(CodeMismatchError, match="trial t ran dfl_ray None"):
         matrix.check_trial_code("t", {})
+
+
+def test_a_stored_trial_loses_its_chains_and_keeps_its_summary(matrix: ModuleType,
+                                                                tmp_path: Path) -> None:
+    """Once a trial is in matrix.json its chain stores go (they are ~150 MB a trial); the run
+    folder's summary and metrics stay, and a trial without chains is left as it is."""
+    run = tmp_path / "t__s0"
+    (run / "chains" / "node_0").mkdir(parents=True)
+    (run / "chains" / "node_0" / "blocks.sqlite").write_bytes(b"x" * 1000)
+    (run / "summary.json").write_text("{}")
+    assert matrix.discard_chains(tmp_path, "t__s0") == 1000
+    assert not (run / "chains").exists() and (run / "summary.json").is_file()
+    assert matrix.discard_chains(tmp_path, "t__s0") == 0
