@@ -274,9 +274,8 @@ class AttackConfig:
     """Attack of the malicious nodes: none, random_model, random_model_by_turn, minus_uniform,
     free_rider, label_shuffle, label_shift, label_swap, blank_images, sign_flip, scaled_update,
     gaussian_noise, alie, ipm, min_max, min_sum, mimic (omniscient: built from the honest models
-    the attackers received), gate_edge, kin_edge and probe_edge (white-box against dfl_guard),
-    shield_edge
-    (white-box against dfl_shield), sentinel_edge (white-box against dfl_sentinel), backdoor
+    the attackers received), gate_edge, kin_edge, probe_edge and reversal_edge (white-box
+    against dfl_guard), shield_edge (white-box against dfl_shield), sentinel_edge (white-box against dfl_sentinel), backdoor
     (dfl_ray.attacks), byzfl_sign_flip, byzfl_ipm, byzfl_alie, byzfl_opt_ipm, byzfl_opt_alie, byzfl_mimic, byzfl_inf,
     byzfl_gaussian (ByzFL's attacks, dfl_ray.attacks.byzfl_attacks)."""
     malicious: int = 3
@@ -295,7 +294,9 @@ class AttackConfig:
     (1/3 of the coordinates each colluder pushes on, against dfl_guard's kin test); probe_edge
     gate_edge's and probe (2), probe_step (0.5), probe_slack (0.05) (dfl_guard's validation
     probe attacked, read on the attacker's own split), safety (0.8 of that threshold), burst (0;
-    every this many publications the unshortened gate_edge model, against forgive); shield_edge
+    every this many publications the unshortened gate_edge model, against forgive);
+    reversal_edge keep_last (5010, the output layer: classes rows of weights, then the biases),
+    classes (10), skew (0.5, the skew its output-layer readings are lifted to); shield_edge
     clip (2, the clip attacked), fraction (0.95), keep_last (5010); sentinel_edge z (1, honest
     standard deviations below the honest mean), clip (2, the clip attacked), fraction (0.95),
     keep_last (5010); backdoor target (0), size (3,

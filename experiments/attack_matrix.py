@@ -73,6 +73,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "probe_edge_burst4_slack15": ("probe_edge", {"burst": 4, "probe_slack": 0.15}),
     # against dfl_guard:probe_scale=0.03: rises at most half the scale above the median
     "probe_edge_scale3": ("probe_edge", {"probe": 1.0, "probe_slack": 0.015}),
+    # the whole update reversed, the output layer mended to pass the reversal test as read
+    "reversal_edge": ("reversal_edge", {}),
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
     "label_swap": ("label_swap", {}),

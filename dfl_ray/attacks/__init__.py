@@ -3,7 +3,7 @@
 One module per family: `base` (the `Attack` interface and what attackers observe), `original`
 (the DFL paper's set), `model` (sign flip, scaling, noise), `omniscient` (ALIE, IPM, min-max,
 min-sum, mimic), `adaptive` (white-box attacks on this project's defenses: gate edge and kin
-edge and probe edge against dfl_guard, shield edge against dfl_shield, sentinel edge against dfl_sentinel),
+edge, probe edge and reversal edge against dfl_guard, shield edge against dfl_shield, sentinel edge against dfl_sentinel),
 `backdoor` and `byzfl_attacks` (ByzFL's published attacks: sign flip, IPM, ALIE, their optimised
 variants, mimic, inf, Gaussian).
 `make_attack(kind, **params)` builds one by its configuration name.
@@ -14,7 +14,14 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from dfl_ray.attacks.adaptive import GateEdge, KinEdge, ProbeEdge, SentinelEdge, ShieldEdge
+from dfl_ray.attacks.adaptive import (
+    GateEdge,
+    KinEdge,
+    ProbeEdge,
+    ReversalEdge,
+    SentinelEdge,
+    ShieldEdge,
+)
 from dfl_ray.attacks.backdoor import Backdoor, stamp_trigger
 from dfl_ray.attacks.base import Attack
 from dfl_ray.attacks.byzfl_attacks import (
@@ -44,7 +51,8 @@ _ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
     for cls in (Attack, RandomModel, RandomModelByTurn, MinusUniform, FreeRider, LabelShuffle,
                 LabelShift, LabelSwap, BlankImages, SignFlip, ScaledUpdate, GaussianNoise, ALIE, IPM,
-                MinMax, MinSum, Mimic, GateEdge, KinEdge, ProbeEdge, ShieldEdge, SentinelEdge, Backdoor,
+                MinMax, MinSum, Mimic, GateEdge, KinEdge, ProbeEdge, ReversalEdge, ShieldEdge, SentinelEdge,
+                Backdoor,
                 ByzflSignFlip, ByzflIPM, ByzflALIE, ByzflOptIPM, ByzflOptALIE, ByzflMimic,
                 ByzflInf, ByzflGaussian)
 }
@@ -107,6 +115,7 @@ __all__ = [
     "MinusUniform",
     "RandomModel",
     "RandomModelByTurn",
+    "ReversalEdge",
     "ScaledUpdate",
     "SentinelEdge",
     "ShieldEdge",

@@ -346,3 +346,73 @@ class SentinelEdge(Attack):
             shift *= room / length
         out[:body] = (base[:body] + shift).astype(np.float32)
         return out
+
+
+@dataclass(frozen=True)
+class ReversalEdge(Attack):
+    """Publish base - (trained - base), the whole update reversed, with the output layer's
+    reversal hidden: white-box against dfl_guard's reversal test (`reversal_readings`).
+
+    A reversed update lowers the classes the attacker's data raised, which the reversal test
+    reads as a negative skew of the output bias and of the output weights' row sums. Each of
+    the two readings q (centred over the classes, as `lower` reads them) is mended on one
+    class t, its largest: q_t is raised by d and every class lowered by d / classes, so the
+    class-sum stays what the reversed update had (the balance test reads that sum), and d is
+    the least that lifts the skew (max + min) / (max - min) to `skew`. A row's sum is raised by
+    spreading d over its weights. The receiver reads the skew from its own reference, not the
+    attacker's round start; `skew` is the margin kept for that difference. Everything but the
+    output layer is the plain reversal of `sign_flip_layer_kept`.
+
+    The layout is LeNet's (and every model here): the output layer is the last `keep_last`
+    coordinates, `classes` rows of weights, then `classes` biases.
+    """
+
+    name: ClassVar[str] = "reversal_edge"
+    keep_last: int = 5010
+    """Size of the output layer (LeNet: 500 x 10 weights + 10 biases)."""
+    classes: int = 10
+    """Classes of the output layer."""
+    skew: float = 0.5
+    """The skew each reading is lifted to (the test's threshold is 0; below 0.8)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_count("classes", self.classes, 2)
+        check_count("keep_last", self.keep_last, self.classes)
+        if (self.keep_last - self.classes) % self.classes:
+            raise ValueError(f"attack parameter keep_last ({self.keep_last}) must be classes x "
+                             f"(hidden + 1) with classes {self.classes}")
+        if (isinstance(self.skew, bool) or not isinstance(self.skew, int | float)
+                or not 0.0 <= self.skew < 1.0 - 2.0 / self.classes):
+            raise ValueError(f"attack parameter skew must be in [0, {1.0 - 2.0 / self.classes})"
+                             f" for {self.classes} classes, got {self.skew!r}")
+
+    def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
+                 turn: int, observed: np.ndarray | None) -> np.ndarray:
+        flipped = (base - (trained - base)).astype(np.float64)
+        c = int(self.classes)
+        if flipped.size < int(self.keep_last):
+            return flipped.astype(np.float32)
+        start = flipped.size - int(self.keep_last)
+        update = flipped[start:] - base[start:].astype(np.float64)
+        rows = update[:-c].reshape(c, -1)
+        bias = update[-c:]
+        bias += self._mend(bias)
+        rows += self._mend(rows.sum(axis=1))[:, None] / rows.shape[1]
+        flipped[start:] = base[start:] + np.concatenate([rows.ravel(), bias])
+        return flipped.astype(np.float32)
+
+    def _mend(self, reading: np.ndarray) -> np.ndarray:
+        """[classes]: what to add to a per-class reading so that its centred skew is `skew`
+        and its sum stays (d on its largest class, -d / classes on every class)."""
+        c, s = len(reading), float(self.skew)
+        q = reading - reading.mean()
+        t = int(np.argmax(q))
+        top, low = float(q[t]), float(q.min())
+        # skew(q + d e_t - d / c) = s: with a = 1 - 1 / c, (top + low) + d (a - 1 / c) =
+        # s (top - low) + s d (a + 1 / c), the minimum staying where it was.
+        a = 1.0 - 1.0 / c
+        d = max((s * (top - low) - (top + low)) / ((a - 1.0 / c) - s * (a + 1.0 / c)), 0.0)
+        out = np.full(c, -d / c)
+        out[t] += d
+        return out

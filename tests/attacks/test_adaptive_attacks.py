@@ -338,3 +338,43 @@ def test_gate_edge_against_the_opposition_test_keeps_every_cosine_above_its_boun
     plain_body = (plain - base).astype(np.float64)
     assert (honest @ plain_body / (np.linalg.norm(honest, axis=1)
                                    * np.linalg.norm(plain_body))).min() < -0.1
+
+
+def test_reversal_edge_reverses_the_update_and_passes_the_reversal_test() -> None:
+    """The whole update is reversed, yet both of the reversal test's readings (output bias and
+    weight-row sums, from the round start and below it) read as learnt, and the output bias
+    keeps the class-sum the balance test reads; the plain reversal fails the same test."""
+    from dfl_ray.defense.base import AggregationInput
+    from dfl_ray.defense.guard import head_imbalance, reversal_readings
+
+    classes, hidden, body = 10, 20, 300
+    size = body + classes * hidden + classes
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal(size).astype(np.float32)
+    update = 0.01 * rng.standard_normal(size)
+    pattern = np.full(classes, -0.02)
+    pattern[[2, 5]] = 0.08  # the attacker's two classes raised, the rest lowered: sum 0
+    update[-classes:] = pattern
+    update[body:-classes] = np.repeat(pattern / hidden, hidden)
+    trained = (base + update).astype(np.float32)
+    attack = make_attack("reversal_edge", keep_last=size - body, classes=classes)
+    out = attack.poison_model(trained, base, rng, 0)
+    flipped = make_attack("sign_flip").poison_model(trained, base, rng, 0)
+    assert np.array_equal(out[:body], flipped[:body])
+    head = slice(body, size)
+    assert np.isclose(out[-classes:].sum(), flipped[-classes:].sum(), atol=1e-5)
+    assert np.isclose(out[head].sum(), flipped[head].sum(), atol=1e-4)
+    honest = (base + 0.5 * update).astype(np.float32)[None, :]
+    received = np.concatenate([honest, flipped[None, :], out[None, :]])
+    inp = AggregationInput(own=base, own_score=0.9, models=received,
+                           senders=("h", "flip", "edge"), scores=np.full(3, 0.5),
+                           reputations={}, head=head, head_classes=classes, base=base)
+    for lower in (False, True):
+        readings = reversal_readings(inp, 0.0, lower=lower)
+        assert readings[0] > 0.3 and readings[1] < -0.3, readings
+        assert readings[2] >= 0.5 - 1e-6, readings
+    assert np.isclose(head_imbalance(inp)[2], head_imbalance(inp)[1], atol=1e-3)
+    with pytest.raises(ValueError, match="skew"):
+        make_attack("reversal_edge", skew=0.8)
+    with pytest.raises(ValueError, match="keep_last"):
+        make_attack("reversal_edge", keep_last=5011)
