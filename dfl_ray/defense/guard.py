@@ -138,7 +138,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            probe_scale: float = math.inf,
                            reversal_drop: float | None = None,
                            reversal_cost: float = 1.0, split: float = 0.0,
-                           lower: float = 1.0) -> None:
+                           lower: float = 1.0, probe_head: float = 0.0) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
     check_number("probe_scale", probe_scale, 0.0, low_open=True, allow_inf=True)
@@ -160,7 +160,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
     if reversal_drop is not None:
         check_number("reversal_drop", reversal_drop, float(reversal), 1.0)
     check_number("reversal_cost", reversal_cost, 0.0, 1.0)
-    for name, flag in (("split", split), ("lower", lower)):
+    for name, flag in (("split", split), ("lower", lower), ("probe_head", probe_head)):
         if flag not in (0, 1):
             raise ValueError(f"parameter {name} must be 0 or 1, got {flag!r}")
     check_number("balance", balance, 0.0, 1.0)
@@ -182,7 +182,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               probe_scale: float = math.inf,
               reversal_drop: float | None = None,
               reversal_cost: float = 1.0, split: float = 0.0,
-              lower: float = 1.0) -> AggregationResult:
+              lower: float = 1.0, probe_head: float = 0.0) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -241,6 +241,11 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         `probe` x the median rise of the models still accepted (floored at 0) + `probe_slack`
         counts for nothing this round (needs `inp.probe`, skipped without it; math.inf turns
         it off).
+    probe_head: 1 moves the output layer too when probing (0, the default: every coordinate
+        but the output layer). Read over the node's own classes (`defense.probe_classes`
+        "own"), an honest peer's other labels leave the own classes' logits nearly as they
+        were, while an output layer that lowers one of the node's classes against another
+        (`reversal_edge`, which passes the reversal test) raises the loss.
     forgive: a sender whose reputation before the round is at least `forgive` keeps its weight
         in a round in which it fails the probe alone (math.inf, the default: never). The failure
         still costs it reputation, so an honest sender's rare failure is forgiven while one
@@ -263,7 +268,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
                            entry=entry, forgive=forgive, probe_scale=probe_scale,
                            reversal_drop=reversal_drop, reversal_cost=reversal_cost,
-                           split=split, lower=lower)
+                           split=split, lower=lower, probe_head=probe_head)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     # Distances gated and clipped: the whole model's, or (split) all but the output layer's,
@@ -335,7 +340,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     details["tests_passed"] = accepted.astype(np.float64)
     if inp.probe is not None and np.isfinite(probe) and accepted.any():
         probed, rises, typical = probe_verdict(inp, pull, accepted, ratio=probe, step=probe_step,
-                                               slack=probe_slack, centre=own)
+                                               slack=probe_slack, centre=own,
+                                               head=bool(probe_head))
         details["probe_rise"] = rises
         details["probe_typical"] = np.full(k, typical)
         details["probe_limit"] = np.full(k, probe_limit(typical, probe, probe_slack))
@@ -381,11 +387,11 @@ def passes_probe(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarray
 
 
 def probe_verdict(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarray, *,
-                  ratio: float, step: float, slack: float,
-                  centre: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+                  ratio: float, step: float, slack: float, centre: np.ndarray | None = None,
+                  head: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
     """(`passes_probe`'s verdict, the rises (`probe_rises`, NaN off the candidates), their
     median over the candidates floored at 0: the typical rise the limit is a multiple of)."""
-    rises = probe_rises(inp, pull, float(step), candidates, centre=centre)
+    rises = probe_rises(inp, pull, float(step), candidates, centre=centre, head=head)
     typical = max(float(np.median(rises[candidates])), 0.0)
     return candidates & (rises <= probe_limit(typical, ratio, slack)), rises, typical
 
@@ -410,11 +416,13 @@ def reputation_step(prior: np.ndarray, observed: np.ndarray, weighed: np.ndarray
 
 
 def probe_rises(inp: AggregationInput, pull: np.ndarray, step: float,
-                which: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+                which: np.ndarray, centre: np.ndarray | None = None,
+                head: bool = False) -> np.ndarray:
     """float64 [k]: for each received model i with `which[i]`, the rise of the node's validation
     loss (`inp.probe`) when the own model w moves `step` of the way towards b + pull_i (m_i - b)
-    on every coordinate outside the output layer (`inp.head`); NaN for the others. b is the
-    clipping centre: `centre`, or the round start `inp.base` without it."""
+    on every coordinate outside the output layer (`inp.head`), or with `head` on every
+    coordinate; NaN for the others. b is the clipping centre: `centre`, or the round start
+    `inp.base` without it."""
     base = inp.base if centre is None else centre
     if inp.probe is None or base is None:
         raise ValueError("probe_rises needs AggregationInput.probe and base (or a centre)")
@@ -422,7 +430,7 @@ def probe_rises(inp: AggregationInput, pull: np.ndarray, step: float,
     # The output layer is the model's trailing tensors (every model in the registry), so the
     # body is one leading slice; a head elsewhere is left out by a mask.
     d = own.shape[0]
-    if inp.head is None:
+    if inp.head is None or head:
         body: slice | np.ndarray = slice(0, d)
     elif inp.head.stop == d:
         body = slice(0, inp.head.start)

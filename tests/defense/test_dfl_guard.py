@@ -872,3 +872,28 @@ def test_split_gates_and_clips_the_output_layer_apart_from_the_rest() -> None:
     assert np.allclose(head, (opened.weights[:, None] * models[:, HEAD]).sum(0), atol=1e-6)
     with pytest.raises(ValueError, match="parameter split must be 0 or 1"):
         dfl_guard(inp, split=2)
+
+
+def test_probe_head_reads_what_a_received_output_layer_does_to_the_own_loss() -> None:
+    """Colluders whose feature layers are honest and whose output layer (the last 10
+    coordinates here) lowers one of the node's classes: the probe that leaves the output
+    layer as the own model's sees nothing, the one that moves it too (`probe_head`) rejects
+    them, and honest peers pass both."""
+    own = np.zeros(D, dtype=np.float32)
+    peers = np.random.default_rng(12).standard_normal((6, D)).astype(np.float32) * 0.2
+    colluders = peers[:3].copy()
+    colluders[:, HEAD] = 0.0
+    colluders[:, D - 3] = -2.0  # the node's own class 7 lowered
+
+    def probe(vec: np.ndarray) -> float:  # the loss reads the head's class 7 and the body
+        return float(np.exp(-vec[D - 3]) + 0.01 * (vec[:D - CLASSES] ** 2).sum())
+
+    inp = AggregationInput(own=own, own_score=0.9, models=np.vstack([peers, colluders]),
+                           senders=tuple(f"n{i}" for i in range(9)), scores=np.full(9, 0.5),
+                           reputations={}, head=HEAD, base=own, probe=probe)
+    checks = {"reversal": 1.0, "balance": 1.0, "sign": 1.0, "kin": 1.0}
+    assert np.all(dfl_guard(inp, **checks).weights > 0)
+    weights = dfl_guard(inp, probe_head=1, **checks).weights
+    assert np.all(weights[:6] > 0) and np.all(weights[6:] == 0)
+    with pytest.raises(ValueError, match="probe_head must be 0 or 1"):
+        dfl_guard(inp, probe_head=2)
