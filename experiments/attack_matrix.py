@@ -75,6 +75,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "probe_edge_scale3": ("probe_edge", {"probe": 1.0, "probe_slack": 0.015}),
     # the whole update reversed, the output layer mended to pass the reversal test as read
     "reversal_edge": ("reversal_edge", {}),
+    # the same lifted just past the test's threshold: the least boost, against head_clip
+    "reversal_edge_low": ("reversal_edge", {"skew": 0.05}),
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
     "label_swap": ("label_swap", {}),

@@ -138,9 +138,11 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            probe_scale: float = math.inf,
                            reversal_drop: float | None = None,
                            reversal_cost: float = 1.0, split: float = 0.0,
-                           lower: float = 1.0, probe_head: float = 0.0) -> None:
+                           lower: float = 1.0, probe_head: float = 0.0,
+                           head_clip: float = math.inf) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
+    check_number("head_clip", head_clip, 0.0, low_open=True, allow_inf=True)
     check_number("probe_scale", probe_scale, 0.0, low_open=True, allow_inf=True)
     check_number("forgive", forgive, 0.0, allow_inf=True)
     if penalty is not None:
@@ -182,7 +184,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               probe_scale: float = math.inf,
               reversal_drop: float | None = None,
               reversal_cost: float = 1.0, split: float = 0.0,
-              lower: float = 1.0, probe_head: float = 0.0) -> AggregationResult:
+              lower: float = 1.0, probe_head: float = 0.0,
+              head_clip: float = math.inf) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -241,6 +244,14 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         `probe` x the median rise of the models still accepted (floored at 0) + `probe_slack`
         counts for nothing this round (needs `inp.probe`, skipped without it; math.inf turns
         it off).
+    head_clip: with it finite, each received output layer's difference from the own one is
+        scaled down, whole, until no class reading of it (the bias and, with
+        `inp.head_classes`, the weight row's sum, each less its mean over the classes) exceeds
+        `head_clip` x the largest class reading of the node's own update this round (see
+        `head_factors`): one round of honest training moves no class by much more than the
+        node's own did, while an output layer that boosts one class (`reversal_edge`) does,
+        and the bound is the node's own, not set by what it receives (math.inf, the default:
+        off; skipped without `inp.head` and a round start).
     probe_head: 1 moves the output layer too when probing (0, the default: every coordinate
         but the output layer). Read over the node's own classes (`defense.probe_classes`
         "own"), an honest peer's other labels leave the own classes' logits nearly as they
@@ -268,7 +279,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
                            probe_step=probe_step, probe_slack=probe_slack, penalty=penalty,
                            entry=entry, forgive=forgive, probe_scale=probe_scale,
                            reversal_drop=reversal_drop, reversal_cost=reversal_cost,
-                           split=split, lower=lower, probe_head=probe_head)
+                           split=split, lower=lower, probe_head=probe_head,
+                           head_clip=head_clip)
     own, k = inp.own, inp.k
     dist = distances_to(inp.rows, own)
     # Distances gated and clipped: the whole model's, or (split) all but the output layer's,
@@ -366,15 +378,43 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
     # A clipped model is w + p_i (m_i - w) = p_i m_i + (1 - p_i) w: mix rows and the own model.
     coeffs = shares * pull
     model = weighted_sum((*inp.rows, own), np.append(coeffs, 1.0 - coeffs.sum()))
-    if len(pulls) > 1:  # split: the output layer again, with its own pull
+    factors = head_factors(inp, float(head_clip)) if np.isfinite(head_clip) else None
+    if factors is not None:
+        details["head_factor"] = factors
+    if len(pulls) > 1 or factors is not None:  # the output layer again, its own pull and scale
         head = inp.head
-        coeffs = shares * pulls[1]
+        coeffs = shares * pulls[-1] * (1.0 if factors is None else factors)
         model[head] = weighted_sum((*(row[head] for row in inp.rows), own[head]),
                                    np.append(coeffs, 1.0 - coeffs.sum()))
 
     reputations = dict(inp.reputations)
     reputations.update(zip(inp.senders, reputation.tolist(), strict=True))
     return AggregationResult(model, reputations, shares, details)
+
+
+def head_factors(inp: AggregationInput, bound: float) -> np.ndarray | None:
+    """float64 [k] in (0, 1]: the share of each received output layer's difference from the
+    own one that `head_clip` = `bound` keeps: 1, or `bound` x the largest class reading of the
+    own update (own model less round start) over the difference's largest class reading,
+    both read per class (`_class_readings`, each less its mean over the classes), bias and
+    row sums apart. None without `inp.head` or a round start, or when the own head did not
+    move this round (nothing to tie the bound to)."""
+    if inp.head is None or inp.start_head is None:
+        return None
+    c = inp.head_classes
+    own = inp.own[inp.head].astype(np.float64)
+    own_parts = _class_readings(own - inp.start_head.astype(np.float64), c)
+    limits = [bound * float(np.abs(p - p.mean()).max()) for p in own_parts]
+    if min(limits) <= 0.0:
+        return None
+    out = np.ones(inp.k)
+    for i, row in enumerate(inp.rows):
+        parts = _class_readings(row[inp.head].astype(np.float64) - own, c)
+        for part, limit in zip(parts, limits, strict=True):
+            peak = float(np.abs(part - part.mean()).max())
+            if peak > limit:
+                out[i] = min(out[i], limit / peak)
+    return out
 
 
 def passes_probe(inp: AggregationInput, pull: np.ndarray, candidates: np.ndarray, *,

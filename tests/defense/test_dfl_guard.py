@@ -897,3 +897,40 @@ def test_probe_head_reads_what_a_received_output_layer_does_to_the_own_loss() ->
     assert np.all(weights[:6] > 0) and np.all(weights[6:] == 0)
     with pytest.raises(ValueError, match="probe_head must be 0 or 1"):
         dfl_guard(inp, probe_head=2)
+
+
+def test_head_clip_scales_an_output_layer_that_boosts_one_class_to_the_own_bound() -> None:
+    """The own update raised class 0 by 0.2 (0.18 above the class mean): an honest peer's head,
+    raising its own classes by as much, is kept whole; one that raises a class by 2 is scaled
+    until its largest class reading is `head_clip` x the own one; the aggregate's head takes
+    that share of it, and without `head_clip` the whole of it."""
+    from dfl_ray.defense.guard import head_factors
+
+    base = np.zeros(D, dtype=np.float32)
+    own = base.copy()
+    own[HEAD] = -0.02
+    own[HEAD.start] = 0.18 + 0.02  # class 0
+    peers = np.tile(base, (3, 1))
+    peers[:, HEAD] = -0.02
+    peers[0, HEAD.start + 4] = peers[1, HEAD.start + 5] = 0.2
+    peers[2, HEAD] = 2.0 / 9.0 * -1.0
+    peers[2, HEAD.start + 3] = 2.0  # class 3 boosted, the class-sum kept at 0
+    inp = head_input(peers.astype(np.float32), own, base)
+    factors = head_factors(inp, 3.0)
+    assert factors is not None and factors[0] == factors[1] == 1.0
+    reading = peers[2, HEAD] - own[HEAD]
+    peak = np.abs(reading - reading.mean()).max()
+    own_peak = np.abs(own[HEAD] - own[HEAD].mean()).max()
+    assert factors[2] == pytest.approx(3.0 * own_peak / peak)
+    checks = {"reversal": 1.0, "balance": 1.0, "sign": 1.0, "kin": 1.0, "gate": np.inf,
+              "clip": np.inf}
+    whole = dfl_guard(inp, **checks)
+    clipped = dfl_guard(inp, head_clip=3.0, **checks)
+    assert clipped.details["head_factor"].tolist() == factors.tolist()
+    np.testing.assert_allclose(whole.model[:HEAD.start], clipped.model[:HEAD.start])
+    share = whole.weights[2]
+    np.testing.assert_allclose(clipped.model[HEAD] - whole.model[HEAD],
+                               share * (factors[2] - 1.0) * reading, atol=1e-6)
+    assert head_factors(head_input(peers.astype(np.float32), base, base), 3.0) is None
+    with pytest.raises(ValueError, match="head_clip"):
+        dfl_guard(inp, head_clip=0.0)
