@@ -275,9 +275,10 @@ class AttackConfig:
     free_rider, label_shuffle, label_shift, label_swap, blank_images, sign_flip, scaled_update,
     gaussian_noise, alie, ipm, min_max, min_sum, mimic (omniscient: built from the honest models
     the attackers received), gate_edge, kin_edge, probe_edge and reversal_edge (white-box
-    against dfl_guard), shield_edge (white-box against dfl_shield), sentinel_edge (white-box against dfl_sentinel), backdoor
-    (dfl_ray.attacks), byzfl_sign_flip, byzfl_ipm, byzfl_alie, byzfl_opt_ipm, byzfl_opt_alie, byzfl_mimic, byzfl_inf,
-    byzfl_gaussian (ByzFL's attacks, dfl_ray.attacks.byzfl_attacks)."""
+    against dfl_guard), shield_edge (white-box against dfl_shield), sentinel_edge (white-box
+    against dfl_sentinel), backdoor (dfl_ray.attacks), byzfl_sign_flip, byzfl_ipm, byzfl_alie,
+    byzfl_opt_ipm, byzfl_opt_alie, byzfl_mimic, byzfl_inf, byzfl_gaussian (ByzFL's attacks,
+    dfl_ray.attacks.byzfl_attacks)."""
     malicious: int = 3
     """Number of attacker nodes (the last ones, unless attack.nodes names them)."""
     nodes: tuple[int, ...] = ()

@@ -3,7 +3,8 @@
 One module per family: `base` (the `Attack` interface and what attackers observe), `original`
 (the DFL paper's set), `model` (sign flip, scaling, noise), `omniscient` (ALIE, IPM, min-max,
 min-sum, mimic), `adaptive` (white-box attacks on this project's defenses: gate edge and kin
-edge, probe edge and reversal edge against dfl_guard, shield edge against dfl_shield, sentinel edge against dfl_sentinel),
+edge, probe edge and reversal edge against dfl_guard, shield edge against dfl_shield, sentinel
+edge against dfl_sentinel),
 `backdoor` and `byzfl_attacks` (ByzFL's published attacks: sign flip, IPM, ALIE, their optimised
 variants, mimic, inf, Gaussian).
 `make_attack(kind, **params)` builds one by its configuration name.
@@ -51,8 +52,8 @@ _ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
     for cls in (Attack, RandomModel, RandomModelByTurn, MinusUniform, FreeRider, LabelShuffle,
                 LabelShift, LabelSwap, BlankImages, SignFlip, ScaledUpdate, GaussianNoise, ALIE, IPM,
-                MinMax, MinSum, Mimic, GateEdge, KinEdge, ProbeEdge, ReversalEdge, ShieldEdge, SentinelEdge,
-                Backdoor,
+                MinMax, MinSum, Mimic, GateEdge, KinEdge, ProbeEdge, ReversalEdge, ShieldEdge,
+                SentinelEdge, Backdoor,
                 ByzflSignFlip, ByzflIPM, ByzflALIE, ByzflOptIPM, ByzflOptALIE, ByzflMimic,
                 ByzflInf, ByzflGaussian)
 }
