@@ -364,7 +364,8 @@ class ReversalEdge(Attack):
     output layer is the plain reversal of `sign_flip_layer_kept`.
 
     The layout is LeNet's (and every model here): the output layer is the last `keep_last`
-    coordinates, `classes` rows of weights, then `classes` biases.
+    coordinates, `classes` rows of weights, then `classes` biases. A model smaller than
+    `keep_last` is published as the plain reversal.
     """
 
     name: ClassVar[str] = "reversal_edge"

@@ -402,15 +402,15 @@ def head_factors(inp: AggregationInput, bound: float) -> np.ndarray | None:
     if inp.head is None or inp.start_head is None:
         return None
     c = inp.head_classes
+    heads = _round_heads(inp)
     own = inp.own[inp.head].astype(np.float64)
-    own_parts = _class_readings(own - inp.start_head.astype(np.float64), c)
-    limits = [bound * float(np.abs(p - p.mean()).max()) for p in own_parts]
+    limits = [bound * float(np.abs(p - p.mean()).max())
+              for p in _class_readings(own - heads[0], c)]
     if min(limits) <= 0.0:
         return None
     out = np.ones(inp.k)
-    for i, row in enumerate(inp.rows):
-        parts = _class_readings(row[inp.head].astype(np.float64) - own, c)
-        for part, limit in zip(parts, limits, strict=True):
+    for i, head in enumerate(heads[1:]):
+        for part, limit in zip(_class_readings(head - own, c), limits, strict=True):
             peak = float(np.abs(part - part.mean()).max())
             if peak > limit:
                 out[i] = min(out[i], limit / peak)
