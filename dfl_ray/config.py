@@ -274,9 +274,9 @@ class AttackConfig:
     """Attack of the malicious nodes: none, random_model, random_model_by_turn, minus_uniform,
     free_rider, label_shuffle, label_shift, label_swap, blank_images, sign_flip, scaled_update,
     gaussian_noise, alie, ipm, min_max, min_sum, mimic (omniscient: built from the honest models
-    the attackers received), gate_edge, kin_edge, probe_edge and reversal_edge (white-box
-    against dfl_guard), shield_edge (white-box against dfl_shield), sentinel_edge (white-box
-    against dfl_sentinel), backdoor (dfl_ray.attacks), byzfl_sign_flip, byzfl_ipm, byzfl_alie,
+    the attackers received), gate_edge, kin_edge, probe_edge, reversal_edge and reversal_fit
+    (white-box against dfl_guard), shield_edge (white-box against dfl_shield), sentinel_edge
+    (white-box against dfl_sentinel), backdoor (dfl_ray.attacks), byzfl_sign_flip, byzfl_ipm, byzfl_alie,
     byzfl_opt_ipm, byzfl_opt_alie, byzfl_mimic, byzfl_inf, byzfl_gaussian (ByzFL's attacks,
     dfl_ray.attacks.byzfl_attacks)."""
     malicious: int = 3
@@ -297,11 +297,11 @@ class AttackConfig:
     probe attacked, read on the attacker's own split), safety (0.8 of that threshold), burst (0;
     every this many publications the unshortened gate_edge model, against forgive);
     reversal_edge keep_last (5010, the output layer: classes rows of weights, then the biases),
-    classes (10), skew (0.5, the skew its output-layer readings are lifted to); shield_edge
-    clip (2, the clip attacked), fraction (0.95), keep_last (5010); sentinel_edge z (1, honest
-    standard deviations below the honest mean), clip (2, the clip attacked), fraction (0.95),
-    keep_last (5010); backdoor target (0), size (3,
-    trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost),
+    classes (10), skew (0.5, the skew its output-layer readings are lifted to); reversal_fit the
+    same and head_clip (3, the bound attacked), fit (0.9 of it), floor (0.05, the least skew);
+    shield_edge clip (2, the clip attacked), fraction (0.95), keep_last (5010); sentinel_edge z
+    (1, honest standard deviations below the honest mean), clip (2, the clip attacked), fraction
+    (0.95), keep_last (5010); backdoor target (0), size (3, trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost),
     blend (0; above 0, a whole-image noise trigger mixed in with that weight), evade (0; above
     0, the backdoor success on its own validation split to stay under, against the trigger scan);
     byzfl_ipm tau (2); byzfl_alie tau (1.5, sample standard deviations added to the honest mean),

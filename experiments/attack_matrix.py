@@ -77,6 +77,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "reversal_edge": ("reversal_edge", {}),
     # the same lifted just past the test's threshold: the least boost, against head_clip
     "reversal_edge_low": ("reversal_edge", {"skew": 0.05}),
+    # reversal_edge sized to the receivers' head_clip bound (against dfl_guard:head_clip=3)
+    "reversal_fit": ("reversal_fit", {}),
     "shield_edge": ("shield_edge", {}),
     "sentinel_edge": ("sentinel_edge", {}),
     "label_swap": ("label_swap", {}),

@@ -3,9 +3,8 @@
 One module per family: `base` (the `Attack` interface and what attackers observe), `original`
 (the DFL paper's set), `model` (sign flip, scaling, noise), `omniscient` (ALIE, IPM, min-max,
 min-sum, mimic), `adaptive` (white-box attacks on this project's defenses: gate edge and kin
-edge, probe edge and reversal edge against dfl_guard, shield edge against dfl_shield, sentinel
-edge against dfl_sentinel),
-`backdoor` and `byzfl_attacks` (ByzFL's published attacks: sign flip, IPM, ALIE, their optimised
+edge, probe edge, reversal edge and reversal fit against dfl_guard, shield edge against
+dfl_shield, sentinel edge against dfl_sentinel), `backdoor` and `byzfl_attacks` (ByzFL's published attacks: sign flip, IPM, ALIE, their optimised
 variants, mimic, inf, Gaussian).
 `make_attack(kind, **params)` builds one by its configuration name.
 """
@@ -20,6 +19,7 @@ from dfl_ray.attacks.adaptive import (
     KinEdge,
     ProbeEdge,
     ReversalEdge,
+    ReversalFit,
     SentinelEdge,
     ShieldEdge,
 )
@@ -52,8 +52,8 @@ _ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
     for cls in (Attack, RandomModel, RandomModelByTurn, MinusUniform, FreeRider, LabelShuffle,
                 LabelShift, LabelSwap, BlankImages, SignFlip, ScaledUpdate, GaussianNoise, ALIE, IPM,
-                MinMax, MinSum, Mimic, GateEdge, KinEdge, ProbeEdge, ReversalEdge, ShieldEdge,
-                SentinelEdge, Backdoor,
+                MinMax, MinSum, Mimic, GateEdge, KinEdge, ProbeEdge, ReversalEdge, ReversalFit,
+                ShieldEdge, SentinelEdge, Backdoor,
                 ByzflSignFlip, ByzflIPM, ByzflALIE, ByzflOptIPM, ByzflOptALIE, ByzflMimic,
                 ByzflInf, ByzflGaussian)
 }
@@ -117,6 +117,7 @@ __all__ = [
     "RandomModel",
     "RandomModelByTurn",
     "ReversalEdge",
+    "ReversalFit",
     "ScaledUpdate",
     "SentinelEdge",
     "ShieldEdge",

@@ -10,7 +10,9 @@ Adversarial Example Defenses", NeurIPS 2020) applied to a Byzantine-robust rule,
 and Houmansadr (NDSS 2021) and Fang et al. ("Local Model Poisoning Attacks to Byzantine-Robust
 Federated Learning", USENIX Security 2020) do for Krum and trimmed mean. `KinEdge` adds to it
 what beats dfl_guard's kin test, `ShieldEdge` does the same against dfl_shield, `SentinelEdge`
-against dfl_sentinel.
+against dfl_sentinel. `ReversalEdge` reverses the whole update and writes the output layer
+so that dfl_guard's reversal test reads it as learnt; `ReversalFit` sizes that output layer to
+the `head_clip` bound.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from dfl_ray.attacks.base import Attack, check_count, check_positive
+from dfl_ray.defense.guard import class_peak, class_readings
 
 
 def edge_updates(trained: np.ndarray, base: np.ndarray, keep_last: int,
@@ -390,23 +393,32 @@ class ReversalEdge(Attack):
 
     def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
                  turn: int, observed: np.ndarray | None) -> np.ndarray:
+        return self._reversed(trained, base, float(self.skew))
+
+    def _reversed(self, trained: np.ndarray, base: np.ndarray, skew: float) -> np.ndarray:
+        """The published model with the output layer's readings lifted to `skew`."""
         flipped = (base - (trained - base)).astype(np.float64)
-        c = int(self.classes)
         if flipped.size < int(self.keep_last):
             return flipped.astype(np.float32)
         start = flipped.size - int(self.keep_last)
-        update = flipped[start:] - base[start:].astype(np.float64)
-        rows = update[:-c].reshape(c, -1)
-        bias = update[-c:]
-        bias += self._mend(bias)
-        rows += self._mend(rows.sum(axis=1))[:, None] / rows.shape[1]
-        flipped[start:] = base[start:] + np.concatenate([rows.ravel(), bias])
+        flipped[start:] = base[start:] + self._mended(flipped[start:] - base[start:], skew)
         return flipped.astype(np.float32)
 
-    def _mend(self, reading: np.ndarray) -> np.ndarray:
-        """[classes]: what to add to a per-class reading so that its centred skew is `skew`
-        and its sum stays (d on its largest class, -d / classes on every class)."""
-        c, s = len(reading), float(self.skew)
+    def _mended(self, update: np.ndarray, skew: float) -> np.ndarray:
+        """float64 [keep_last]: the reversed output-layer update `update` (float64, changed in
+        place) with both readings lifted to `skew`."""
+        c = int(self.classes)
+        rows = update[:-c].reshape(c, -1)
+        bias = update[-c:]
+        bias += self._mend(bias, skew)
+        rows += self._mend(rows.sum(axis=1), skew)[:, None] / rows.shape[1]
+        return np.concatenate([rows.ravel(), bias])
+
+    @staticmethod
+    def _mend(reading: np.ndarray, s: float) -> np.ndarray:
+        """[classes]: what to add to a per-class reading so that its centred skew is `s` and
+        its sum stays (d on its largest class, -d / classes on every class)."""
+        c = len(reading)
         q = reading - reading.mean()
         t = int(np.argmax(q))
         top, low = float(q[t]), float(q.min())
@@ -417,3 +429,71 @@ class ReversalEdge(Attack):
         out = np.full(c, -d / c)
         out[t] += d
         return out
+
+
+@dataclass(frozen=True)
+class ReversalFit(ReversalEdge):
+    """`reversal_edge` with its output layer sized to dfl_guard's `head_clip` bound: white-box
+    against a receiver that scales down an output layer whose class readings exceed
+    `head_clip` x those of its own update.
+
+    The attacker reads a receiver's own update from its own honest one (it trains like them)
+    and a receiver's own output layer from the honest models it observed. It lifts the skew as
+    far as `skew` while the median observed receiver still takes the whole of it, each of the
+    two readings (bias, weight-row sums) of its difference from that receiver's output layer
+    at most `fit` x `head_clip` x the own update's largest. Where even `floor` does not fit, it
+    publishes `floor` and the receiver scales it. Without observations it is `reversal_edge`.
+    """
+
+    name: ClassVar[str] = "reversal_fit"
+    observes: ClassVar[bool] = True
+    head_clip: float = 3.0
+    """The head_clip of the defense attacked."""
+    fit: float = 0.9
+    """Share of that bound to stay under (the receiver's own update differs from the
+    attacker's)."""
+    floor: float = 0.05
+    """The least skew published (the reversal test's threshold is 0)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive("head_clip", self.head_clip)
+        check_positive("fit", self.fit)
+        if (isinstance(self.floor, bool) or not isinstance(self.floor, int | float)
+                or not 0.0 <= self.floor <= self.skew):
+            raise ValueError(f"attack parameter floor must be in [0, skew = {self.skew}], "
+                             f"got {self.floor!r}")
+
+    def _publish(self, trained: np.ndarray, base: np.ndarray, rng: np.random.Generator,
+                 turn: int, observed: np.ndarray | None) -> np.ndarray:
+        if observed is None or len(observed) == 0 or trained.size < int(self.keep_last):
+            return super()._publish(trained, base, rng, turn, observed)
+        return self._reversed(trained, base, self.fitted_skew(trained, base, observed))
+
+    def fitted_skew(self, trained: np.ndarray, base: np.ndarray, observed: np.ndarray) -> float:
+        """The largest skew in [`floor`, `skew`] (to 1e-3) whose output layer the median
+        observed receiver keeps whole; `floor` when none is."""
+        start = trained.size - int(self.keep_last)
+        c = int(self.classes)
+        own = (trained[start:] - base[start:]).astype(np.float64)
+        limits = [float(self.fit) * float(self.head_clip) * class_peak(p)
+                  for p in class_readings(own, c)]
+        heads = np.asarray(observed[:, start:], dtype=np.float64)
+
+        def fits(skew: float) -> bool:
+            mended = self._mended(-own, skew)
+            kept = [all(class_peak(p) <= lim
+                        for p, lim in zip(class_readings(mended - h, c), limits, strict=True))
+                    for h in heads]
+            return 2 * sum(kept) >= len(kept)
+
+        low, high = float(self.floor), float(self.skew)
+        if not fits(low):
+            return low
+        if fits(high):
+            return high
+        while high - low > 1e-3:
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if fits(mid) else (low, mid)
+        return low
+

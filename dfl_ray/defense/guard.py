@@ -396,7 +396,7 @@ def head_factors(inp: AggregationInput, bound: float) -> np.ndarray | None:
     """float64 [k] in (0, 1]: the share of each received output layer's difference from the
     own one that `head_clip` = `bound` keeps: 1, or `bound` x the largest class reading of the
     own update (own model less round start) over the difference's largest class reading,
-    both read per class (`_class_readings`, each less its mean over the classes), bias and
+    both read per class (`class_readings`, each less its mean over the classes), bias and
     row sums apart. None without `inp.head` or a round start, or when the own head did not
     move this round (nothing to tie the bound to)."""
     if inp.head is None or inp.start_head is None:
@@ -404,14 +404,13 @@ def head_factors(inp: AggregationInput, bound: float) -> np.ndarray | None:
     c = inp.head_classes
     heads = _round_heads(inp)
     own = inp.own[inp.head].astype(np.float64)
-    limits = [bound * float(np.abs(p - p.mean()).max())
-              for p in _class_readings(own - heads[0], c)]
+    limits = [bound * class_peak(p) for p in class_readings(own - heads[0], c)]
     if min(limits) <= 0.0:
         return None
     out = np.ones(inp.k)
     for i, head in enumerate(heads[1:]):
-        for part, limit in zip(_class_readings(head - own, c), limits, strict=True):
-            peak = float(np.abs(part - part.mean()).max())
+        for part, limit in zip(class_readings(head - own, c), limits, strict=True):
+            peak = class_peak(part)
             if peak > limit:
                 out[i] = min(out[i], limit / peak)
     return out
@@ -618,21 +617,27 @@ def reversal_readings(inp: AggregationInput, reversal: float,
 
 def _lowered_start(inp: AggregationInput, start: np.ndarray, median: np.ndarray) -> np.ndarray:
     """float64 [h]: the round-start head moved, class by class, down to `median` where that is
-    lower; the per-class readings of `_class_readings` are what is compared."""
+    lower; the per-class readings of `class_readings` are what is compared."""
     c = inp.head_classes
     if c is None:
         return np.minimum(start, median)
     out = np.minimum(start, median)  # the bias: its last c entries
     rows = start[:-c].reshape(c, -1)
-    drop = np.minimum(_class_readings(median, c)[1] - _class_readings(start, c)[1], 0.0)
+    drop = np.minimum(class_readings(median, c)[1] - class_readings(start, c)[1], 0.0)
     out[:-c] = (rows + drop[:, None] / rows.shape[1]).ravel()
     return out
 
 
-def _class_readings(u: np.ndarray, c: int | None) -> list[np.ndarray]:
+def class_readings(u: np.ndarray, c: int | None) -> list[np.ndarray]:
     """The per-class readings of a head (difference) `u`: `u` itself, or with `c` classes (the
     output weights, then the bias) the bias and the weight rows' sums."""
     return [u] if c is None else [u[-c:], u[:-c].reshape(c, -1).sum(axis=1)]
+
+
+def class_peak(reading: np.ndarray) -> float:
+    """The largest entry of a per-class reading less its mean over the classes, in absolute
+    value: how far `head_clip` reads one class moved against the others."""
+    return float(np.abs(reading - reading.mean()).max())
 
 
 def head_skew(inp: AggregationInput) -> np.ndarray:
@@ -680,7 +685,7 @@ def _skews_against(inp: AggregationInput, heads: np.ndarray, base: np.ndarray, *
     c = inp.head_classes
     out = np.zeros(inp.k)
     for i in range(inp.k):
-        parts = _class_readings(heads[i + 1] - base, c)
+        parts = class_readings(heads[i + 1] - base, c)
         out[i] = min(_skew(p - p.mean() if center else p) for p in parts)
     return out
 

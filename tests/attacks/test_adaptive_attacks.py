@@ -378,3 +378,52 @@ def test_reversal_edge_reverses_the_update_and_passes_the_reversal_test() -> Non
         make_attack("reversal_edge", skew=0.8)
     with pytest.raises(ValueError, match="keep_last"):
         make_attack("reversal_edge", keep_last=5011)
+
+
+def test_reversal_fit_sizes_its_output_layer_inside_the_receivers_head_clip() -> None:
+    """Against receivers whose own updates move two classes each, `reversal_edge`'s boost is
+    scaled down by head_clip = 3 while `reversal_fit` picks a lower skew that every receiver
+    keeps whole, and still passes the reversal test; without observations it is
+    `reversal_edge`."""
+    from dfl_ray.defense.base import AggregationInput
+    from dfl_ray.defense.guard import head_factors, reversal_readings
+
+    classes, hidden, body = 10, 20, 300
+    size = body + classes * hidden + classes
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal(size).astype(np.float32)
+
+    def update(held: tuple[int, int]) -> np.ndarray:
+        u = 0.01 * rng.standard_normal(size)
+        pattern = np.full(classes, -0.02)
+        pattern[list(held)] = 0.08
+        u[-classes:] = pattern + 0.003 * rng.standard_normal(classes)
+        u[body:-classes] = (np.repeat(pattern / hidden, hidden)
+                            + 0.0005 * rng.standard_normal(classes * hidden))
+        return u
+
+    trained = (base + update((2, 5))).astype(np.float32)
+    honest = [update(held) for held in ((0, 1), (3, 4), (6, 7), (8, 9), (1, 3))]
+    observed = np.array(honest, dtype=np.float32)
+    params = {"keep_last": size - body, "classes": classes}
+    edge = make_attack("reversal_edge", **params)
+    fit = make_attack("reversal_fit", **params)
+    skew = fit.fitted_skew(trained, base, observed)
+    assert 0.05 < skew < 0.5
+    out_edge = edge.poison_model(trained, base, rng, 0, observed)
+    out_fit = fit.poison_model(trained, base, rng, 0, observed)
+    assert np.array_equal(out_fit[:body], out_edge[:body])
+    head = slice(body, size)
+    for u in honest:
+        inp = AggregationInput(own=(base + u).astype(np.float32), own_score=0.9,
+                               models=np.stack([out_edge, out_fit]), senders=("edge", "fit"),
+                               scores=np.full(2, 0.5), reputations={}, head=head,
+                               head_classes=classes, base=base)
+        factors = head_factors(inp, 3.0)
+        assert factors is not None
+        assert factors[0] < 0.9 and factors[1] == 1.0, factors
+        assert (reversal_readings(inp, 0.0, lower=True) > 0.0).all()
+    assert np.array_equal(fit.poison_model(trained, base, rng, 0),
+                          edge.poison_model(trained, base, rng, 0))
+    with pytest.raises(ValueError, match="floor"):
+        make_attack("reversal_fit", floor=0.6)

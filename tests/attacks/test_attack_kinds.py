@@ -12,7 +12,7 @@ NUM_CLASSES = 10
 MODEL_KINDS = ("random_model", "random_model_by_turn", "minus_uniform", "free_rider",
                "sign_flip", "scaled_update", "gaussian_noise", "alie", "ipm", "min_max",
                "min_sum", "mimic", "gate_edge", "kin_edge", "probe_edge", "shield_edge",
-               "sentinel_edge", "reversal_edge",
+               "sentinel_edge", "reversal_edge", "reversal_fit",
                "byzfl_sign_flip", "byzfl_ipm", "byzfl_alie", "byzfl_opt_ipm", "byzfl_opt_alie",
                "byzfl_mimic", "byzfl_inf", "byzfl_gaussian")
 DATA_KINDS = ("label_shuffle", "label_shift", "label_swap", "blank_images", "backdoor")
