@@ -110,7 +110,11 @@ docs/results.md, "Figures formerly in defense docstrings".)
 10. w' = (own_weight * w + sum R_i clip(m_i)) / (own_weight + sum R_i) over the models that
     pass this round and whose reputation is at least `floor` (trust-weighted averaging as in
     FLTrust, Cao et al., NDSS 2021, with the trust earned over rounds instead of from a root
-    data set), each weight (the own one too) divided by the voices its model shares.
+    data set), each weight (the own one too) divided by the voices its model shares. Each
+    received output layer enters scaled towards the own one until no class reading of the
+    difference exceeds `head_clip` x the largest of the own update this round (on by
+    default): an output layer written to pass the reversal test (`reversal_edge`) then
+    carries no larger class boost than `head_clip` times what the node's own round moved.
 
 With no attacker in the buffer this is close to a plain average of the own and received models,
 which is what makes it as accurate as FedAvg on non-IID shards.
@@ -139,7 +143,7 @@ def check_dfl_guard_params(*, gate: float = 3.0, clip: float = 2.0, beta: float 
                            reversal_drop: float | None = None,
                            reversal_cost: float = 1.0, split: float = 0.0,
                            lower: float = 1.0, probe_head: float = 0.0,
-                           head_clip: float = math.inf) -> None:
+                           head_clip: float = 3.0) -> None:
     """Raise ValueError naming a parameter outside its range."""
     check_number("entry", entry, 0.0, 1.0)
     check_number("head_clip", head_clip, 0.0, low_open=True, allow_inf=True)
@@ -185,7 +189,7 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
               reversal_drop: float | None = None,
               reversal_cost: float = 1.0, split: float = 0.0,
               lower: float = 1.0, probe_head: float = 0.0,
-              head_clip: float = math.inf) -> AggregationResult:
+              head_clip: float = 3.0) -> AggregationResult:
     """Gate by distance to the own model, clip, and average with recovering reputations.
 
     gate: reject a received model farther than gate * D from the own model (D = median distance of
@@ -250,8 +254,8 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         `head_clip` x the largest class reading of the node's own update this round (see
         `head_factors`): one round of honest training moves no class by much more than the
         node's own did, while an output layer that boosts one class (`reversal_edge`) does,
-        and the bound is the node's own, not set by what it receives (math.inf, the default:
-        off; skipped without `inp.head` and a round start).
+        and the bound is the node's own, not set by what it receives (3 by default; math.inf
+        turns it off; skipped without `inp.head` and a round start).
     probe_head: 1 moves the output layer too when probing (0, the default: every coordinate
         but the output layer). Read over the node's own classes (`defense.probe_classes`
         "own"), an honest peer's other labels leave the own classes' logits nearly as they

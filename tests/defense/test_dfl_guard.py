@@ -924,8 +924,8 @@ def test_head_clip_scales_an_output_layer_that_boosts_one_class_to_the_own_bound
     assert factors[2] == pytest.approx(3.0 * own_peak / peak)
     checks = {"reversal": 1.0, "balance": 1.0, "sign": 1.0, "kin": 1.0, "gate": np.inf,
               "clip": np.inf}
-    whole = dfl_guard(inp, **checks)
-    clipped = dfl_guard(inp, head_clip=3.0, **checks)
+    whole = dfl_guard(inp, head_clip=np.inf, **checks)
+    clipped = dfl_guard(inp, **checks)  # head_clip 3 by default
     assert clipped.details["head_factor"].tolist() == factors.tolist()
     np.testing.assert_allclose(whole.model[:HEAD.start], clipped.model[:HEAD.start])
     share = whole.weights[2]
