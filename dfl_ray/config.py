@@ -276,9 +276,9 @@ class AttackConfig:
     gaussian_noise, alie, ipm, min_max, min_sum, mimic (omniscient: built from the honest models
     the attackers received), gate_edge, kin_edge, probe_edge, reversal_edge and reversal_fit
     (white-box against dfl_guard), shield_edge (white-box against dfl_shield), sentinel_edge
-    (white-box against dfl_sentinel), backdoor (dfl_ray.attacks), byzfl_sign_flip, byzfl_ipm, byzfl_alie,
-    byzfl_opt_ipm, byzfl_opt_alie, byzfl_mimic, byzfl_inf, byzfl_gaussian (ByzFL's attacks,
-    dfl_ray.attacks.byzfl_attacks)."""
+    (white-box against dfl_sentinel), backdoor (dfl_ray.attacks), byzfl_sign_flip, byzfl_ipm,
+    byzfl_alie, byzfl_opt_ipm, byzfl_opt_alie, byzfl_mimic, byzfl_inf, byzfl_gaussian (ByzFL's
+    attacks, dfl_ray.attacks.byzfl_attacks)."""
     malicious: int = 3
     """Number of attacker nodes (the last ones, unless attack.nodes names them)."""
     nodes: tuple[int, ...] = ()
@@ -301,9 +301,10 @@ class AttackConfig:
     same and head_clip (3, the bound attacked), fit (0.9 of it), floor (0.05, the least skew);
     shield_edge clip (2, the clip attacked), fraction (0.95), keep_last (5010); sentinel_edge z
     (1, honest standard deviations below the honest mean), clip (2, the clip attacked), fraction
-    (0.95), keep_last (5010); backdoor target (0), size (3, trigger side in pixels), fraction (0.5 of each batch triggered), scale (1, update boost),
-    blend (0; above 0, a whole-image noise trigger mixed in with that weight), evade (0; above
-    0, the backdoor success on its own validation split to stay under, against the trigger scan);
+    (0.95), keep_last (5010); backdoor target (0), size (3, trigger side in pixels), fraction
+    (0.5 of each batch triggered), scale (1, update boost), blend (0; above 0, a whole-image
+    noise trigger mixed in with that weight), evade (0; above 0, the backdoor success on its own
+    validation split to stay under, against the trigger scan);
     byzfl_ipm tau (2); byzfl_alie tau (1.5, sample standard deviations added to the honest mean),
     up (1: every coordinate shifted up; below it, the shift mirrored on 1 - up of the
     coordinates, against dfl_guard's sign test);

@@ -4,8 +4,8 @@ One module per family: `base` (the `Attack` interface and what attackers observe
 (the DFL paper's set), `model` (sign flip, scaling, noise), `omniscient` (ALIE, IPM, min-max,
 min-sum, mimic), `adaptive` (white-box attacks on this project's defenses: gate edge and kin
 edge, probe edge, reversal edge and reversal fit against dfl_guard, shield edge against
-dfl_shield, sentinel edge against dfl_sentinel), `backdoor` and `byzfl_attacks` (ByzFL's published attacks: sign flip, IPM, ALIE, their optimised
-variants, mimic, inf, Gaussian).
+dfl_shield, sentinel edge against dfl_sentinel), `backdoor` and `byzfl_attacks` (ByzFL's
+published attacks: sign flip, IPM, ALIE, their optimised variants, mimic, inf, Gaussian).
 `make_attack(kind, **params)` builds one by its configuration name.
 """
 
