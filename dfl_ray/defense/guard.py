@@ -252,10 +252,11 @@ def dfl_guard(inp: AggregationInput, *, gate: float = 3.0, clip: float = 2.0, be
         scaled down, whole, until no class reading of it (the bias and, with
         `inp.head_classes`, the weight row's sum, each less its mean over the classes) exceeds
         `head_clip` x the largest class reading of the node's own update this round (see
-        `head_factors`): one round of honest training moves no class by much more than the
-        node's own did, while an output layer that boosts one class (`reversal_edge`) does,
-        and the bound is the node's own, not set by what it receives (3 by default; math.inf
-        turns it off; skipped without `inp.head` and a round start).
+        `head_factors`): without attack an honest peer's output layer stays inside it, an
+        output layer that boosts one class (`reversal_edge`) does not, and the bound is the
+        node's own, not set by what it receives. Honest models an attack has split apart are
+        scaled too (docs/results.md, "Output-layer bound (head_clip=3) over the suite"). 3 by
+        default; math.inf turns it off; skipped without `inp.head` and a round start.
     probe_head: 1 moves the output layer too when probing (0, the default: every coordinate
         but the output layer). Read over the node's own classes (`defense.probe_classes`
         "own"), an honest peer's other labels leave the own classes' logits nearly as they
