@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from dfl_ray.attacks.base import Attack, check_count, check_positive
-from dfl_ray.defense.guard import class_peak, class_readings
+from dfl_ray.defense.guard import head_factor, head_limits
 
 
 def edge_updates(trained: np.ndarray, base: np.ndarray, keep_last: int,
@@ -476,15 +476,12 @@ class ReversalFit(ReversalEdge):
         start = trained.size - int(self.keep_last)
         c = int(self.classes)
         own = (trained[start:] - base[start:]).astype(np.float64)
-        limits = [float(self.fit) * float(self.head_clip) * class_peak(p)
-                  for p in class_readings(own, c)]
+        limits = head_limits(own, float(self.fit) * float(self.head_clip), c)
         heads = np.asarray(observed[:, start:], dtype=np.float64)
 
         def fits(skew: float) -> bool:
             mended = self._mended(-own, skew)
-            kept = [all(class_peak(p) <= lim
-                        for p, lim in zip(class_readings(mended - h, c), limits, strict=True))
-                    for h in heads]
+            kept = [head_factor(mended - h, limits, c) == 1.0 for h in heads]
             return 2 * sum(kept) >= len(kept)
 
         low, high = float(self.floor), float(self.skew)

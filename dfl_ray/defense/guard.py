@@ -409,15 +409,26 @@ def head_factors(inp: AggregationInput, bound: float) -> np.ndarray | None:
     c = inp.head_classes
     heads = _round_heads(inp)
     own = inp.own[inp.head].astype(np.float64)
-    limits = [bound * class_peak(p) for p in class_readings(own - heads[0], c)]
+    limits = head_limits(own - heads[0], bound, c)
     if min(limits) <= 0.0:
         return None
-    out = np.ones(inp.k)
-    for i, head in enumerate(heads[1:]):
-        for part, limit in zip(class_readings(head - own, c), limits, strict=True):
-            peak = class_peak(part)
-            if peak > limit:
-                out[i] = min(out[i], limit / peak)
+    return np.array([head_factor(head - own, limits, c) for head in heads[1:]])
+
+
+def head_limits(update: np.ndarray, bound: float, c: int | None) -> list[float]:
+    """`bound` x the largest class reading of an output-layer `update`, one limit per
+    reading (`class_readings`): what `head_clip` lets a received difference reach."""
+    return [bound * class_peak(p) for p in class_readings(update, c)]
+
+
+def head_factor(difference: np.ndarray, limits: list[float], c: int | None) -> float:
+    """The share of an output-layer `difference` that `head_clip` keeps: 1, or the least
+    limit / largest class reading over the readings that exceed their `limits`."""
+    out = 1.0
+    for part, limit in zip(class_readings(difference, c), limits, strict=True):
+        peak = class_peak(part)
+        if peak > limit:
+            out = min(out, limit / peak)
     return out
 
 
