@@ -69,6 +69,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float]]] = {
     "probe_edge_burst5": ("probe_edge", {"burst": 5}),  # against dfl_guard:...,forgive=0.9
     # against a high reputation floor: a push that passes the probe more often, shorter
     "probe_edge_safe": ("probe_edge", {"safety": 0.5}),
+    # against dfl_guard:beta=0.1,floor=0.8: fails the probe rarely enough to stay over the floor
+    "probe_edge_safer": ("probe_edge", {"safety": 0.25}),
     # against dfl_guard:probe=2,forgive=0.8,probe_slack=0.15
     "probe_edge_burst4_slack15": ("probe_edge", {"burst": 4, "probe_slack": 0.15}),
     # against dfl_guard:probe_scale=0.03: rises at most half the scale above the median
